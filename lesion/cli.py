@@ -1,0 +1,76 @@
+"""The ``lesion`` command: ``lesion train {seg,cls} …``, ``lesion evaluate {seg,cls} …``, ``lesion export …``.
+
+Each task module owns its own argument parser (``main(argv) -> int``); this file only routes, so that the
+heavy imports of one task never slow down another. User errors (:class:`lesion.LesionError`) are printed as
+one readable line with exit code 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+#: (command, task) -> "module:function"; the function takes the remaining argv and returns an exit code.
+COMMANDS: dict[tuple[str, str], str] = {
+    ("train", "seg"): "lesion.train.seg:main",
+    ("train", "cls"): "lesion.train.cls:main",
+    ("evaluate", "seg"): "lesion.segment.evaluate:main",
+    ("evaluate", "cls"): "lesion.infer.evaluate:main",
+    ("export", "model"): "lesion.export:main",
+    ("demo", "data"): "lesion.data.demo:main",
+}
+
+USAGE = """usage: lesion <command> <task> [options]
+
+commands:
+  lesion train seg …         train a U-Net / LinkNet segmentation model
+  lesion train cls …         train a classifier or the multi-task model
+  lesion evaluate seg …      score a segmentation method over a data set
+  lesion evaluate cls …      run a classifier ensemble with TTA over a data set
+  lesion export MODEL …      export a classifier to ONNX
+  lesion demo data …         generate the built-in synthetic demo data set
+
+Run `lesion <command> <task> --help` for the options of one task.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lesion.errors import LesionError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command = argv[0]
+    if command == "export":
+        key, rest = ("export", "model"), argv[1:]
+    elif len(argv) >= 2:
+        key, rest = (command, argv[1]), argv[2:]
+    else:
+        key, rest = (command, ""), []
+    if key not in COMMANDS:
+        print(f"lesion: unknown command '{' '.join(argv[:2])}'.\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[key].split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("lesion"):
+            print(f"lesion: '{' '.join(key)}' is not available in this version.", file=sys.stderr)
+            return 2
+        raise
+    try:
+        return int(func(rest) or 0)
+    except LesionError as e:
+        print(f"lesion: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lesion: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

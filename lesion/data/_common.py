@@ -1,0 +1,221 @@
+"""Helpers shared by the layout loaders: file indexes, CSV reading, metadata normalisation, final checks.
+
+Loaders only list files and read tables; pixels are read later by :mod:`lesion.data.io`. pandas is imported
+inside :func:`read_table` so that ``import lesion.data`` stays light.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from lesion.data.io import IMAGE_EXTENSIONS
+from lesion.data.records import MALIGNANT_DX, Dataset, Domain, Record
+from lesion.errors import DataError
+
+Progress = Callable[[int, int], None]
+
+#: Values that mean "not recorded" in the tables we read (HAM10000 writes "unknown", NIH nothing).
+_MISSING = {"", "nan", "none", "null", "na", "n/a", "unknown", "?"}
+
+
+def is_image_name(name: str) -> bool:
+    """True for a visible file with an image extension (macOS ``._x.jpg`` resource forks are skipped)."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder`` (not recursive), sorted by name; [] when it is not a folder."""
+    if not folder.is_dir():
+        return []
+    with os.scandir(folder) as it:
+        return sorted(Path(e.path) for e in it if e.is_file() and is_image_name(e.name))
+
+
+def index_images(
+    folders: Iterable[Path],
+    *,
+    strip_suffixes: Sequence[str] = (),
+    keep: Callable[[str], bool] | None = None,
+    require_suffix: bool = False,
+) -> dict[str, Path]:
+    """Map id -> file over the image files directly inside ``folders``.
+
+    Args:
+        folders: folders to scan (missing ones are ignored).
+        strip_suffixes: stem suffixes removed to form the id (``_segmentation`` turns a mask name into its
+            image id); the first suffix that matches is removed.
+        keep: optional filter on the id.
+        require_suffix: only files whose stem ends with one of ``strip_suffixes`` (masks sharing a folder
+            with their images).
+
+    Raises:
+        DataError: two files give the same id (``a.png`` and ``a.jpg``), which would make ids ambiguous.
+    """
+    index: dict[str, Path] = {}
+    for folder in folders:
+        for path in list_images(Path(folder)):
+            key = path.stem
+            for suffix in strip_suffixes:
+                if key.endswith(suffix):
+                    key = key[: -len(suffix)]
+                    break
+            else:
+                if require_suffix:
+                    continue
+            if keep is not None and not keep(key):
+                continue
+            if key in index and index[key] != path:
+                raise DataError(
+                    f"Two files have the same id '{key}': {index[key]} and {path}. Remove one so that ids are unique."
+                )
+            index[key] = path
+    return index
+
+
+def read_header(csv: Path) -> list[str]:
+    """Column names of a CSV (first line, stripped); [] when the file cannot be read."""
+    try:
+        with open(csv, encoding="utf-8-sig", errors="replace") as f:
+            line = f.readline()
+    except OSError:
+        return []
+    return [c.strip().strip('"') for c in line.rstrip("\r\n").split(",")]
+
+
+def read_table(csv: Path, required: Sequence[str] = (), *, header: bool = True):
+    """Read a CSV as strings (no NA guessing: empty cells stay ``""``) and check required columns.
+
+    Args:
+        csv: the file.
+        required: columns that must be present; the error names the first missing one and the file.
+        header: False for header-less files (ISIC 2016 ground truth); columns are then 0, 1, ...
+
+    Returns:
+        pandas DataFrame with stripped column names and ``str`` cells.
+
+    Raises:
+        DataError: the file is missing, unreadable, not a CSV, or lacks a required column.
+    """
+    import pandas as pd
+
+    if not csv.is_file():
+        raise DataError(f"Label file not found: {csv}")
+    try:
+        df = pd.read_csv(
+            csv, dtype=str, keep_default_na=False, header=0 if header else None, skipinitialspace=True,
+            encoding="utf-8-sig",
+        )
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"Cannot read {csv.name} as a CSV table ({e}).") from e
+    if header:
+        df.columns = [str(c).strip() for c in df.columns]
+    for col in required:
+        if col not in df.columns:
+            found = ", ".join(map(str, df.columns)) or "no columns"
+            raise DataError(f"{csv.name} is missing the required column '{col}' (found: {found}). File: {csv}")
+    return df.apply(lambda s: s.str.strip()) if len(df) else df
+
+
+def clean_str(value: Any) -> str | None:
+    """Stripped string, or None for empty / NaN / 'unknown'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    s = str(value).strip()
+    return None if s.lower() in _MISSING else s
+
+
+def norm_age(value: Any) -> float | None:
+    """Age in years as float; accepts ``45``, ``45.0`` and NIH/DICOM style ``058Y``; None when missing."""
+    s = clean_str(value)
+    if s is None:
+        return None
+    m = re.match(r"^(\d+(?:\.\d*)?)\s*[yY]?$", s)
+    return float(m.group(1)) if m else None
+
+
+def norm_sex(value: Any) -> str | None:
+    """``'male'`` / ``'female'`` from M/F/male/Female/...; None for anything else (unknown, other)."""
+    s = (clean_str(value) or "").lower()
+    return {"m": "male", "male": "male", "f": "female", "female": "female"}.get(s)
+
+
+def norm_target(value: Any, where: str) -> int | None:
+    """0/1 target from ``0``, ``1``, ``0.0``, ``1.0``, ``true``/``false``; None when empty.
+
+    Raises:
+        DataError: any other value (``where`` names the file and row for the message).
+    """
+    s = clean_str(value)
+    if s is None:
+        return None
+    s = s.lower()
+    if s in ("1", "1.0", "true", "yes", "malignant"):
+        return 1
+    if s in ("0", "0.0", "false", "no", "benign"):
+        return 0
+    raise DataError(f"{where}: target must be 0 or 1, got '{value}'.")
+
+
+def derm_target(diagnosis: str | None) -> int | None:
+    """Binary derm target: 1 for a malignant diagnosis (:data:`MALIGNANT_DX`), 0 otherwise, None if unknown."""
+    if diagnosis is None:
+        return None
+    return int(diagnosis.lower() in MALIGNANT_DX)
+
+
+def missing_images_note(csv: Path, missing: list[str], total: int, searched: Sequence[Path]) -> str:
+    """Warning text for CSV rows whose image file is absent (they are skipped)."""
+    eg = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    where = ", ".join(str(p) for p in searched) or "the data-set folder"
+    return f"{len(missing)} of {total} rows of {csv.name} name images that are not in {where}; they were skipped (e.g. {eg})."
+
+
+def raise_if_none_left(records: list, csv: Path, total: int, searched: Sequence[Path]) -> None:
+    """Raise when every row of a label table points at a missing image."""
+    if total and not records:
+        where = ", ".join(str(p) for p in searched) or "the data-set folder"
+        raise DataError(f"None of the {total} rows of {csv.name} has its image file in {where}.")
+
+
+def finish(
+    *,
+    name: str,
+    layout: str,
+    domain: Domain,
+    root: Path,
+    records: list[Record],
+    warnings: Sequence[str] = (),
+    synthetic: bool = False,
+) -> Dataset:
+    """Sort records by id, check ids are unique, derive classes and build the :class:`Dataset`.
+
+    ``classes`` are the sorted findings when any record has findings (multi-label), else the sorted diagnoses.
+
+    Raises:
+        DataError: no records, or duplicate ids.
+    """
+    if not records:
+        raise DataError(f"No images found for the {layout} layout in {root}.")
+    records = sorted(records, key=lambda r: r.id)
+    dups = sorted({a.id for a, b in zip(records, records[1:]) if a.id == b.id})
+    if dups:
+        eg = ", ".join(dups[:5]) + (", ..." if len(dups) > 5 else "")
+        raise DataError(f"{len(dups)} image ids appear more than once in {root} ({eg}); ids must be unique.")
+    findings = sorted({f for r in records for f in r.findings})
+    if findings:
+        classes = tuple(findings)
+    else:
+        classes = tuple(sorted({r.diagnosis for r in records if r.diagnosis is not None}))
+    return Dataset(
+        name=name, layout=layout, domain=domain, root=root, records=records, classes=classes,
+        synthetic=synthetic, warnings=tuple(warnings),
+    )
+
+
+def tick(progress: Progress | None, done: int, total: int) -> None:
+    """Call ``progress(done, total)`` when a callback was given."""
+    if progress is not None:
+        progress(done, total)

@@ -1,0 +1,22 @@
+"""Where lesion-lab keeps generated and cached files (never inside a user's data folder)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Folder of the shipped checkpoints and model cards.
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def cache_dir() -> Path:
+    """Root of caches (demo data, predictions, review tags): ``$LESION_CACHE`` or ``~/.cache/lesion-lab``."""
+    root = Path(os.environ.get("LESION_CACHE") or Path.home() / ".cache" / "lesion-lab")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def dataset_cache_dir(fingerprint: str) -> Path:
+    """Cache folder for one data set (predictions, tags), keyed by :meth:`Dataset.fingerprint`."""
+    d = cache_dir() / "datasets" / fingerprint
+    d.mkdir(parents=True, exist_ok=True)
+    return d
