@@ -1,0 +1,313 @@
+"""Segmentation and classification metrics as pure numpy functions (no torch), with bootstrap CIs.
+
+Segmentation metrics are computed per image from the confusion counts of two binary masks
+(``tp, fp, fn, tn``); a data-set score is the mean of per-image scores (what ISIC 2018 and most papers
+report), not the IoU of the pooled pixels.
+
+Empty-mask rule
+---------------
+Lesion-free images (or a method that finds nothing) make a ratio ``0 / 0``; the rule that decides it
+changes the reported mean, so it is explicit (smp's ``zero_division``, MONAI's ``ignore_empty``).
+**A ratio that is 0/0 scores ``empty`` when the two masks agree on every pixel, and 0.0 otherwise**
+(a disagreement is never rewarded). ``empty`` defaults to 1.0; pass ``float("nan")`` to leave such
+images out of ``np.nanmean`` instead (MONAI ``ignore_empty=True``).
+
+==========================  ==========  ===========  ==========  ==========  ===========  ========
+case                        iou, dice   precision    recall      specificity accuracy     thr. J.
+==========================  ==========  ===========  ==========  ==========  ===========  ========
+both empty                  ``empty``   ``empty``    ``empty``   1.0         1.0          ``empty``
+prediction empty, truth not 0.0         0.0 (0/0)    0.0         computed    computed     0.0
+truth empty, prediction not 0.0         0.0          0.0 (0/0)   computed    computed     0.0
+both full (every pixel)     1.0         1.0          1.0         ``empty``   1.0          1.0
+==========================  ==========  ===========  ==========  ==========  ===========  ========
+
+``thresholded_jaccard`` is the ISIC 2018 challenge score: ``iou`` if ``iou >= 0.65`` else 0.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from lesion.errors import DataError, MaskShapeError
+
+#: Columns produced by :func:`seg_metrics`, in display order.
+SEG_METRICS: tuple[str, ...] = (
+    "iou",
+    "dice",
+    "precision",
+    "recall",
+    "specificity",
+    "accuracy",
+    "thresholded_jaccard",
+)
+
+#: ISIC 2018 task 1: an image with IoU below this scores 0.
+ISIC_JACCARD_THRESHOLD = 0.65
+
+
+def _as_bool(mask: np.ndarray, name: str) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.dtype == np.bool_:
+        return m
+    # {0,1} or {0,255} integer/float masks: any non-zero value is foreground.
+    return m != 0
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
+    """Pixel confusion counts of two binary masks.
+
+    Args:
+        pred: predicted mask ``[H, W]`` (bool, or {0, 1}; any non-zero value is foreground).
+        truth: reference mask of the same shape.
+
+    Returns:
+        ``(tp, fp, fn, tn)`` as Python ints.
+
+    Raises:
+        MaskShapeError: the two masks differ in shape.
+    """
+    p = _as_bool(pred, "pred")
+    t = _as_bool(truth, "truth")
+    if p.shape != t.shape:
+        raise MaskShapeError(f"Prediction shape {p.shape} does not match the truth mask shape {t.shape}.")
+    tp = int(np.count_nonzero(p & t))
+    fp = int(np.count_nonzero(p & ~t))
+    fn = int(np.count_nonzero(~p & t))
+    tn = int(p.size - tp - fp - fn)
+    return tp, fp, fn, tn
+
+
+def _ratio(num: int, den: int, agree: bool, empty: float) -> float:
+    if den == 0:
+        return float(empty) if agree else 0.0
+    return num / den
+
+
+def seg_metrics(pred: np.ndarray, truth: np.ndarray, empty: float = 1.0) -> dict[str, float]:
+    """Per-image segmentation metrics (see the module docstring for the empty-mask rule).
+
+    Args:
+        pred: predicted mask ``[H, W]`` (bool or {0, 1}).
+        truth: reference mask ``[H, W]``.
+        empty: score of a ratio that is 0/0 while the masks agree everywhere (default 1.0; NaN to exclude).
+
+    Returns:
+        dict with ``iou`` (Jaccard), ``dice`` (F1), ``precision``, ``recall`` (sensitivity),
+        ``specificity``, ``accuracy`` (pixel) and ``thresholded_jaccard`` (ISIC 2018), each in [0, 1]
+        (or NaN when ``empty`` is NaN).
+
+    Raises:
+        MaskShapeError: the two masks differ in shape.
+    """
+    return metrics_from_counts(*confusion(pred, truth), empty=empty)
+
+
+def metrics_from_counts(tp: int, fp: int, fn: int, tn: int, empty: float = 1.0) -> dict[str, float]:
+    """:func:`seg_metrics` from confusion counts (so scores at many thresholds need no masks kept)."""
+    tp, fp, fn, tn = int(tp), int(fp), int(fn), int(tn)
+    agree = fp == 0 and fn == 0
+    iou = _ratio(tp, tp + fp + fn, agree, empty)
+    return {
+        "iou": iou,
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, agree, empty),
+        "precision": _ratio(tp, tp + fp, agree, empty),
+        "recall": _ratio(tp, tp + fn, agree, empty),
+        "specificity": _ratio(tn, tn + fp, agree, empty),
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn, agree, empty),
+        # NaN >= 0.65 is False, so keep NaN explicitly rather than turning it into 0.
+        "thresholded_jaccard": iou if (np.isnan(iou) or iou >= ISIC_JACCARD_THRESHOLD) else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bootstrap confidence intervals
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _clean(values: Iterable[float]) -> np.ndarray:
+    v = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64).ravel()
+    return v[~np.isnan(v)]
+
+
+def _stat_rows(stat: Callable, samples: np.ndarray) -> np.ndarray:
+    """Apply ``stat`` to each row of ``samples`` [B, n]; vectorised when ``stat`` takes ``axis``."""
+    try:
+        out = np.asarray(stat(samples, axis=1), dtype=np.float64)
+        if out.shape == (samples.shape[0],):
+            return out
+    except TypeError:
+        pass
+    return np.array([stat(row) for row in samples], dtype=np.float64)
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    stat: Callable = np.mean,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``stat(values)``.
+
+    NaNs are dropped first (images excluded by the empty-mask rule). Resampling is vectorised: one
+    ``[n_boot, n]`` index matrix, ``stat(samples, axis=1)`` when the statistic accepts ``axis``.
+
+    Args:
+        values: per-image scores, shape ``[n]``.
+        stat: statistic (``np.mean``, ``np.median``, or any callable on a 1-D array).
+        n_boot: number of bootstrap resamples.
+        alpha: 1 - confidence level (0.05 gives a 95% interval).
+        seed: seed of ``numpy.random.default_rng``; same seed, same interval.
+
+    Returns:
+        ``(lo, hi)``; ``(nan, nan)`` when fewer than 2 finite values remain (an interval from one value
+        would pretend a certainty we do not have).
+    """
+    v = _clean(values)
+    if v.size < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    # Chunk so that n_boot x n never exceeds ~4M entries (32 MB) on large data sets.
+    chunk = max(1, int(4_000_000 // v.size))
+    stats = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, v.size, size=(b, v.size))
+        stats.append(_stat_rows(stat, v[idx]))
+    s = np.concatenate(stats)
+    lo, hi = np.percentile(s, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def summarize(
+    values: Sequence[float] | np.ndarray,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean, median, standard deviation (ddof=1) and bootstrap CI of the mean, ignoring NaNs.
+
+    Returns:
+        dict(mean, median, std, ci_lo, ci_hi, n); ``n`` counts the finite values. With n == 0 every
+        statistic is NaN; with n == 1, std and the CI are NaN.
+    """
+    v = _clean(values)
+    n = int(v.size)
+    if n == 0:
+        nan = float("nan")
+        return {"mean": nan, "median": nan, "std": nan, "ci_lo": nan, "ci_hi": nan, "n": 0}
+    lo, hi = bootstrap_ci(v, np.mean, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {
+        "mean": float(v.mean()),
+        "median": float(np.median(v)),
+        "std": float(v.std(ddof=1)) if n > 1 else float("nan"),
+        "ci_lo": lo,
+        "ci_hi": hi,
+        "n": n,
+    }
+
+
+def summary_table(
+    df,
+    metrics: Sequence[str] = ("iou", "dice", "precision", "recall", "thresholded_jaccard"),
+    by: str | None = None,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+):
+    """Per-method summary of a per-image results frame (one row per image and method).
+
+    Args:
+        df: pandas DataFrame with the metric columns (e.g. from
+            :func:`lesion.segment.evaluate.evaluate_segmentation`, possibly several concatenated).
+        metrics: metric columns to summarise (missing columns are skipped).
+        by: grouping column; None groups by ``method`` when that column exists, else one overall row.
+
+    Returns:
+        DataFrame with one row per group: the group column (if any), ``n`` (rows in the group) and for
+        each metric ``<m>_mean``, ``<m>_ci_lo``, ``<m>_ci_hi`` (95% bootstrap CI of the mean by default),
+        ``<m>_median``, ``<m>_std``.
+    """
+    import pandas as pd
+
+    if by is None and "method" in df.columns:
+        by = "method"
+    cols = [m for m in metrics if m in df.columns]
+    groups = df.groupby(by, sort=False) if by is not None else [(None, df)]
+    rows = []
+    for key, g in groups:
+        row: dict = {} if by is None else {by: key}
+        row["n"] = int(len(g))
+        for m in cols:
+            s = summarize(g[m].to_numpy(dtype=np.float64), n_boot=n_boot, alpha=alpha, seed=seed)
+            for k in ("mean", "ci_lo", "ci_hi", "median", "std"):
+                row[f"{m}_{k}"] = s[k]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ROC
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _auc_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUC of each row pair (Mann-Whitney U with mid-ranks, equal to sklearn's roc_auc_score).
+
+    Written here because sklearn's ``roc_auc_score`` takes one resample per call; this ranks all
+    ``[B, n]`` resamples at once (hundreds of times faster for 1000 resamples).
+    """
+    from scipy.stats import rankdata
+
+    n_pos, n_neg = pos.shape[1], neg.shape[1]
+    ranks = rankdata(np.concatenate([pos, neg], axis=1), axis=1)  # average ranks for ties
+    u = ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2.0
+    return u / (n_pos * n_neg)
+
+
+def roc_auc_ci(
+    y_true: Sequence[int] | np.ndarray,
+    y_score: Sequence[float] | np.ndarray,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """ROC-AUC with a stratified percentile bootstrap CI.
+
+    Positives and negatives are resampled separately (stratified), so every resample holds both classes
+    and none has to be skipped; the class counts stay those of the data.
+
+    Args:
+        y_true: binary labels ``[n]`` (0/1 or bool).
+        y_score: scores ``[n]`` (probability or logit of the positive class).
+        n_boot: bootstrap resamples (0 skips the CI: lo = hi = NaN).
+
+    Returns:
+        ``(auc, lo, hi)``.
+
+    Raises:
+        DataError: lengths differ, or only one class is present (AUC undefined).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise DataError(f"y_true has {y.size} values but y_score has {s.size}.")
+    if y.all() or not y.any():
+        raise DataError("ROC-AUC needs both positive and negative cases; only one class is present.")
+    auc = float(roc_auc_score(y, s))
+    if n_boot <= 0:
+        return auc, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    pos, neg = s[y], s[~y]
+    chunk = max(1, int(2_000_000 // y.size))
+    stats = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        p = pos[rng.integers(0, pos.size, size=(b, pos.size))]
+        q = neg[rng.integers(0, neg.size, size=(b, neg.size))]
+        stats.append(_auc_rows(p, q))
+    lo, hi = np.percentile(np.concatenate(stats), [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return auc, float(lo), float(hi)

@@ -1,0 +1,132 @@
+"""Compare segmentation methods over a data set at any probability threshold without running them again.
+
+:func:`evaluate_segmentation` scores one method at one threshold. A page with a threshold slider would have to
+re-run every network at each move; instead :func:`threshold_counts` runs a method once and keeps, per image,
+the pixel confusion counts at a grid of thresholds (a few integers per image, not the probability maps, so a
+data set of thousands of images stays small in memory and in a cache). :func:`metrics_at` turns them into
+per-image metrics at any grid threshold, :func:`paired` lines two methods up image by image.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lesion.data.records import Dataset
+from lesion.errors import DataError, LesionError
+from lesion.metrics import SEG_METRICS, metrics_from_counts
+
+Progress = Callable[[int, int], None]
+
+#: Probability thresholds at which counts are kept: 0.05 … 0.95 in steps of 0.05.
+THRESHOLDS: tuple[float, ...] = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+
+
+def counts_over_thresholds(output: np.ndarray, truth: np.ndarray, thresholds: Sequence[float] = THRESHOLDS) -> np.ndarray:
+    """Confusion counts ``[T, 4]`` (tp, fp, fn, tn) of ``output > t`` against ``truth`` for each threshold.
+
+    A bool ``output`` (Otsu) gives the same counts at every threshold.
+    """
+    from lesion.segment.evaluate import to_mask
+
+    truth = np.asarray(truth, dtype=bool)
+    out = np.asarray(output)
+    n_true = int(truth.sum())
+    rows = []
+    for t in thresholds:
+        pred = to_mask(out, truth.shape, t)
+        tp = int(np.count_nonzero(pred & truth))
+        n_pred = int(pred.sum())
+        fp, fn = n_pred - tp, n_true - tp
+        rows.append((tp, fp, fn, truth.size - tp - fp - fn))
+    return np.asarray(rows, dtype=np.int64)
+
+
+def threshold_counts(
+    dataset: Dataset,
+    segmenter: Callable[[np.ndarray], np.ndarray],
+    method: str,
+    size: int | None = None,
+    progress: Progress | None = None,
+):
+    """Run ``segmenter`` once over every record with a mask and keep its counts at :data:`THRESHOLDS`.
+
+    Args:
+        dataset: records with masks.
+        segmenter: image RGB uint8 ``[H, W, 3]`` -> probability ``[H, W]`` in 0..1 or bool mask.
+        method: name stored in the ``method`` column.
+        size: score at ``size x size`` (image area-resized, mask nearest) instead of the native size.
+        progress: ``progress(done, total)``.
+
+    Returns:
+        long DataFrame: ``id, method, threshold, tp, fp, fn, tn, error`` (one row per image and threshold;
+        an unreadable image has one row with the message in ``error`` and no counts).
+    """
+    import pandas as pd
+
+    from lesion.data.io import read_image, read_mask, resize_image
+
+    records = [r for r in dataset.records if r.mask_path is not None]
+    if not records:
+        raise DataError(f"Data set '{dataset.name}' has no masks, so segmentations cannot be scored.")
+    frames = []
+    thr = np.asarray(THRESHOLDS)
+    for i, rec in enumerate(records):
+        try:
+            image = read_image(rec.image_path)
+            truth = read_mask(rec.mask_path, shape=image.shape[:2])
+            if size:
+                image, truth = resize_image(image, size, "area"), resize_image(truth, size, "nearest")
+            counts = counts_over_thresholds(segmenter(image), truth)
+            frames.append(pd.DataFrame({"id": rec.id, "method": method, "threshold": thr,
+                                        "tp": counts[:, 0], "fp": counts[:, 1], "fn": counts[:, 2],
+                                        "tn": counts[:, 3], "error": None}))
+        except LesionError as e:
+            frames.append(pd.DataFrame({"id": [rec.id], "method": [method], "threshold": [np.nan],
+                                        "tp": [-1], "fp": [-1], "fn": [-1], "tn": [-1], "error": [str(e)]}))
+        if progress is not None:
+            progress(i + 1, len(records))
+    return pd.concat(frames, ignore_index=True)
+
+
+def nearest_threshold(threshold: float) -> float:
+    """The grid threshold closest to ``threshold``."""
+    return float(min(THRESHOLDS, key=lambda t: abs(t - threshold)))
+
+
+def metrics_at(counts, threshold: float = 0.5, empty: float = 1.0):
+    """Per-image metrics at the grid threshold nearest to ``threshold``.
+
+    Args:
+        counts: frame from :func:`threshold_counts` (several methods may be concatenated).
+
+    Returns:
+        DataFrame ``id, method, <SEG_METRICS>, error``: unreadable images keep their row with NaN metrics.
+    """
+    import pandas as pd
+
+    t = nearest_threshold(threshold)
+    ok = counts[np.isclose(counts["threshold"], t)]
+    rows = []
+    for rec in ok.itertuples(index=False):
+        row = {"id": rec.id, "method": rec.method}
+        row.update(metrics_from_counts(rec.tp, rec.fp, rec.fn, rec.tn, empty=empty))
+        row["error"] = None
+        rows.append(row)
+    for rec in counts[counts["error"].notna()].itertuples(index=False):
+        rows.append({"id": rec.id, "method": rec.method, **{m: np.nan for m in SEG_METRICS}, "error": rec.error})
+    return pd.DataFrame(rows, columns=["id", "method", *SEG_METRICS, "error"])
+
+
+def paired(per_image, method_a: str, method_b: str, metric: str = "iou"):
+    """Line up two methods image by image: columns ``id, <method_a>, <method_b>, difference`` (b − a).
+
+    Images where either method has no score are dropped.
+    """
+    wide = per_image.pivot_table(index="id", columns="method", values=metric, aggfunc="first")
+    if method_a not in wide or method_b not in wide:
+        missing = [m for m in (method_a, method_b) if m not in wide]
+        raise DataError(f"No {metric} scores for {', '.join(missing)}: run those methods first.")
+    out = wide[[method_a, method_b]].dropna().reset_index()
+    out["difference"] = out[method_b] - out[method_a]
+    return out

@@ -1,0 +1,206 @@
+"""Score a segmentation method over a data set: one row of metrics per image, and the ``lesion evaluate seg`` CLI.
+
+A *segmenter* is any callable ``image_rgb_uint8 [H, W, 3] -> float probability or bool mask [h, w]``.
+Probabilities are thresholded at ``threshold``; an output of another size is resized (nearest) to the image.
+Images that cannot be read are skipped with the message in the ``error`` column, so that one corrupt file
+does not lose a long run.
+
+CLI::
+
+    lesion evaluate seg --model otsu --data FOLDER [--out results.csv] [--threshold 0.5] [--overwrite]
+
+The last stdout line is JSON: ``{"method", "n", "iou", "dice", "iou_ci": [lo, hi]}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lesion.data.records import Dataset
+from lesion.errors import ConfigError, DataError, LesionError
+from lesion.metrics import SEG_METRICS, seg_metrics, summarize
+
+Segmenter = Callable[[np.ndarray], np.ndarray]
+Progress = Callable[[int, int], None]
+
+#: Columns of :func:`evaluate_segmentation`'s frame, in order.
+COLUMNS: tuple[str, ...] = ("id", "method", *SEG_METRICS, "error")
+
+
+def to_mask(output: np.ndarray, shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+    """Turn a segmenter output into a bool mask of ``shape`` ``(H, W)``.
+
+    Bool outputs are kept; numeric ones are foreground where ``> threshold`` (probabilities in [0, 1]; a
+    {0, 1} integer mask works the same). A ``[1, h, w]`` or ``[h, w, 1]`` output is squeezed.
+    """
+    from lesion.data.io import resize_image
+
+    out = np.asarray(output)
+    if out.ndim == 3 and 1 in (out.shape[0], out.shape[-1]):
+        out = out.squeeze(0) if out.shape[0] == 1 else out[..., 0]
+    if out.ndim != 2:
+        raise DataError(f"A segmenter must return a 2-D mask or probability map, got shape {out.shape}.")
+    mask = out if out.dtype == np.bool_ else out > threshold
+    if mask.shape != tuple(shape):
+        mask = resize_image(mask, tuple(shape), interpolation="nearest")
+    return mask
+
+
+def evaluate_segmentation(
+    dataset: Dataset,
+    segmenter: Segmenter,
+    progress: Progress | None = None,
+    threshold: float = 0.5,
+    method_name: str = "otsu",
+    size: int | None = None,
+):
+    """Run ``segmenter`` on every record that has a mask and score it against the mask.
+
+    Args:
+        dataset: records with ``mask_path`` (records without a mask are skipped).
+        segmenter: image -> probability or bool mask (see the module docstring).
+        progress: called as ``progress(done, total)`` after each scored record.
+        threshold: probability threshold for float outputs.
+        method_name: value of the ``method`` column (concatenate frames of several methods to compare).
+        size: if set, the image and mask are resized to ``size x size`` before segmenting and scoring
+            (area for the image, nearest for the mask); None scores at the native size.
+
+    Returns:
+        pandas DataFrame with :data:`COLUMNS`: one row per record with a mask. A record whose image or
+        mask cannot be read (or whose segmenter raised a :class:`LesionError`) has NaN metrics and the
+        message in ``error``; ``error`` is None otherwise.
+
+    Raises:
+        DataError: the data set has no masks.
+    """
+    import pandas as pd
+
+    from lesion.data.io import read_image, read_mask, resize_image
+
+    records = [r for r in dataset.records if r.mask_path is not None]
+    if not records:
+        raise DataError(
+            f"Data set '{dataset.name}' has no masks, so a segmentation cannot be scored. "
+            "Use a folder with a masks/ sub-folder (or a layout with lesion/lung masks)."
+        )
+    rows = []
+    total = len(records)
+    for i, rec in enumerate(records):
+        row: dict = {"id": rec.id, "method": method_name}
+        try:
+            image = read_image(rec.image_path)
+            truth = read_mask(rec.mask_path, shape=image.shape[:2])
+            if size:
+                image = resize_image(image, size, "area")
+                truth = resize_image(truth, size, "nearest")
+            pred = to_mask(segmenter(image), truth.shape, threshold)
+            row.update(seg_metrics(pred, truth))
+            row["error"] = None
+        except LesionError as e:  # unreadable file, mask of the wrong size: record and go on
+            row.update({m: float("nan") for m in SEG_METRICS})
+            row["error"] = str(e)
+        rows.append(row)
+        if progress is not None:
+            progress(i + 1, total)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def resolve_segmenter(name_or_path: str, domain: str) -> tuple[str, Segmenter]:
+    """``'otsu'`` -> the tuned Otsu preset of ``domain``; anything else -> a trained model (weights name or path).
+
+    Returns:
+        ``(display_name, segmenter)``.
+
+    Raises:
+        ConfigError: the model loader is not available in this installation.
+    """
+    if name_or_path.lower() == "otsu":
+        from lesion.segment.otsu import OtsuSegmenter, preset
+
+        return "otsu", OtsuSegmenter(preset(domain))
+    try:
+        from lesion.segment.models import load_segmenter
+    except ImportError as e:
+        raise ConfigError(
+            f"Cannot load model '{name_or_path}': trained segmentation models are not available "
+            f"in this installation ({e}). Use --model otsu."
+        ) from e
+    seg = load_segmenter(name_or_path)
+    name = getattr(seg, "name", None) or Path(str(name_or_path)).stem
+    return str(name), seg
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return None if isinstance(obj, float) and not np.isfinite(obj) else obj
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lesion evaluate seg",
+        description="Score a segmentation method (Otsu or a trained model) against the masks of a data set.",
+    )
+    p.add_argument("--model", required=True, help="'otsu', a weights name (see weights/) or a checkpoint path")
+    p.add_argument("--data", required=True, help="data set folder (any supported layout with masks)")
+    p.add_argument("--out", default=None, help="per-image CSV to write (refuses to overwrite without --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for model outputs (default 0.5)")
+    p.add_argument("--domain", choices=("derm", "cxr"), default=None, help="override the detected domain (Otsu preset)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``lesion evaluate seg``: per-image CSV + a JSON summary as the last stdout line."""
+    args = _parser().parse_args(argv)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise DataError(f"{out} already exists; pass --overwrite to replace it, or choose another --out.")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}.")
+
+    from tqdm import tqdm
+
+    from lesion.data import load_dataset
+
+    dataset = load_dataset(args.data)
+    if not dataset.has_masks:
+        raise DataError(f"Data set at {args.data} has no masks, so a segmentation cannot be scored.")
+    name, segmenter = resolve_segmenter(args.model, args.domain or dataset.domain)
+
+    bar = tqdm(total=sum(r.mask_path is not None for r in dataset.records), desc=f"evaluate {name}",
+               unit="img", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        df = evaluate_segmentation(dataset, segmenter, progress=progress, threshold=args.threshold, method_name=name)
+    finally:
+        bar.close()
+
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+        print(f"wrote {len(df)} rows to {out}", file=sys.stderr)
+    failed = df["error"].notna()
+    if failed.any():
+        print(f"{int(failed.sum())} image(s) skipped; see the 'error' column.", file=sys.stderr)
+    iou = summarize(df["iou"].to_numpy(dtype=float))
+    summary = {
+        "method": name,
+        "n": iou["n"],
+        "iou": iou["mean"],
+        "dice": float(np.nanmean(df["dice"].to_numpy(dtype=float))) if iou["n"] else float("nan"),
+        "iou_ci": [iou["ci_lo"], iou["ci_hi"]],
+    }
+    # NaN is not valid JSON: an empty result prints null.
+    print(json.dumps(_nan_to_none(summary)))
+    return 0

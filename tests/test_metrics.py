@@ -1,0 +1,194 @@
+"""lesion.metrics: against sklearn on random masks, hand-computable cases, the empty-mask rule, bootstrap CIs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lesion.errors import DataError, MaskShapeError
+from lesion.metrics import (
+    SEG_METRICS,
+    bootstrap_ci,
+    confusion,
+    roc_auc_ci,
+    seg_metrics,
+    summarize,
+    summary_table,
+)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_seg_metrics_match_sklearn(seed):
+    from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_score, recall_score
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(3, 40, size=2))
+    truth = rng.random(shape) < rng.uniform(0.05, 0.6)
+    pred = rng.random(shape) < rng.uniform(0.05, 0.6)
+    truth[0, 0], pred[0, 0] = True, True  # both non-empty: sklearn and we agree without a 0/0 rule
+    t, p = truth.ravel(), pred.ravel()
+    m = seg_metrics(pred, truth)
+    assert m["iou"] == pytest.approx(jaccard_score(t, p))
+    assert m["dice"] == pytest.approx(f1_score(t, p))
+    assert m["precision"] == pytest.approx(precision_score(t, p))
+    assert m["recall"] == pytest.approx(recall_score(t, p))
+    assert m["specificity"] == pytest.approx(recall_score(~t, ~p))
+    assert m["accuracy"] == pytest.approx(accuracy_score(t, p))
+
+
+def test_two_by_two_exact_fractions():
+    # MONAI-style hand case: truth has 3 pixels, prediction 2 of them + nothing else.
+    truth = np.array([[1, 1], [1, 0]])
+    pred = np.array([[1, 0], [1, 0]])
+    assert confusion(pred, truth) == (2, 0, 1, 1)
+    m = seg_metrics(pred, truth)
+    assert m["iou"] == pytest.approx(2 / 3)
+    assert m["dice"] == pytest.approx(4 / 5)
+    assert m["precision"] == 1.0
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["specificity"] == 1.0
+    assert m["accuracy"] == pytest.approx(3 / 4)
+    assert m["thresholded_jaccard"] == pytest.approx(2 / 3)  # 0.667 >= 0.65: kept
+
+
+def test_thresholded_jaccard_zeroes_below_065():
+    truth = np.array([[1, 1], [0, 0]], bool)
+    pred = np.array([[1, 0], [0, 0]], bool)  # iou 0.5
+    m = seg_metrics(pred, truth)
+    assert m["iou"] == 0.5 and m["thresholded_jaccard"] == 0.0
+
+
+def test_both_empty_scores_empty_value():
+    z = np.zeros((4, 4), bool)
+    m = seg_metrics(z, z)
+    for k in ("iou", "dice", "precision", "recall", "thresholded_jaccard"):
+        assert m[k] == 1.0
+    assert m["specificity"] == 1.0 and m["accuracy"] == 1.0
+    m = seg_metrics(z, z, empty=float("nan"))
+    assert math.isnan(m["iou"]) and math.isnan(m["dice"]) and math.isnan(m["thresholded_jaccard"])
+    assert m["accuracy"] == 1.0  # defined: 16/16
+
+
+def test_prediction_empty_truth_not():
+    truth = np.zeros((4, 4), bool)
+    truth[:2, :2] = True
+    m = seg_metrics(np.zeros_like(truth), truth)
+    assert m["iou"] == 0.0 and m["dice"] == 0.0
+    assert m["precision"] == 0.0  # 0/0 but the masks disagree: never rewarded
+    assert m["recall"] == 0.0
+    assert m["specificity"] == 1.0
+    assert m["accuracy"] == pytest.approx(12 / 16)
+
+
+def test_truth_empty_prediction_not():
+    pred = np.zeros((4, 4), bool)
+    pred[0, 0] = True
+    m = seg_metrics(pred, np.zeros_like(pred))
+    assert m["iou"] == 0.0 and m["precision"] == 0.0 and m["recall"] == 0.0
+    assert m["specificity"] == pytest.approx(15 / 16)
+
+
+def test_both_full_specificity_uses_empty_rule():
+    o = np.ones((3, 3), bool)
+    m = seg_metrics(o, o, empty=0.5)
+    assert m["iou"] == 1.0 and m["specificity"] == 0.5
+
+
+def test_accepts_uint8_and_keys():
+    a = np.array([[0, 255], [255, 0]], np.uint8)
+    m = seg_metrics(a, a > 0)
+    assert tuple(m) == SEG_METRICS
+    assert m["iou"] == 1.0
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(MaskShapeError):
+        seg_metrics(np.zeros((3, 4), bool), np.zeros((4, 3), bool))
+
+
+def test_bootstrap_ci_contains_mean_shrinks_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    small = rng.normal(0.7, 0.1, 30)
+    large = rng.normal(0.7, 0.1, 3000)
+    lo_s, hi_s = bootstrap_ci(small, seed=1)
+    lo_l, hi_l = bootstrap_ci(large, seed=1)
+    assert lo_s < small.mean() < hi_s
+    assert lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 5  # width ~ 1/sqrt(n): 10x narrower
+    assert bootstrap_ci(small, seed=1) == (lo_s, hi_s)
+    assert bootstrap_ci(small, seed=2) != (lo_s, hi_s)
+
+
+def test_bootstrap_ci_nan_safe_and_small_n():
+    assert bootstrap_ci([0.5, np.nan, 0.7], seed=0) == bootstrap_ci([0.5, 0.7], seed=0)
+    lo, hi = bootstrap_ci([0.3])
+    assert math.isnan(lo) and math.isnan(hi)
+    lo, hi = bootstrap_ci([0.4, 0.4, 0.4])
+    assert lo == hi == pytest.approx(0.4)
+
+
+def test_bootstrap_ci_median_and_non_axis_stat():
+    v = np.arange(20, dtype=float)
+    a = bootstrap_ci(v, stat=np.median, n_boot=500, seed=3)
+    b = bootstrap_ci(v, stat=lambda x: float(np.median(x)), n_boot=500, seed=3)
+    assert a == pytest.approx(b)
+
+
+def test_summarize():
+    s = summarize([1.0, 2.0, 3.0, np.nan])
+    assert s["n"] == 3 and s["mean"] == 2.0 and s["median"] == 2.0 and s["std"] == pytest.approx(1.0)
+    assert 1.0 <= s["ci_lo"] <= 2.0 <= s["ci_hi"] <= 3.0
+    e = summarize([])
+    assert e["n"] == 0 and math.isnan(e["mean"])
+
+
+def test_summary_table_per_method():
+    df = pd.DataFrame(
+        {"method": ["a"] * 4 + ["b"] * 4, "iou": [0.5, 0.6, 0.7, 0.8, 0.1, 0.2, 0.3, 0.4], "dice": [1.0] * 8}
+    )
+    t = summary_table(df, metrics=("iou", "dice", "missing"))
+    assert list(t["method"]) == ["a", "b"]
+    assert t["n"].tolist() == [4, 4]
+    assert t["iou_mean"].tolist() == pytest.approx([0.65, 0.25])
+    assert t["iou_median"].tolist() == pytest.approx([0.65, 0.25])
+    assert (t["iou_ci_lo"] <= t["iou_mean"]).all() and (t["iou_mean"] <= t["iou_ci_hi"]).all()
+    assert "missing_mean" not in t.columns
+    overall = summary_table(df.drop(columns="method"), metrics=("iou",))
+    assert len(overall) == 1 and overall["iou_mean"].iloc[0] == pytest.approx(0.45)
+
+
+def test_roc_auc_ci_hand_case_and_matches_sklearn():
+    # Four-sample case (MONAI): one of four positive/negative pairs is mis-ordered -> 0.75.
+    auc, lo, hi = roc_auc_ci([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], n_boot=200)
+    assert auc == pytest.approx(0.75)
+    assert 0.0 <= lo <= hi <= 1.0
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.3
+    s = np.round(rng.normal(y.astype(float), 1.0), 1)  # rounding makes ties
+    auc, lo, hi = roc_auc_ci(y, s, n_boot=500, seed=0)
+    assert auc == pytest.approx(roc_auc_score(y, s))
+    assert lo < auc < hi
+    assert roc_auc_ci(y, s, n_boot=500, seed=0) == (auc, lo, hi)
+
+
+def test_rank_auc_equals_sklearn_per_resample():
+    from sklearn.metrics import roc_auc_score
+
+    from lesion.metrics import _auc_rows
+
+    rng = np.random.default_rng(1)
+    pos = np.round(rng.normal(1, 1, (5, 7)), 1)
+    neg = np.round(rng.normal(0, 1, (5, 9)), 1)
+    ours = _auc_rows(pos, neg)
+    for i in range(5):
+        y = np.r_[np.ones(7), np.zeros(9)]
+        assert ours[i] == pytest.approx(roc_auc_score(y, np.r_[pos[i], neg[i]]))
+
+
+def test_roc_auc_one_class_raises():
+    with pytest.raises(DataError):
+        roc_auc_ci([1, 1, 1], [0.1, 0.2, 0.3])
