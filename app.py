@@ -9,6 +9,10 @@ st.set_page_config(page_title="lesion-lab", page_icon="🔬", layout="wide")
 PAGES = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),
     st.Page("pages/segmentation.py", title="Segmentation", icon="✂️"),
+    st.Page("pages/classification.py", title="Classification", icon="🎯"),
+    st.Page("pages/explain.py", title="Explain", icon="🔥", url_path="explain"),
+    st.Page("pages/review.py", title="Failure review", icon="🧐", url_path="review"),
+    st.Page("pages/upload.py", title="Upload", icon="📤", url_path="upload"),
     st.Page("pages/models.py", title="Models", icon="📈"),
 ]
 

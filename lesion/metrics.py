@@ -311,3 +311,84 @@ def roc_auc_ci(
         stats.append(_auc_rows(p, q))
     lo, hi = np.percentile(np.concatenate(stats), [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return auc, float(lo), float(hi)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Classification curves (tables the pages plot; sklearn computes, these only shape the output)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _binary(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise DataError(f"{y.size} labels but {s.size} scores.")
+    keep = np.isfinite(y) & np.isfinite(s)
+    y, s = y[keep].astype(int), s[keep]
+    if len(np.unique(y)) < 2:
+        raise DataError("ROC and PR curves need both classes among the labelled images.")
+    return y, s
+
+
+def curve_table(y_true, scores: "dict[str, np.ndarray]", kind: str = "roc"):
+    """Long table of ROC or precision-recall curves for several models on the same labels.
+
+    Args:
+        y_true: 0/1 labels ``[N]`` (NaN = unlabelled, dropped with its scores).
+        scores: model name -> positive-class score ``[N]``.
+        kind: ``"roc"`` (columns fpr, tpr) or ``"pr"`` (columns recall, precision).
+
+    Returns:
+        DataFrame ``model, x, y, threshold, label`` where ``label`` is e.g. ``"ens (AUC 0.91)"``.
+    """
+    import pandas as pd
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    frames = []
+    for name, s in scores.items():
+        y, sc = _binary(y_true, s)
+        if kind == "roc":
+            x, yy, thr = roc_curve(y, sc)
+            label = f"{name} (AUC {roc_auc_score(y, sc):.3f})"
+        elif kind == "pr":
+            yy, x, thr = precision_recall_curve(y, sc)
+            thr = np.append(thr, np.nan)
+            label = f"{name} (AP {average_precision_score(y, sc):.3f})"
+        else:
+            from lesion.errors import unknown_option
+
+            raise unknown_option("curve", kind, ("roc", "pr"))
+        frames.append(pd.DataFrame({"model": name, "x": x, "y": yy, "threshold": thr, "label": label}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def threshold_report(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
+    """Confusion matrix at a threshold with sensitivity, specificity, PPV, NPV (score >= threshold is positive)."""
+    y, s = _binary(y_true, y_score)
+    pred = s >= threshold
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    tn = int(np.sum(~pred & (y == 0)))
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "sensitivity": ratio(tp, tp + fn),
+            "specificity": ratio(tn, tn + fp), "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn),
+            "accuracy": ratio(tp + tn, len(y))}
+
+
+def calibration_table(y_true, scores: "dict[str, np.ndarray]", n_bins: int = 10):
+    """Reliability curves: DataFrame ``model, mean_predicted, fraction_positive, brier`` (sklearn's bins)."""
+    import pandas as pd
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+
+    frames = []
+    for name, s in scores.items():
+        y, sc = _binary(y_true, s)
+        frac, mean = calibration_curve(y, np.clip(sc, 0, 1), n_bins=n_bins, strategy="quantile")
+        frames.append(pd.DataFrame({"model": name, "mean_predicted": mean, "fraction_positive": frac,
+                                    "brier": brier_score_loss(y, np.clip(sc, 0, 1))}))
+    return pd.concat(frames, ignore_index=True)

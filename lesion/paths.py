@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Folder of the shipped checkpoints and model cards.
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: Folder of the shipped checkpoints and model cards (``$LESION_WEIGHTS_DIR`` points the app and the CLI at
+#: another folder of checkpoints, e.g. a lab's own models or a test's).
+WEIGHTS_DIR = Path(os.environ.get("LESION_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
 
 
 def cache_dir() -> Path:

@@ -192,3 +192,35 @@ def test_rank_auc_equals_sklearn_per_resample():
 def test_roc_auc_one_class_raises():
     with pytest.raises(DataError):
         roc_auc_ci([1, 1, 1], [0.1, 0.2, 0.3])
+
+
+# ------------------------------------------------------------------ classification curves
+def test_curve_table_roc_matches_hand_computed_auc():
+    from lesion.metrics import curve_table
+
+    # Four samples, MONAI's hand-computed case: AUC 0.75.
+    y = [0, 0, 1, 1]
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    t = curve_table(y, {"m": s}, "roc")
+    assert t["label"].iloc[0] == "m (AUC 0.750)"
+    assert t["x"].iloc[0] == 0 and t["y"].iloc[-1] == 1
+    pr = curve_table(y, {"m": s}, "pr")
+    assert pr["y"].between(0, 1).all() and pr["x"].between(0, 1).all()
+
+
+def test_threshold_report_counts():
+    from lesion.metrics import threshold_report
+
+    r = threshold_report([0, 0, 1, 1, 1], [0.2, 0.7, 0.6, 0.9, 0.1], threshold=0.5)
+    assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (2, 1, 1, 1)
+    assert r["sensitivity"] == pytest.approx(2 / 3) and r["specificity"] == pytest.approx(0.5)
+
+
+def test_curves_need_both_classes_and_drop_unlabelled():
+    from lesion.errors import DataError
+    from lesion.metrics import calibration_table, curve_table
+
+    with pytest.raises(DataError):
+        curve_table([1, 1, 1], {"m": [0.1, 0.2, 0.3]})
+    t = calibration_table([0, 1, np.nan, 1, 0, 1], {"m": [0.1, 0.9, 0.5, 0.8, 0.2, 0.7]}, n_bins=2)
+    assert t["brier"].iloc[0] == pytest.approx(np.mean(np.square([0.1, 0.1, 0.2, 0.2, 0.3])))

@@ -85,3 +85,13 @@ def test_segmentation_steps_shown():
 def test_models_page():
     at = _app("pages/models.py")
     assert at.title[0].value == "Models"
+
+
+def test_classification_page_without_or_with_models():
+    """With no classifier for the domain it says so; with shipped ones it offers members, TTA and merge."""
+    at = _app("pages/classification.py")
+    assert at.title[0].value == "Classification"
+    if at.info and "No classifier checkpoints" in at.info[0].value:
+        return
+    assert at.multiselect(key="cls_members").value
+    assert at.selectbox(key="cls_tta").value == "d4"

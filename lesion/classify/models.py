@@ -1,0 +1,298 @@
+"""Image classifiers: a timm factory, targets, the shared preprocessing, and rebuilding a model from its card.
+
+Heads:
+    * binary (``num_classes=1``): one logit, ``sigmoid`` gives P(positive) where positive is *malignant*
+      (``target='malignant'``) or *melanoma* (``target='melanoma'``, melanoma vs rest);
+    * multi-class (``num_classes=7``, ``target='dx7'``): HAM10000's seven diagnoses :data:`HAM7`, softmax.
+
+Preprocessing is part of the model (STYLE habit 4): :class:`Preprocessing` travels in the card and both the
+training loop and the inference engine call :func:`prepare_image` with it.
+
+torch and timm are imported inside the functions (importing this module stays cheap).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+
+from lesion.errors import ConfigError, DataError, unknown_option
+
+#: HAM10000 diagnosis codes, in the order of the multi-class head.
+HAM7: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+#: Diagnosis names that count as melanoma (HAM/ISIC code and PH2 name).
+MELANOMA_DX = frozenset({"mel", "melanoma"})
+
+TARGETS: tuple[str, ...] = ("melanoma", "malignant", "dx7")
+INITS: tuple[str, ...] = ("imagenet-lite-port", "random")
+#: Architectures whose ImageNet weights can be ported offline (lesion.weights.port_efficientnet_lite).
+LITE_PORTS: dict[str, int] = {"efficientnet_lite0": 0, "efficientnet_lite1": 1, "efficientnet_lite2": 2}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: efficientnet-lite was trained with inputs scaled to [-1, 1].
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+
+Target = Literal["melanoma", "malignant", "dx7"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a network input; stored in the card as ``preprocessing``."""
+
+    size: int = 224  # side of the square network input, pixels
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel mean of the 0-1 RGB input
+    std: tuple[float, float, float] = IMAGENET_STD  # per-channel std of the 0-1 RGB input
+    center_crop: bool = True  # crop the central square before resizing (lesions sit mid-image; seed 003)
+    clahe: bool = False  # CLAHE on the L channel of the resized image (seed 003 preprocessing)
+
+    @classmethod
+    def from_card(cls, card: Mapping[str, Any]) -> "Preprocessing":
+        p = dict(card.get("preprocessing") or {})
+        return cls(
+            size=int(p.get("size", 224)),
+            mean=tuple(float(x) for x in p.get("mean", IMAGENET_MEAN)),
+            std=tuple(float(x) for x in p.get("std", IMAGENET_STD)),
+            center_crop=bool(p.get("center_crop", True)),
+            clahe=bool(p.get("clahe", False)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+@dataclass(frozen=True)
+class ClsModelConfig:
+    """A plain timm classifier."""
+
+    arch: str = "efficientnet_lite0"  # any timm model name (timm.list_models())
+    num_classes: int = 1  # 1 = binary logit, 7 = HAM7 softmax
+    in_chans: int = 3  # input channels (RGB)
+    size: int = 224  # input side, pixels (also in Preprocessing; kept here so the config rebuilds alone)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    init: str = "random"  # 'imagenet-lite-port' (efficientnet_lite0/1/2 only, offline port) or 'random'
+    drop_rate: float = 0.0  # dropout before the classifier
+
+
+def center_crop_square(image: np.ndarray) -> np.ndarray:
+    """Central ``min(H, W)`` square of ``image [H, W, ...]``."""
+    h, w = image.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return image[top : top + s, left : left + s]
+
+
+def apply_clahe(image: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
+    """CLAHE on the lightness channel of an RGB uint8 image ``[H, W, 3]`` (colours keep their hue).
+
+    cv2 directly rather than ``albumentations.CLAHE``: inference needs a fixed clip limit and no random draw.
+    """
+    import cv2
+
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(grid, grid)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def prepare_image(image: np.ndarray, prep: Preprocessing, mask: np.ndarray | None = None):
+    """Centre-crop (optional), resize to ``prep.size`` and CLAHE (optional) an RGB uint8 image.
+
+    Args:
+        image: RGB uint8 ``[H, W, 3]``.
+        prep: the model's preprocessing.
+        mask: optional bool/uint8 mask ``[H, W]``, cropped and resized (nearest) the same way.
+
+    Returns:
+        uint8 ``[size, size, 3]`` (not yet normalised), or ``(image, mask)`` when a mask is given.
+    """
+    import cv2
+
+    img = center_crop_square(image) if prep.center_crop else image
+    interp = cv2.INTER_AREA if min(img.shape[:2]) > prep.size else cv2.INTER_LINEAR
+    img = cv2.resize(np.ascontiguousarray(img), (prep.size, prep.size), interpolation=interp)
+    if prep.clahe:
+        img = apply_clahe(img)
+    if mask is None:
+        return img
+    m = center_crop_square(mask) if prep.center_crop else mask
+    m = cv2.resize(np.ascontiguousarray(m).astype(np.uint8), (prep.size, prep.size), interpolation=cv2.INTER_NEAREST)
+    return img, m.astype(bool)
+
+
+def normalize(images_uint8: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """``[..., H, W, 3]`` uint8 -> float32 ``[..., 3, H, W]`` standardised with the card's mean/std."""
+    x = images_uint8.astype(np.float32) / 255.0
+    x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+# -------------------------------------------------------------------------------------------------------
+# Targets
+# -------------------------------------------------------------------------------------------------------
+
+
+def classes_for_target(target: str) -> tuple[str, ...]:
+    """Class names of the head: ``("melanoma",)``, ``("malignant",)`` or :data:`HAM7`."""
+    if target not in TARGETS:
+        raise unknown_option("target", target, TARGETS)
+    return HAM7 if target == "dx7" else (target,)
+
+
+def record_label(record: Any, target: str) -> float | int | None:
+    """The label of one record for ``target`` (None when the record has no usable label)."""
+    dx = (record.diagnosis or "").strip().lower() or None
+    if target == "melanoma":
+        return None if dx is None else float(dx in MELANOMA_DX)
+    if target == "malignant":
+        if record.target is not None:
+            return float(record.target)
+        from lesion.data.records import MALIGNANT_DX
+
+        return None if dx is None else float(dx in MALIGNANT_DX)
+    if target == "dx7":
+        return HAM7.index(dx) if dx in HAM7 else None
+    raise unknown_option("target", target, TARGETS)
+
+
+def make_targets(records: Sequence[Any], target: str) -> np.ndarray:
+    """Labels of records for a head.
+
+    Args:
+        records: :class:`lesion.data.records.Record` list.
+        target: ``melanoma`` (diagnosis mel/melanoma = 1), ``malignant`` (Record.target, else diagnosis in
+            MALIGNANT_DX) or ``dx7`` (index into :data:`HAM7`).
+
+    Returns:
+        float32 ``[N]`` of 0/1 for binary targets, int64 ``[N]`` of class indices for ``dx7``.
+
+    Raises:
+        DataError: some records have no usable label (the message names a few).
+    """
+    if target not in TARGETS:
+        raise unknown_option("target", target, TARGETS)
+    labels = [record_label(r, target) for r in records]
+    missing = [r.id for r, y in zip(records, labels) if y is None]
+    if missing:
+        extra = "" if target != "dx7" else f" (dx7 needs one of {', '.join(HAM7)})"
+        raise DataError(
+            f"{len(missing)} of {len(labels)} images have no label for target '{target}'{extra}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}."
+        )
+    if target == "dx7":
+        return np.asarray(labels, dtype=np.int64)
+    return np.asarray(labels, dtype=np.float32)
+
+
+# -------------------------------------------------------------------------------------------------------
+# Factory
+# -------------------------------------------------------------------------------------------------------
+
+
+def check_arch(arch: str) -> None:
+    """Raise ConfigError (with close timm names) when ``arch`` is not a timm model."""
+    import timm
+
+    if arch in timm.list_models():
+        return
+    import difflib
+
+    names = timm.list_models()
+    near = difflib.get_close_matches(arch, names, n=8, cutoff=0.6)
+    raise unknown_option("timm architecture", arch, near or sorted(LITE_PORTS) + ["resnet18", "resnet10t"])
+
+
+def load_lite_port(model, arch: str, skip_prefixes: Iterable[str] = ("classifier.",)) -> None:
+    """Load the offline efficientnet-lite ImageNet port into a timm model, all but the head.
+
+    Raises:
+        ConfigError: ``arch`` has no port.
+        CheckpointError: backbone keys missing (the port does not match the timm model).
+    """
+    if arch not in LITE_PORTS:
+        raise ConfigError(
+            f"init 'imagenet-lite-port' exists only for {', '.join(LITE_PORTS)}; use init 'random' for '{arch}'."
+        )
+    from lesion.errors import CheckpointError
+    from lesion.weights import port_efficientnet_lite
+
+    state = port_efficientnet_lite(LITE_PORTS[arch])
+    skip = tuple(skip_prefixes)
+    state = {k: v for k, v in state.items() if not k.startswith(skip)}
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in state and not k.startswith(skip)]
+    if missing:
+        raise CheckpointError(f"ImageNet port for {arch} lacks {len(missing)} keys, e.g. {missing[:3]}.")
+    model.load_state_dict(state, strict=False)
+
+
+def create_classifier(cfg: ClsModelConfig):
+    """Build a timm classifier (never downloads: ``pretrained=False``).
+
+    Returns:
+        ``nn.Module`` mapping ``[B, in_chans, H, W]`` (normalised) to logits ``[B, num_classes]``.
+
+    Raises:
+        ConfigError: unknown arch (close timm names listed) or init.
+    """
+    import timm
+
+    if cfg.init not in INITS:
+        raise unknown_option("init", cfg.init, INITS)
+    check_arch(cfg.arch)
+    model = timm.create_model(
+        cfg.arch, pretrained=False, num_classes=cfg.num_classes, in_chans=cfg.in_chans, drop_rate=cfg.drop_rate
+    )
+    if cfg.init == "imagenet-lite-port":
+        head = model.default_cfg.get("classifier", "classifier")
+        load_lite_port(model, cfg.arch, skip_prefixes=(head + ".",))
+    return model
+
+
+def model_config_from_card(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``model`` section of a card (constructor kwargs), tolerating tuples stored as lists."""
+    m = dict(card.get("model") or {})
+    for k in ("mean", "std", "decoder_channels"):
+        if k in m and isinstance(m[k], list):
+            m[k] = tuple(m[k])
+    return m
+
+
+def build_from_card(card: Mapping[str, Any]):
+    """Rebuild an untrained module of the right shape from a card (``task`` + ``model`` section)."""
+    task = card.get("task")
+    kw = model_config_from_card(card)
+    kw["init"] = "random"  # the checkpoint holds every weight; never re-port
+    if task == "classification":
+        return create_classifier(ClsModelConfig(**kw))
+    if task == "multitask":
+        from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
+
+        return MultiTaskNet(MultiTaskConfig(**kw))
+    raise ConfigError(f"Card '{card.get('name')}' has task '{task}', not 'classification' or 'multitask'.")
+
+
+def load_classifier(name_or_path: str):
+    """Load a shipped or saved classifier / multi-task model.
+
+    Args:
+        name_or_path: bare name in ``weights/`` or a path (see :func:`lesion.weights.resolve_weights`).
+
+    Returns:
+        ``(model in eval mode, card)``; the card carries ``path`` (the weights file, used by cache keys).
+
+    Raises:
+        CheckpointError: missing/corrupt file, or weights that do not match the card's architecture.
+    """
+    from lesion.weights import load_strict, read_state_file, resolve_weights
+
+    path, card = resolve_weights(name_or_path)
+    model = build_from_card(card)
+    load_strict(model, read_state_file(path), what=f"weights '{card.get('name', name_or_path)}'")
+    return model.eval(), card

@@ -1,0 +1,228 @@
+"""Attention consistency: one score per image saying whether a model "looked in one sensible place".
+
+Seed 003 observes that images with inconsistent attention maps tend to be misclassified. We turn that into
+a number in [0, 1] built from parts that can each be checked by hand:
+
+* ``compactness = 1 / n_components`` of the binarised heatmap (Otsu + opening); 0 when nothing survives;
+* ``focus = 1 - spread``, where ``spread = sqrt((var_y + var_x) / ((H² + W²) / 12))`` is the heat-weighted
+  second moment around the heat's centre of mass, normalised so that a uniform map scores 1 and a single
+  point 0 (``(H² + W²) / 12`` is the variance of a uniform distribution over the image);
+* ``overlap``: share of the heat inside a reference mask (lesion truth or a segmentation), when given;
+* ``cam_attention_iou``: IoU of the binarised CAM and binarised attention mask (multi-task models), when given.
+
+``agreement`` is the plain mean of the parts that are available (2 to 4 of them). Plain mean because no part
+is known to matter more, and each lies in [0, 1]; the parts are returned too, so a page can show why.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from lesion.errors import MaskShapeError
+from lesion.explain.attention import binarize_heatmap
+
+Progress = Callable[[int, int], None]
+
+
+def n_components(mask: np.ndarray) -> int:
+    """Number of 8-connected foreground components of a bool mask."""
+    from skimage.measure import label
+
+    return int(label(np.asarray(mask, dtype=bool), connectivity=2).max())
+
+
+def spread(heat: np.ndarray) -> float:
+    """Normalised second moment of the heat mass: 0 = one point, 1 = uniform over the image (can exceed 1
+    slightly for heat piled in opposite corners). NaN for an all-zero map."""
+    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float64)), 0, None)
+    total = h.sum()
+    if total <= 0:
+        return float("nan")
+    rows, cols = h.shape
+    y, x = np.mgrid[0:rows, 0:cols]
+    cy, cx = (h * y).sum() / total, (h * x).sum() / total
+    var = (h * ((y - cy) ** 2 + (x - cx) ** 2)).sum() / total
+    return float(np.sqrt(var / ((rows**2 + cols**2) / 12.0)))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def agreement_score(
+    heat: np.ndarray,
+    attention: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+    opening_radius: int = 3,
+) -> dict[str, float]:
+    """Attention-consistency score of one image (formula in the module docstring).
+
+    Args:
+        heat: CAM (or attention, when that is all there is) ``[H, W]``, >= 0.
+        attention: the multi-task attention mask ``[H, W]`` in [0, 1], or None.
+        reference: bool lesion mask ``[H, W]`` (truth or segmentation), or None.
+        opening_radius: for the Otsu + opening binarisation.
+
+    Returns:
+        ``agreement`` in [0, 1] and its parts: ``n_components``, ``compactness``, ``spread``, ``focus``,
+        ``overlap`` (NaN if no reference), ``cam_attention_iou`` and ``cam_attention_corr`` (NaN without
+        attention; the correlation is shown, not averaged in, because it is signed).
+    """
+    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float64)), 0, None)
+    b = binarize_heatmap(h, opening_radius)
+    n = n_components(b)
+    out: dict[str, float] = {"n_components": float(n), "compactness": 1.0 / n if n else 0.0}
+    s = spread(h)
+    out["spread"] = s
+    out["focus"] = 0.0 if np.isnan(s) else float(np.clip(1.0 - s, 0.0, 1.0))
+    out["overlap"] = float("nan")
+    if reference is not None:
+        r = np.asarray(reference).astype(bool)
+        if r.shape != h.shape:
+            raise MaskShapeError(f"Reference mask {r.shape} and heatmap {h.shape} differ in size.")
+        total = h.sum()
+        out["overlap"] = float(h[r].sum() / total) if total > 0 else 0.0
+    out["cam_attention_iou"] = out["cam_attention_corr"] = float("nan")
+    if attention is not None:
+        a = np.asarray(attention, dtype=np.float64)
+        if a.shape != h.shape:
+            raise MaskShapeError(f"Attention {a.shape} and heatmap {h.shape} differ in size.")
+        out["cam_attention_iou"] = _iou(b, binarize_heatmap(a, opening_radius))
+        if h.std() > 0 and a.std() > 0:
+            out["cam_attention_corr"] = float(np.corrcoef(h.ravel(), a.ravel())[0, 1])
+    parts = [out["compactness"], out["focus"], out["overlap"], out["cam_attention_iou"]]
+    out["agreement"] = float(np.mean([p for p in parts if not np.isnan(p)]))
+    return out
+
+
+def wrongness_auc(agreement_scores: Sequence[float], is_wrong: Sequence[bool], n_boot: int = 1000,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """ROC-AUC (95% bootstrap CI) of *low* agreement as a detector of wrong predictions.
+
+    0.5 = agreement says nothing about errors; 1.0 = every wrong case has lower agreement than every right one.
+
+    Returns:
+        ``(auc, lo, hi)`` from :func:`lesion.metrics.roc_auc_ci` on ``-agreement``.
+
+    Raises:
+        DataError: all predictions right (or all wrong): the AUC is undefined.
+    """
+    from lesion.metrics import roc_auc_ci
+
+    a = np.asarray(agreement_scores, dtype=np.float64)
+    w = np.asarray(is_wrong).astype(bool)
+    keep = np.isfinite(a)
+    return roc_auc_ci(w[keep], -a[keep], n_boot=n_boot, seed=seed)
+
+
+def explain_batch(model, card: Mapping[str, Any], images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
+                  metas: Sequence[Mapping[str, Any]] | None = None, method: str = "gradcam",
+                  class_index: int | None = None, opening_radius: int = 3) -> list[dict[str, Any]]:
+    """CAM, attention (multi-task) and agreement for a few images, at the network's input view.
+
+    Images are centre-cropped / resized as the model's card says (:func:`lesion.classify.models.prepare_image`),
+    and the masks with them, so heatmaps, masks and the shown image line up pixel for pixel.
+
+    Args:
+        model, card: a loaded classifier (``lesion.classify.models.load_classifier``).
+        images: RGB uint8 ``[H, W, 3]`` each.
+        masks: bool ``[H, W]`` reference per image, or None.
+        metas: Record.meta per image (age, sex, site) for metadata models.
+        method: a CAM method (:data:`lesion.explain.cam.METHODS`).
+        class_index: class to explain; None = the predicted class (binary: positive if p >= 0.5).
+
+    Returns:
+        one dict per image: ``view`` (uint8 ``[S, S, 3]``), ``mask`` (bool or None), ``heat`` ``[S, S]``,
+        ``attention`` ``[S, S]`` or None, ``logits`` ``[K]``, ``class_index`` and the :func:`agreement_score` parts.
+    """
+    import torch
+
+    from lesion.classify.metadata import encode_metadata
+    from lesion.classify.models import Preprocessing, normalize, prepare_image
+    from lesion.classify.multitask import ClassifierOutput, MultiTaskNet
+    from lesion.explain.attention import attention_maps
+    from lesion.explain.cam import compute_cams
+
+    prep = Preprocessing.from_card(card)
+    views, refs = [], []
+    for im, m in zip(images, masks):
+        if m is None:
+            views.append(prepare_image(im, prep))
+            refs.append(None)
+        else:
+            v, r = prepare_image(im, prep, m)
+            views.append(v)
+            refs.append(r)
+    x = torch.from_numpy(normalize(np.stack(views), prep))
+    is_mt = isinstance(model, MultiTaskNet)
+    meta = None
+    if is_mt and model.cfg.use_metadata:
+        meta = torch.from_numpy(np.stack([encode_metadata(m or {}) for m in (metas or [{}] * len(views))]))
+    wrapped = ClassifierOutput(model, meta).eval()
+    p = next(wrapped.parameters())
+    with torch.inference_mode():
+        logits = wrapped(x.to(p.device)).float().cpu().numpy()
+    if class_index is None:
+        cls = (logits[:, 0] >= 0).astype(int) if logits.shape[1] == 1 else logits.argmax(axis=1)
+    else:
+        cls = np.full(len(views), int(class_index))
+    heat = compute_cams(wrapped, x, [int(c) for c in cls], [method])[method]
+    att = attention_maps(model, x, meta) if is_mt else None
+    rows = []
+    for i in range(len(views)):
+        a = None if att is None else att[i]
+        row = {"view": views[i], "mask": refs[i], "heat": heat[i], "attention": a, "logits": logits[i],
+               "class_index": int(cls[i])}
+        row.update(agreement_score(heat[i], a, refs[i], opening_radius))
+        rows.append(row)
+    return rows
+
+
+def agreement_over_dataset(model, card: Mapping[str, Any], records: Sequence[Any], method: str = "gradcam",
+                           batch_size: int = 8, use_masks: bool = True, opening_radius: int = 3,
+                           progress: Progress | None = None):
+    """Agreement parts of every record (one batched CAM call per ``batch_size`` images).
+
+    Args:
+        records: :class:`lesion.data.records.Record` list; masks are used as the reference when present
+            and ``use_masks``.
+        progress: ``progress(done, total)``.
+
+    Returns:
+        pandas DataFrame, one row per record: ``id``, ``logit`` (first/argmax logit), ``class_index`` and the
+        :func:`agreement_score` columns. Unreadable images get NaN and an ``error`` message.
+    """
+    import pandas as pd
+
+    from lesion.data.io import read_image, read_mask
+    from lesion.errors import LesionError
+
+    cols = ["n_components", "compactness", "spread", "focus", "overlap", "cam_attention_iou",
+            "cam_attention_corr", "agreement"]
+    rows: list[dict[str, Any]] = []
+    total = len(records)
+    for start in range(0, total, batch_size):
+        chunk = records[start:start + batch_size]
+        good, images, masks = [], [], []
+        for r in chunk:
+            try:
+                im = read_image(r.image_path)
+                m = read_mask(r.mask_path, im.shape[:2]) if (use_masks and r.mask_path) else None
+                good.append(r)
+                images.append(im)
+                masks.append(m)
+            except LesionError as e:
+                rows.append({"id": r.id, "error": str(e), **{c: float("nan") for c in cols}})
+        if good:
+            out = explain_batch(model, card, images, masks, [dict(r.meta or {}) for r in good], method,
+                                opening_radius=opening_radius)
+            for r, o in zip(good, out):
+                rows.append({"id": r.id, "logit": float(o["logits"].max()), "class_index": o["class_index"],
+                             **{c: o[c] for c in cols}, "error": None})
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
+    order = {r.id: i for i, r in enumerate(records)}
+    df = pd.DataFrame(rows)
+    return df.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)

@@ -1,0 +1,233 @@
+"""Class activation maps through pytorch-grad-cam (adapters, not rewrites: STYLE habit 9).
+
+One front door, :func:`compute_cams`, runs any of :data:`METHODS` on a batch for a timm classifier or the
+multi-task network (wrapped in :class:`lesion.classify.multitask.ClassifierOutput`, so the library sees a
+plain ``x -> logits [B, K]`` model). The target layer is found by :func:`find_target_layer`.
+
+Binary heads (one logit) have no "class 0" column: :class:`BinaryLogitTarget` explains class 1 with the
+logit itself and class 0 with its negation (the logit of "not positive").
+
+pytorch_grad_cam and torch are imported inside the functions: importing this module stays cheap.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from lesion.errors import ConfigError, unknown_option
+
+#: Method name -> pytorch_grad_cam class name (resolved lazily by :func:`cam_class`).
+METHODS: dict[str, str] = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "eigencam": "EigenCAM",
+    "layercam": "LayerCAM",
+    "scorecam": "ScoreCAM",
+    "hirescam": "HiResCAM",
+}
+#: The fast methods (one forward + one backward); Score-CAM needs one forward per channel of the layer.
+FAST_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "hirescam")
+
+
+def cam_class(method: str):
+    """The pytorch_grad_cam class of a method name.
+
+    Raises:
+        ConfigError: unknown method (the options are listed).
+    """
+    if method not in METHODS:
+        raise unknown_option("CAM method", method, list(METHODS))
+    import pytorch_grad_cam
+
+    return getattr(pytorch_grad_cam, METHODS[method])
+
+
+class BinaryLogitTarget:
+    """Target for a one-logit head: class 1 -> the logit, class 0 -> minus the logit.
+
+    pytorch_grad_cam calls a target on one sample's output ``[K]`` (or a batch ``[B, K]``).
+    """
+
+    def __init__(self, category: int):
+        if category not in (0, 1):
+            raise ConfigError(f"A binary (one-logit) model has classes 0 and 1, got {category}.")
+        self.category = category
+
+    def __call__(self, model_output):
+        z = model_output[..., 0]
+        return z if self.category == 1 else -z
+
+
+def _unwrap(model):
+    """The network inside output wrappers (ClassifierOutput keeps it as ``.model``)."""
+    from lesion.classify.multitask import ClassifierOutput
+
+    while isinstance(model, ClassifierOutput):
+        model = model.model
+    return model
+
+
+def _submodule(model, name: str):
+    for candidate in (name, name.replace(".", "_")):
+        try:
+            return model.get_submodule(candidate)
+        except AttributeError:
+            continue
+    return None
+
+
+def _last_spatial_conv(model, size: int = 224):
+    """Generic fallback: the last ``nn.Conv2d`` whose output is wider than 1x1 on a ``size`` input."""
+    import torch
+    from torch import nn
+
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError(f"{type(model).__name__} has no Conv2d layer: CAM methods need a convolutional model.")
+    shapes: dict[int, tuple] = {}
+    hooks = [c.register_forward_hook(lambda m, i, o: shapes.__setitem__(id(m), tuple(o.shape))) for c in convs]
+    try:
+        with torch.no_grad():
+            p = next(model.parameters())
+            model(torch.zeros(1, getattr(getattr(model, "cfg", None), "in_chans", 3), size, size,
+                              device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    for c in reversed(convs):
+        s = shapes.get(id(c))
+        if s is not None and len(s) == 4 and s[-1] > 1 and s[-2] > 1:
+            return c
+    return convs[-1]
+
+
+def find_target_layer(model, size: int = 224):
+    """The layer whose activations the CAM methods weight: the network's last spatial stage.
+
+    Order of preference: the multi-task encoder's last feature stage; a timm EfficientNet's ``bn2`` (conv_head
+    + BN + activation: the last spatial features); the last entry of timm's ``feature_info`` (``layer4`` of a
+    ResNet, ``features.norm5`` of a DenseNet); else the last ``nn.Conv2d`` with an output wider than 1x1.
+
+    Args:
+        model: a timm classifier, :class:`MultiTaskNet`, or either wrapped in ``ClassifierOutput``.
+        size: input side used only by the generic fallback's probe forward pass.
+    """
+    from lesion.classify.multitask import MultiTaskNet
+
+    net = _unwrap(model)
+    if isinstance(net, MultiTaskNet):
+        info = net.encoder.feature_info
+        names = info.module_name() if hasattr(info, "module_name") else [i["module"] for i in info]
+        layer = _submodule(net.encoder, names[-1])
+        return layer if layer is not None else _last_spatial_conv(net.encoder, size)
+    if hasattr(net, "conv_head") and hasattr(net, "bn2"):
+        return net.bn2
+    info = getattr(net, "feature_info", None)
+    if info:
+        try:
+            name = info.module_name()[-1] if hasattr(info, "module_name") else info[-1]["module"]
+        except (KeyError, IndexError, TypeError):
+            name = None
+        layer = _submodule(net, name) if name else None
+        if layer is not None:
+            return layer
+    return _last_spatial_conv(net, size)
+
+
+def targets_for(model, class_index: "int | Sequence[int]", batch: int) -> list:
+    """One target callable per image: :class:`BinaryLogitTarget` for a 1-logit head, else ClassifierOutputTarget.
+
+    ``class_index`` is one class for the whole batch or one per image.
+    """
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    k = _num_outputs(model)
+    idx = [int(class_index)] * batch if np.isscalar(class_index) else [int(c) for c in class_index]
+    if len(idx) != batch:
+        raise ConfigError(f"{len(idx)} class indices for a batch of {batch} images.")
+    if k == 1:
+        return [BinaryLogitTarget(c) for c in idx]
+    bad = [c for c in idx if not 0 <= c < k]
+    if bad:
+        raise ConfigError(f"Class index {bad[0]} is out of range for a model with {k} outputs.")
+    return [ClassifierOutputTarget(c) for c in idx]
+
+
+def _num_outputs(model) -> int:
+    net = _unwrap(model)
+    cfg = getattr(net, "cfg", None)
+    if cfg is not None and hasattr(cfg, "num_classes"):
+        return int(cfg.num_classes)
+    return int(getattr(net, "num_classes", 0) or 0) or 1
+
+
+def as_logit_model(model, meta=None):
+    """Wrap a classifier / multi-task network as ``x -> logits [B, K]`` (metadata bound for multi-task)."""
+    from lesion.classify.multitask import ClassifierOutput
+
+    if isinstance(model, ClassifierOutput):
+        return model
+    return ClassifierOutput(model, meta).eval()
+
+
+def compute_cams(
+    model,
+    images,
+    class_index: "int | Sequence[int]",
+    methods: Sequence[str] = ("gradcam",),
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+    meta=None,
+    target_layer=None,
+    device: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Heatmaps of several CAM methods for one class over a batch, one library call per method.
+
+    Args:
+        model: timm classifier, :class:`MultiTaskNet`, or a ``ClassifierOutput`` around either.
+        images: preprocessed (normalised) ``[B, 3, H, W]`` float tensor or array.
+        class_index: class to explain, one for the batch or one per image (binary heads: 1 = positive,
+            0 = negative).
+        methods: names from :data:`METHODS`.
+        aug_smooth: average each CAM over the library's TTA (hflip x brightness 0.9/1/1.1), de-augmented.
+        eigen_smooth: first principal component of the weighted activations (less noise).
+        meta: metadata ``[D]`` or ``[B, D]`` for multi-task models (None: all unknown).
+        target_layer: override :func:`find_target_layer`.
+        device: ``cuda`` / ``cpu``; default: the model's device (the model is moved when given).
+
+    Returns:
+        method -> float32 ``[B, H, W]`` in [0, 1] (each map min-max scaled by the library).
+    """
+    import torch
+
+    methods = list(methods)
+    for m in methods:
+        cam_class(m)  # validate every name before any work
+    wrapped = as_logit_model(model, meta)
+    if device is not None:
+        wrapped.to(device)
+    dev = next(wrapped.parameters()).device
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).float().to(dev)
+    if x.ndim != 4:
+        raise ConfigError(f"images must be [B, 3, H, W], got shape {tuple(x.shape)}.")
+    layer = target_layer if target_layer is not None else find_target_layer(wrapped, int(x.shape[-1]))
+    targets = targets_for(wrapped, class_index, x.shape[0])
+    out: dict[str, np.ndarray] = {}
+    was_training = wrapped.training
+    try:
+        for name in methods:
+            cls = cam_class(name)
+            with cls(model=wrapped, target_layers=[layer]) as cam:
+                if name == "scorecam":
+                    cam.batch_size = 32  # channels scored per forward pass (the library's default is 128)
+                # Grad-CAM needs gradients even when the caller sits under torch.inference_mode().
+                with torch.inference_mode(False), torch.enable_grad():
+                    heat = cam(input_tensor=x.clone(), targets=targets, aug_smooth=aug_smooth,
+                               eigen_smooth=eigen_smooth)
+            out[name] = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    finally:
+        wrapped.train(was_training)
+        wrapped.zero_grad(set_to_none=True)
+    return out

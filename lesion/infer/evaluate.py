@@ -1,0 +1,222 @@
+"""``lesion evaluate cls``: run a classifier ensemble with TTA over a data set, write per-image predictions.
+
+Example::
+
+    lesion evaluate cls --models derm_cls_efficientnet_lite0_bce,derm_multitask_efficientnet_lite0 \\
+        --tta d4 --merge mean_prob --data ../shared/data/PH2 --target melanoma --out ph2_preds.parquet
+
+The **last line** of stdout is JSON: ``{"n", "auc", "auc_ci": [lo, hi], "members": {name: auc}, "device",
+"ms_per_image"}`` with labels, or ``{"n", "device", "ms_per_image", "labels": false}`` without.
+Warnings (metadata missing, partial labels) go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from lesion.classify.models import HAM7, TARGETS, record_label
+from lesion.errors import ConfigError, DataError, LesionError
+from lesion.infer.ensemble import MERGE_MODES
+from lesion.infer.tta import TTA_NAMES
+
+
+def _warn(msg: str) -> None:
+    print(f"lesion: warning: {msg}", file=sys.stderr)
+
+
+def resolve_target(cards: Sequence[Mapping[str, Any]], requested: str | None) -> tuple[str, str]:
+    """``(model_target, eval_target)``: what the models predict and what is scored.
+
+    Raises:
+        DataError: members trained for different targets, or a requested target the models cannot give.
+    """
+    targets = {c.get("target") for c in cards}
+    if len(targets) > 1:
+        raise DataError("The models were trained for different targets: "
+                        + ", ".join(f"{c.get('name')}={c.get('target')}" for c in cards) + ".")
+    model_target = targets.pop() or "melanoma"
+    if requested is None:
+        return model_target, model_target
+    if requested not in TARGETS:
+        from lesion.errors import unknown_option
+
+        raise unknown_option("target", requested, TARGETS)
+    if requested == model_target or (model_target == "dx7" and requested == "melanoma"):
+        return model_target, requested
+    raise DataError(
+        f"The models predict '{model_target}' but --target {requested} was asked; they cannot score that target. "
+        f"Use --target {model_target}" + (" or melanoma" if model_target == "dx7" else "")
+        + f", or models trained for '{requested}'."
+    )
+
+
+def label_vector(records: Sequence[Any], target: str) -> np.ndarray:
+    """Labels ``[N]`` as float with NaN where an image has none (dx7: class index)."""
+    return np.asarray([np.nan if (y := record_label(r, target)) is None else float(y) for r in records])
+
+
+def check_label_classes(dataset, target: str) -> None:
+    """dx7 needs HAM7 diagnosis codes in the data; otherwise say which labels do not fit."""
+    if target != "dx7":
+        return
+    dx = sorted({(r.diagnosis or "").lower() for r in dataset.records if r.diagnosis} - set(HAM7))
+    if dx:
+        raise DataError(
+            f"The models predict HAM10000's 7 classes ({', '.join(HAM7)}) but the data has labels "
+            f"{', '.join(dx[:6])}: use --target melanoma, or data with HAM10000 diagnosis codes."
+        )
+
+
+def metadata_warnings(members: Sequence[tuple[Any, Mapping[str, Any]]], records: Sequence[Any]) -> list[str]:
+    """Readable notes for metadata models when the data lacks age / sex / site."""
+    from lesion.classify.metadata import METADATA_KEYS, metadata_coverage
+    from lesion.infer.engine import uses_metadata
+
+    users = [c.get("name") for m, c in members if uses_metadata(m, c)]
+    if not users:
+        return []
+    cov = metadata_coverage(records)
+    missing = [k for k in METADATA_KEYS if cov[k] == 0.0]
+    partial = [f"{k} ({cov[k]:.0%} known)" for k in METADATA_KEYS if 0.0 < cov[k] < 1.0]
+    notes = []
+    if missing:
+        how = "image-only: all metadata inputs set to 'unknown'" if len(missing) == len(METADATA_KEYS) else \
+            f"'{', '.join(missing)}' set to 'unknown'"
+        notes.append(f"model(s) {', '.join(users)} use patient metadata (age, sex, site), but the data has no "
+                     f"{', '.join(missing)}; falling back to {how}. Expect a lower AUC than the card reports.")
+    if partial:
+        notes.append(f"metadata partly missing: {', '.join(partial)}; missing values count as 'unknown'.")
+    return notes
+
+
+def score(probs: np.ndarray, classes: Sequence[str], target: str) -> np.ndarray:
+    """The score column used for the AUC: the binary probability, or the ``mel`` column of a dx7 head."""
+    if probs.shape[1] == 1:
+        return probs[:, 0]
+    if target == "melanoma":
+        return probs[:, list(classes).index("mel")]
+    return probs
+
+
+def auc_for(y: np.ndarray, s: np.ndarray, target: str, n_boot: int = 1000) -> tuple[float, float, float]:
+    """AUC (+ bootstrap CI for binary targets) over the labelled images."""
+    from lesion.metrics import roc_auc_ci
+
+    if target == "dx7":
+        from lesion.train.cls import auc_of
+
+        return auc_of(np.log(np.clip(s, 1e-7, 1)), y.astype(int)), float("nan"), float("nan")
+    return roc_auc_ci(y, s, n_boot=n_boot)
+
+
+def evaluate_classifiers(
+    model_names: Sequence[str],
+    data: str,
+    tta: str = "d4",
+    merge: str = "mean_prob",
+    target: str | None = None,
+    device: str = "auto",
+    batch_size: int = 16,
+    use_cache: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] = _warn,
+) -> tuple[Any, dict[str, Any]]:
+    """Load models, predict, score. Returns ``(per-image DataFrame, summary dict)`` (the CLI's JSON line)."""
+    from lesion.classify.models import load_classifier
+    from lesion.infer.cache import cached_predict
+    from lesion.infer.engine import predict
+    from lesion.infer.tta import tta_transforms
+    from lesion.infer.ensemble import check_merge
+    from lesion.train.cls import resolve_data
+
+    tta_transforms(tta)
+    check_merge(merge)
+    if not model_names:
+        raise ConfigError("--models needs at least one model name or path.")
+    members = [load_classifier(n) for n in model_names]
+    model_target, eval_target = resolve_target([c for _, c in members], target)
+    dataset = resolve_data(data)
+    records = dataset.records
+    for note in metadata_warnings(members, records):
+        warn(note)
+    y = label_vector(records, eval_target)
+    labelled = ~np.isnan(y)
+    if labelled.any():
+        check_label_classes(dataset, eval_target)
+    if use_cache:
+        res = cached_predict(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device,
+                             progress=progress)
+    else:
+        res = predict(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device, progress=progress)
+    df = res.to_frame()
+    df["label"] = y
+    summary: dict[str, Any] = {"n": len(records), "target": eval_target, "tta": tta, "merge": merge,
+                               "device": res.device, "ms_per_image": round(res.ms_per_image, 2)}
+    if not labelled.any():
+        warn(f"the data has no labels for '{eval_target}': writing predictions only (no AUC).")
+        summary["labels"] = False
+        return df, summary
+    if not labelled.all():
+        warn(f"{int((~labelled).sum())} of {len(y)} images have no '{eval_target}' label; the AUC uses the others.")
+    yl = y[labelled]
+    if eval_target != "dx7" and (yl.all() or not yl.any()):
+        warn(f"all labelled images are {'positive' if yl.all() else 'negative'}: ROC-AUC is undefined.")
+        summary.update(labels=True, n_labelled=int(labelled.sum()), auc=None)
+        return df, summary
+    auc, lo, hi = auc_for(yl, score(res.probs, res.classes, eval_target)[labelled], eval_target)
+    members_auc = {name: round(auc_for(yl, score(p, res.classes, eval_target)[labelled], eval_target, n_boot=0)[0], 4)
+                   for name, p in res.member_probs.items()}
+    summary.update(n_labelled=int(labelled.sum()), auc=round(auc, 4),
+                   auc_ci=[round(lo, 4), round(hi, 4)] if np.isfinite(lo) else None, members=members_auc)
+    return df, summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lesion evaluate cls", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", required=True, help="comma-separated weight names or paths")
+    p.add_argument("--data", required=True, help="data folder or demo:derm")
+    p.add_argument("--tta", default="d4", help=f"one of {', '.join(TTA_NAMES)} (default %(default)s)")
+    p.add_argument("--merge", default="mean_prob", help=f"one of {', '.join(MERGE_MODES)} (default %(default)s)")
+    p.add_argument("--target", default=None, help=f"one of {', '.join(TARGETS)} (default: the models' target)")
+    p.add_argument("--out", default=None, help="per-image predictions (.parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the prediction cache")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    a = _parser().parse_args(argv)
+    out = Path(a.out) if a.out else None
+    if out is not None:
+        if out.suffix.lower() != ".parquet":
+            raise ConfigError(f"--out must end in .parquet, got '{out.name}'.")
+        if out.exists() and not a.overwrite:
+            raise LesionError(f"{out} already exists; pass --overwrite to replace it.")
+    bar = tqdm(total=0, desc="images", file=sys.stderr, unit="img")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    names = [n.strip() for n in a.models.split(",") if n.strip()]
+    try:
+        df, summary = evaluate_classifiers(names, a.data, a.tta, a.merge, a.target, a.device, a.batch_size,
+                                           not a.no_cache, progress)
+    finally:
+        bar.close()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(out, index=False)
+        print(f"wrote {len(df)} predictions to {out}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0

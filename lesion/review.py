@@ -1,0 +1,258 @@
+"""Failure review: a table of every case with its error flags, filters, a persistent tag store and export.
+
+The table joins the ensemble's probability, the ground truth, the per-case loss, the attention-agreement
+score (:mod:`lesion.explain.agreement`) and the record metadata. Tags live in a JSON file in lesion-lab's
+cache folder for the data set (never inside the user's data folder), written atomically.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from lesion.errors import ConfigError, DataError, unknown_option
+
+#: Flag columns of the review table, also the ``kinds`` accepted by :func:`filter_cases`.
+FLAGS: tuple[str, ...] = ("false_positive", "false_negative", "low_agreement", "inconsistent_attention")
+#: Tag choices offered by the page (any string is stored).
+TAGS: tuple[str, ...] = ("label error", "model error", "image artefact", "ambiguous", "interesting")
+TAGS_FILE = "review_tags.json"
+
+
+def bce_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Per-case binary cross-entropy ``-[y log p + (1-y) log(1-p)]`` (p clipped to [eps, 1-eps]); NaN where y is NaN."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def build_review_table(
+    ids: Sequence[str],
+    truth: Sequence[float],
+    prob: Sequence[float],
+    threshold: float = 0.5,
+    agreement=None,
+    meta=None,
+    low_quantile: float = 0.2,
+    low_threshold: float | None = None,
+    inconsistent_components: int = 2,
+):
+    """One row per case with its prediction, loss, agreement and flags.
+
+    Args:
+        ids: case ids ``[N]``.
+        truth: 0/1 labels ``[N]`` (NaN = unlabelled: no loss, no FP/FN flag).
+        prob: ensemble probability of the positive class ``[N]``.
+        threshold: predicted label = ``prob >= threshold``.
+        agreement: optional DataFrame with ``id``, ``agreement`` and ``n_components`` (other columns kept).
+        meta: optional DataFrame with ``id`` and metadata columns (age, sex, site, ...).
+        low_quantile: ``low_agreement`` = agreement below this quantile of the labelled set's agreement...
+        low_threshold: ...or below this absolute value when given (takes precedence).
+        inconsistent_components: ``inconsistent_attention`` = the binarised heatmap falls into at least this
+            many separate regions (seed 003 Fig. 14).
+
+    Returns:
+        pandas DataFrame: ``id, truth, prob, pred, loss, wrong`` + agreement columns + metadata +
+        boolean :data:`FLAGS`.
+    """
+    import pandas as pd
+
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"threshold must be in [0, 1], got {threshold}.")
+    y = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(prob, dtype=np.float64)
+    if not (len(ids) == y.size == p.size):
+        raise DataError(f"{len(ids)} ids, {y.size} labels and {p.size} probabilities: lengths must agree.")
+    df = pd.DataFrame({"id": list(ids), "truth": y, "prob": p})
+    df["pred"] = (p >= threshold).astype(int)
+    df["loss"] = bce_loss(y, p)
+    labelled = np.isfinite(y)
+    df["wrong"] = labelled & (df["pred"].to_numpy() != np.nan_to_num(y, nan=-1))
+    df["false_positive"] = labelled & (df["pred"].to_numpy() == 1) & (y == 0)
+    df["false_negative"] = labelled & (df["pred"].to_numpy() == 0) & (y == 1)
+    if agreement is not None and len(agreement):
+        extra = agreement.drop(columns=[c for c in ("truth", "prob", "pred", "loss") if c in agreement.columns])
+        df = df.merge(extra, on="id", how="left")
+    if "agreement" not in df:
+        df["agreement"] = np.nan
+    if "n_components" not in df:
+        df["n_components"] = np.nan
+    a = df["agreement"].to_numpy(dtype=np.float64)
+    if low_threshold is not None:
+        cut = float(low_threshold)
+    else:
+        finite = a[np.isfinite(a)]
+        cut = float(np.quantile(finite, low_quantile)) if finite.size else np.nan
+    df["low_agreement"] = np.isfinite(a) & (a <= cut) if np.isfinite(cut) else False
+    df["inconsistent_attention"] = df["n_components"].fillna(0).to_numpy() >= inconsistent_components
+    if meta is not None and len(meta):
+        df = df.merge(meta, on="id", how="left", suffixes=("", "_meta"))
+    front = ["id", "truth", "prob", "pred", "loss", "agreement", "n_components", *FLAGS, "wrong"]
+    return df[front + [c for c in df.columns if c not in front]]
+
+
+def filter_cases(
+    df,
+    kinds: Iterable[str] = (),
+    any_kind: bool = True,
+    age: tuple[float, float] | None = None,
+    sex: Sequence[str] | None = None,
+    site: Sequence[str] | None = None,
+):
+    """Rows of the review table that match.
+
+    Args:
+        kinds: flag names from :data:`FLAGS`; empty = no flag filter.
+        any_kind: True keeps rows with any of ``kinds`` set, False rows with all of them.
+        age: inclusive ``(lo, hi)`` in years; rows with no age are dropped when given.
+        sex, site: keep rows whose value is in the list (None or empty = no filter).
+    """
+    kinds = list(kinds)
+    for k in kinds:
+        if k not in FLAGS:
+            raise unknown_option("failure kind", k, FLAGS)
+    keep = np.ones(len(df), dtype=bool)
+    if kinds:
+        flags = df[kinds].to_numpy(dtype=bool)
+        keep &= flags.any(axis=1) if any_kind else flags.all(axis=1)
+    if age is not None and "age" in df:
+        ages = pd_numeric(df["age"])
+        keep &= (ages >= age[0]) & (ages <= age[1])
+    if sex and "sex" in df:
+        keep &= df["sex"].astype(str).isin([str(s) for s in sex]).to_numpy()
+    if site and "site" in df:
+        keep &= df["site"].astype(str).isin([str(s) for s in site]).to_numpy()
+    return df[keep].reset_index(drop=True)
+
+
+def pd_numeric(series) -> np.ndarray:
+    """A column as float (non-numbers -> NaN)."""
+    import pandas as pd
+
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+
+
+class TagStore:
+    """Review tags keyed by record id: ``{id: {"tag", "note", "time"}}`` in one JSON file.
+
+    Every change is written at once and atomically (temporary file in the same folder + ``os.replace``), so
+    a crash or two sessions writing never leave a half-written file; a new instance on the same path sees
+    every earlier change (tags survive reloads and restarts).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._tags: dict[str, dict[str, Any]] = {}
+        self.reload()
+
+    @classmethod
+    def for_dataset(cls, dataset) -> "TagStore":
+        """The store of a data set, in ``lesion.paths.dataset_cache_dir(fingerprint) / review_tags.json``."""
+        from lesion.paths import dataset_cache_dir
+
+        return cls(dataset_cache_dir(dataset.fingerprint()) / TAGS_FILE)
+
+    def reload(self) -> None:
+        """Re-read the file (a corrupt file is kept aside as ``*.corrupt`` and the store starts empty)."""
+        if not self.path.is_file():
+            self._tags = {}
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            self._tags = {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError):
+            os.replace(self.path, self.path.with_suffix(".corrupt"))
+            self._tags = {}
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tags-", suffix=".json", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._tags, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def set(self, record_id: str, tag: str, note: str = "") -> None:
+        """Tag a case (replaces an earlier tag of the same case)."""
+        self._tags[str(record_id)] = {"tag": str(tag), "note": str(note), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._write()
+
+    def remove(self, record_id: str) -> None:
+        if self._tags.pop(str(record_id), None) is not None:
+            self._write()
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        return self._tags.get(str(record_id))
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return {k: dict(v) for k, v in self._tags.items()}
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def __contains__(self, record_id: object) -> bool:
+        return str(record_id) in self._tags
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of an RGB (or grey) uint8 image."""
+    from PIL import Image
+
+    from lesion.data.io import to_uint8_rgb
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8_rgb(np.asarray(image))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "x"
+
+
+def export_tagged(df, tags: Mapping[str, Mapping[str, Any]],
+                  panels: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> tuple[bytes, bytes]:
+    """The tagged cases as a CSV and a ZIP of PNG panels (+ the same CSV inside).
+
+    Args:
+        df: review table (:func:`build_review_table`).
+        tags: ``TagStore.all()``.
+        panels: id -> {panel name -> RGB image}; ids without panels are in the CSV only.
+
+    Returns:
+        ``(csv_bytes, zip_bytes)``; the ZIP holds ``tagged.csv`` and ``<id>/<panel>.png``.
+    """
+    tagged = df[df["id"].astype(str).isin(list(tags))].copy()
+    tagged["tag"] = [tags[str(i)].get("tag", "") for i in tagged["id"]]
+    tagged["note"] = [tags[str(i)].get("note", "") for i in tagged["id"]]
+    tagged["tagged_at"] = [tags[str(i)].get("time", "") for i in tagged["id"]]
+    csv = tagged.to_csv(index=False).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("tagged.csv", csv)
+        for rid in tagged["id"].astype(str):
+            for name, img in (panels or {}).get(rid, {}).items():
+                z.writestr(f"{_safe(rid)}/{_safe(name)}.png", png_bytes(img))
+    return csv, buf.getvalue()
+
+
+def wrong_predictions(pred_class, labels) -> tuple[np.ndarray, np.ndarray]:
+    """``(is_wrong, labelled)`` from predicted class indices and labels (NaN = unlabelled).
+
+    Binary heads: predicted class 1 = positive; multi-class: the class index. Unlabelled cases are never wrong.
+    """
+    pred = np.asarray(pred_class, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    labelled = np.isfinite(y) & np.isfinite(pred)
+    return labelled & (pred != np.nan_to_num(y, nan=-1.0)), labelled

@@ -1,0 +1,389 @@
+"""Deep segmentation models: an smp factory, strict checkpoint loading, and a segmenter callable.
+
+Architectures come from segmentation_models_pytorch (smp) through the small registry :data:`ARCHS`;
+encoders are any smp encoder (``resnet34``…) or timm model through smp's universal encoder
+(``tu-efficientnet_lite0``…). ImageNet initialisation is offline only (:mod:`lesion.weights`): smp is
+always called with ``encoder_weights=None``.
+
+A checkpoint's card rebuilds its model (:func:`cfg_from_card`), and inference reads its preprocessing
+(size, mean, std) from the card as well, so a page never has to know how a model was trained.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from lesion.errors import CheckpointError, ConfigError, LesionError, unknown_option
+from lesion.weights import LITE_MEAN, LITE_STD
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def _smp_arch(class_name: str, **fixed: Any) -> Callable[..., Any]:
+    """Late-bound smp constructor, so that importing this module does not import smp."""
+
+    def build(**kwargs: Any):
+        import segmentation_models_pytorch as smp
+
+        return getattr(smp, class_name)(**fixed, **kwargs)
+
+    build.__name__ = class_name
+    return build
+
+
+#: arch name -> smp constructor (``unet_scse`` is smp's U-Net with scSE attention in the decoder).
+ARCHS: dict[str, Callable[..., Any]] = {
+    "unet": _smp_arch("Unet"),
+    "unet_scse": _smp_arch("Unet", decoder_attention_type="scse"),
+    "unetplusplus": _smp_arch("UnetPlusPlus"),
+    "linknet": _smp_arch("Linknet"),
+}
+
+#: Architectures whose decoder takes ``decoder_channels`` (one entry per encoder stage used).
+_HAS_DECODER_CHANNELS = {"unet", "unet_scse", "unetplusplus"}
+_DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+
+#: Initialisations a config may ask for.
+INITS = ("imagenet-lite-port", "random")
+
+#: Encoders with an offline ImageNet port (the rest start from random weights).
+PORTED_ENCODERS = ("tu-efficientnet_lite0", "tu-efficientnet_lite1", "tu-efficientnet_lite2")
+
+#: Largest input accepted by :class:`SegModelSegmenter`: longer side over ``MAX_SIDE_FACTOR`` x the model
+#: size, or more than ``MAX_PIXELS`` pixels, raises instead of silently throwing away detail.
+MAX_SIDE_FACTOR = 8
+MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class SegModelConfig:
+    """What builds a segmentation model and how its inputs are prepared (hashable: a cache key).
+
+    Attributes:
+        arch: key of :data:`ARCHS` (``unet``, ``unet_scse``, ``unetplusplus``, ``linknet``).
+        encoder: smp encoder name (``resnet34``) or ``tu-<timm model>`` (``tu-efficientnet_lite0``).
+        in_channels: input channels (3: X-rays are fed as grey replicated to RGB).
+        classes: output channels (1: binary lesion / lung mask, sigmoid).
+        size: square side the image is resized to, pixels.
+        mean: per-channel mean subtracted after scaling RGB to 0..1.
+        std: per-channel std divided by after subtracting the mean.
+        init: ``imagenet-lite-port`` (offline ImageNet encoder, lite encoders only) or ``random``.
+        encoder_depth: encoder stages used (3..5; fewer is faster and smaller, for tests).
+        decoder_channels: U-Net/U-Net++ decoder widths; None = smp's default cut to ``encoder_depth``.
+    """
+
+    arch: str = "unet"
+    encoder: str = "tu-efficientnet_lite0"
+    in_channels: int = 3
+    classes: int = 1
+    size: int = 256
+    mean: tuple[float, ...] = LITE_MEAN
+    std: tuple[float, ...] = LITE_STD
+    init: str = "imagenet-lite-port"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] | None = field(default=None)
+
+    def resolved_decoder_channels(self) -> tuple[int, ...]:
+        if self.decoder_channels is not None:
+            return tuple(self.decoder_channels)
+        return _DEFAULT_DECODER_CHANNELS[5 - self.encoder_depth:]
+
+
+def check_encoder(name: str) -> None:
+    """Raise :class:`ConfigError` listing the options when ``name`` is not an smp or ``tu-`` timm encoder."""
+    import segmentation_models_pytorch as smp
+
+    if name.startswith("tu-"):
+        import timm
+
+        if timm.is_model(name[3:]):
+            return
+        raise unknown_option("timm encoder (tu-…)", name, [f"tu-{m}" for m in timm.list_models("*lite*")]
+                             + ["tu-<any timm model>"])
+    names = list(smp.encoders.get_encoder_names())
+    if name not in names:
+        raise unknown_option("encoder", name, list(PORTED_ENCODERS) + names + ["tu-<any timm model>"])
+
+
+def create_seg_model(cfg: SegModelConfig, load_imagenet: bool = True) -> "torch.nn.Module":
+    """Build the smp model of ``cfg``; with ``init='imagenet-lite-port'`` load the offline encoder weights.
+
+    Args:
+        cfg: the model config.
+        load_imagenet: False skips the ImageNet port (when a checkpoint is loaded next anyway).
+
+    Returns:
+        an ``nn.Module`` mapping ``[B, in_channels, H, W]`` (H, W multiples of 2**encoder_depth) to logits
+        ``[B, classes, H, W]``; its ``init_report`` attribute says how the encoder was initialised.
+
+    Raises:
+        ConfigError: unknown arch, encoder or init (the message lists the options).
+    """
+    if cfg.arch not in ARCHS:
+        raise unknown_option("architecture", cfg.arch, list(ARCHS))
+    if cfg.init not in INITS:
+        raise unknown_option("init", cfg.init, list(INITS))
+    if not 1 <= cfg.encoder_depth <= 5:
+        raise ConfigError(f"encoder_depth must be 1..5, got {cfg.encoder_depth}.")
+    check_encoder(cfg.encoder)
+    kwargs: dict[str, Any] = dict(
+        encoder_name=cfg.encoder,
+        encoder_weights=None,  # never a hub download; ImageNet comes from the offline port below
+        encoder_depth=cfg.encoder_depth,
+        in_channels=cfg.in_channels,
+        classes=cfg.classes,
+    )
+    if cfg.arch in _HAS_DECODER_CHANNELS:
+        kwargs["decoder_channels"] = cfg.resolved_decoder_channels()
+    try:
+        model = ARCHS[cfg.arch](**kwargs)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"Cannot build {cfg.arch} with encoder {cfg.encoder}: {e}") from e
+    report: dict[str, Any] = {"init": "random"}
+    if cfg.init == "imagenet-lite-port" and load_imagenet:
+        if cfg.in_channels != 3:
+            raise ConfigError("The ImageNet port needs in_channels=3 (use init='random' otherwise).")
+        from lesion.weights import init_encoder_from_imagenet
+
+        report = init_encoder_from_imagenet(model, cfg.encoder)
+        if report["init"] != "imagenet-lite-port":
+            warnings.warn(f"{report.get('note')}; ported encoders: {', '.join(PORTED_ENCODERS)}", stacklevel=2)
+    model.init_report = report
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cards and loading
+# ----------------------------------------------------------------------------------------------------------
+def cfg_to_card(cfg: SegModelConfig) -> dict[str, Any]:
+    """The card fields that rebuild ``cfg`` (``model`` block + top-level arch/encoder/preprocessing)."""
+    d = asdict(cfg)
+    return {
+        "arch": cfg.arch,
+        "encoder": cfg.encoder,
+        "init": cfg.init,
+        "model": d,
+        "preprocessing": {"size": cfg.size, "mean": list(cfg.mean), "std": list(cfg.std),
+                          "resize": "square, cv2 INTER_AREA (down) / INTER_LINEAR (up)", "threshold": 0.5},
+    }
+
+
+def cfg_from_card(card: Mapping[str, Any]) -> SegModelConfig:
+    """Rebuild the :class:`SegModelConfig` a card describes.
+
+    Raises:
+        CheckpointError: the card lacks ``arch``/``encoder`` or the preprocessing size.
+    """
+    model = dict(card.get("model") or {})
+    pre = dict(card.get("preprocessing") or {})
+    arch = model.get("arch", card.get("arch"))
+    encoder = model.get("encoder", card.get("encoder"))
+    size = pre.get("size", model.get("size"))
+    if not arch or not encoder or not size:
+        raise CheckpointError(
+            f"Card '{card.get('name', '?')}' must give arch, encoder and preprocessing.size "
+            f"(found arch={arch!r}, encoder={encoder!r}, size={size!r})."
+        )
+    dc = model.get("decoder_channels")
+    return SegModelConfig(
+        arch=str(arch),
+        encoder=str(encoder),
+        in_channels=int(model.get("in_channels", 3)),
+        classes=int(model.get("classes", 1)),
+        size=int(size if not isinstance(size, (list, tuple)) else size[0]),
+        mean=tuple(float(v) for v in pre.get("mean", model.get("mean", LITE_MEAN))),
+        std=tuple(float(v) for v in pre.get("std", model.get("std", LITE_STD))),
+        init="random",  # the checkpoint holds the weights; never re-run the ImageNet port on load
+        encoder_depth=int(model.get("encoder_depth", 5)),
+        decoder_channels=tuple(int(c) for c in dc) if dc else None,
+    )
+
+
+def pick_device(device: "str | torch.device | None" = None) -> "torch.device":
+    """``None``/``"auto"`` -> CUDA when present, else MPS, else CPU; otherwise ``torch.device(device)``."""
+    import torch
+
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def load_seg_model(
+    name_or_path: str | Path,
+    device: "str | torch.device | None" = None,
+    cfg: SegModelConfig | None = None,
+) -> tuple["torch.nn.Module", dict]:
+    """Rebuild a segmentation model from its card and load its weights strictly.
+
+    Args:
+        name_or_path: a shipped name (``"derm_unet_efficientnet_lite0"``) or a path to a
+            ``.safetensors``/``.pth`` with a ``.json`` card next to it. A ``.pth`` state dict without a card
+            is accepted when ``cfg`` is given.
+        device: ``None``/``"auto"`` picks CUDA when present.
+        cfg: explicit model config; overrides the card's (for users' own smp checkpoints).
+
+    Returns:
+        ``(model in eval mode on device, card)``.
+
+    Raises:
+        CheckpointError: missing/corrupt file or card, or weights that do not fit the card's model (the
+            message names the missing/unexpected keys and shape mismatches).
+    """
+    from lesion.weights import load_strict, read_state_file, resolve_weights
+
+    path = Path(name_or_path)
+    if cfg is not None and path.suffix in (".pth", ".pt", ".safetensors") and not path.with_suffix(".json").exists():
+        card: dict[str, Any] = {"name": path.stem, "task": "segmentation", "path": str(path), **cfg_to_card(cfg)}
+        state = read_state_file(path)
+    else:
+        wpath, card = resolve_weights(name_or_path)
+        if card.get("task", "segmentation") != "segmentation":
+            raise CheckpointError(f"'{card.get('name')}' is a {card.get('task')} checkpoint, not a segmentation model.")
+        state = read_state_file(wpath)
+        if cfg is not None:
+            card = {**card, **cfg_to_card(cfg)}
+    model_cfg = cfg_from_card(card) if cfg is None else cfg
+    try:
+        model = create_seg_model(model_cfg, load_imagenet=False)
+    except ConfigError as e:
+        raise CheckpointError(f"Card of '{card.get('name')}' describes a model that cannot be built: {e}") from e
+    load_strict(model, state, what=f"checkpoint '{card.get('name')}' ({model_cfg.arch}/{model_cfg.encoder})")
+    model.to(pick_device(device)).eval()
+    return model, card
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inference
+# ----------------------------------------------------------------------------------------------------------
+def _preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB uint8 images (any sizes) -> float32 ``[B, 3, size, size]`` normalised."""
+    import cv2
+
+    from lesion.data.io import to_uint8_rgb
+
+    out = np.empty((len(images), 3, size, size), np.float32)
+    m = np.asarray(mean, np.float32).reshape(1, 1, 3)
+    s = np.asarray(std, np.float32).reshape(1, 1, 3)
+    for i, img in enumerate(images):
+        img = to_uint8_rgb(img)
+        interp = cv2.INTER_AREA if min(img.shape[:2]) >= size else cv2.INTER_LINEAR
+        x = cv2.resize(img, (size, size), interpolation=interp).astype(np.float32) / 255.0
+        out[i] = ((x - m) / s).transpose(2, 0, 1)
+    return out
+
+
+def check_image_size(image: np.ndarray, size: int) -> None:
+    """Raise :class:`LesionError` for an image far larger than the model's input (before any work).
+
+    Limit: longer side > ``MAX_SIDE_FACTOR * size`` or more than ``MAX_PIXELS`` pixels. Squeezing a
+    4000-px photo into 256 px throws away the detail the user expects to see, so we ask them to
+    downscale (or crop) it knowingly instead of doing it silently.
+    """
+    if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
+        raise LesionError(f"Expected an image [H, W, 3], got shape {tuple(image.shape)}.")
+    h, w = image.shape[:2]
+    if max(h, w) > MAX_SIDE_FACTOR * size or h * w > MAX_PIXELS:
+        raise LesionError(
+            f"Image is {w}x{h} px, far larger than this model's {size}x{size} input (limit: "
+            f"{MAX_SIDE_FACTOR * size} px per side, {MAX_PIXELS // 1_000_000} MP). Downscale or crop it first."
+        )
+
+
+def predict_batch(
+    model: "torch.nn.Module",
+    images: Sequence[np.ndarray],
+    card: Mapping[str, Any],
+    device: "str | torch.device | None" = None,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
+    """Foreground probabilities for a list of images, batched.
+
+    Args:
+        model: a segmentation model in eval mode (logits ``[B, 1, h, w]``).
+        images: RGB uint8 ``[H, W, 3]`` (grey ``[H, W]`` is replicated), any sizes.
+        card: supplies ``preprocessing`` (size, mean, std).
+        device: where to run; default the model's device.
+        batch_size: images per forward pass.
+        progress: called as ``progress(done, total)``.
+
+    Returns:
+        one float32 ``[H, W]`` array in 0..1 per image, at the image's own size (bilinear resize back).
+    """
+    import cv2
+    import torch
+
+    cfg = cfg_from_card(card)
+    for img in images:
+        check_image_size(np.asarray(img), cfg.size)
+    dev = pick_device(device) if device is not None else next(model.parameters()).device
+    out: list[np.ndarray] = []
+    total = len(images)
+    with torch.inference_mode():
+        for start in range(0, total, batch_size):
+            chunk = images[start:start + batch_size]
+            x = torch.from_numpy(_preprocess(chunk, cfg.size, cfg.mean, cfg.std)).to(dev)
+            prob = torch.sigmoid(model(x)[:, 0].float()).cpu().numpy()
+            for img, p in zip(chunk, prob):
+                h, w = np.asarray(img).shape[:2]
+                back = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != p.shape else p
+                out.append(np.clip(back, 0.0, 1.0).astype(np.float32))
+            if progress is not None:
+                progress(min(start + batch_size, total), total)
+    return out
+
+
+class SegModelSegmenter:
+    """A trained model as a segmenter: ``seg(image_rgb_uint8 [H, W, 3]) -> prob float32 [H, W] in 0..1``.
+
+    Preprocessing comes from the card: resize to ``size x size``, scale to 0..1, normalise with the card's
+    mean/std; the sigmoid output is resized back bilinearly. Images larger than ``MAX_SIDE_FACTOR x size``
+    per side or ``MAX_PIXELS`` in total raise :class:`LesionError` before any work (see
+    :func:`check_image_size`).
+
+    Attributes:
+        model: the network (eval mode).
+        card: its card.
+        device: where it runs.
+        threshold: probability above which :meth:`mask` calls a pixel foreground (card's, default 0.5).
+        name: the card's name.
+    """
+
+    def __init__(self, model: "torch.nn.Module", card: Mapping[str, Any], device: "str | torch.device | None" = None):
+        self.model = model
+        self.card = dict(card)
+        self.device = pick_device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device).eval()
+        self.threshold = float((self.card.get("preprocessing") or {}).get("threshold", 0.5))
+        self.name = str(self.card.get("name", "model"))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return predict_batch(self.model, [np.asarray(image)], self.card, self.device)[0]
+
+    def predict_many(self, images: Sequence[np.ndarray], batch_size: int = 8,
+                     progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+        """Probabilities for many images (batched); same output as calling one by one."""
+        return predict_batch(self.model, images, self.card, self.device, batch_size, progress)
+
+    def mask(self, image: np.ndarray) -> np.ndarray:
+        """Binary mask bool ``[H, W]``: probability > :attr:`threshold`."""
+        return self(image) > self.threshold
+
+    def __repr__(self) -> str:
+        return f"SegModelSegmenter({self.name!r}, device={self.device})"
+
+
+def load_segmenter(name_or_path: str | Path, device: "str | torch.device | None" = None,
+                   cfg: SegModelConfig | None = None) -> SegModelSegmenter:
+    """Load a checkpoint (see :func:`load_seg_model`) as a :class:`SegModelSegmenter`."""
+    model, card = load_seg_model(name_or_path, device=device, cfg=cfg)
+    return SegModelSegmenter(model, card, device=device)

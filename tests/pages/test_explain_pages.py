@@ -1,0 +1,137 @@
+"""Explain, Failure review and Upload pages under AppTest: without checkpoints (clear message) and with tiny
+untrained ones written to a temporary weights folder (heatmaps, table, tags, predictions)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 180
+
+
+@pytest.fixture()
+def no_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", tmp_path / "empty")
+    return tmp_path / "empty"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A multi-task and a plain resnet10t (64 px, random init) carded for the derm demo (melanoma)."""
+    import torch
+
+    from lesion.classify.models import ClsModelConfig, create_classifier
+    from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
+    from lesion.weights import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("weights")
+    prep = {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "center_crop": True, "clahe": False}
+    torch.manual_seed(0)
+    common = {"domain": "derm", "classes": ["melanoma"], "target": "melanoma", "arch": "resnet10t",
+              "preprocessing": prep, "licences": [], "metrics": {}}
+    mcfg = MultiTaskConfig(arch="resnet10t", size=64)
+    save_checkpoint(MultiTaskNet(mcfg), folder / "tiny_mt", {"task": "multitask", "model": {**mcfg.__dict__}, **common})
+    ccfg = ClsModelConfig("resnet10t", num_classes=1, size=64)
+    save_checkpoint(create_classifier(ccfg), folder / "tiny_cls",
+                    {"task": "classification", "model": {**ccfg.__dict__}, **common})
+    return folder
+
+
+@pytest.fixture()
+def with_weights(tiny_weights, monkeypatch):
+    monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", tiny_weights)
+    return tiny_weights
+
+
+def _run(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize("page,title", [("pages/explain.py", "Explain"), ("pages/review.py", "Failure review")])
+def test_pages_say_what_is_missing(no_weights, page, title):
+    at = _run(page)
+    assert at.title[0].value == title
+    assert any("No classifier checkpoints" in i.value for i in at.info)
+
+
+def test_explain_shows_heatmaps_and_scores(with_weights):
+    at = _run("pages/explain.py")
+    assert at.selectbox(key="explain_model").options == ["tiny_cls", "tiny_mt"]
+    at.selectbox(key="explain_model").set_value("tiny_mt").run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c for i in at.get("image") for c in (i.captions or [])]
+    flat = " ".join(str(c) for c in captions)
+    for m in ("gradcam", "gradcam++", "eigencam", "attention", "ground truth"):
+        assert m in flat, flat
+    scores = [d.value for d in at.dataframe if "pointing_game" in d.value.columns][0]
+    assert list(scores["map"]) == ["gradcam", "gradcam++", "eigencam", "attention"]
+    assert scores["iou"].between(0, 1).all()
+    at.button(key="explain_run_all").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = [d.value for d in at.dataframe if "agreement" in d.value.columns and "wrong" in d.value.columns][0]
+    assert len(table) == 200 and table["agreement"].between(0, 1).all()
+    assert any("low agreement" in m.label for m in at.metric)
+
+
+def test_review_table_filters_and_tags(with_weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
+    at = _run("pages/review.py")
+    at.button(key="review_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = [d.value for d in at.dataframe if "false_positive" in d.value.columns][0]
+    assert len(table) == 200 and {"prob", "loss", "agreement", "age", "sex", "site"} <= set(table.columns)
+    at.multiselect(key="review_kinds").set_value(["false_negative"]).run()
+    filtered = [d.value for d in at.dataframe if "false_positive" in d.value.columns][0]
+    assert filtered["false_negative"].all()
+    first = at.selectbox(key="review_tag_id").options[0]
+    at.text_input(key="review_note").input("check the label").run()
+    at.button(key="review_tag_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    from lesion.review import TAGS_FILE
+
+    tags = list((tmp_path / "cache").rglob(TAGS_FILE))
+    assert tags and first in tags[0].read_text()
+    labels = [b.label for b in at.get("download_button")]
+    assert any("CSV" in x for x in labels) and any("ZIP" in x for x in labels)
+
+
+def test_upload_page_without_file(no_weights):
+    at = _run("pages/upload.py")
+    assert at.title[0].value == "Upload"
+
+
+def test_upload_decoding_message_and_prediction(with_weights):
+    from PIL import Image
+
+    at = _run("pages/upload.py")
+    assert not at.exception
+    # AppTest cannot drive st.file_uploader: the page reads an image from session_state["upload_bytes"] too.
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(buf, format="PNG")
+    at.session_state["upload_test_file"] = ("tiny.png", buf.getvalue())
+    at.run()
+    assert not at.exception
+    assert any("too small" in e.value for e in at.error)
+    buf = io.BytesIO()
+    img = np.full((96, 96, 3), 200, np.uint8)
+    img[30:60, 30:60] = 60
+    Image.fromarray(img).save(buf, format="PNG")
+    at.session_state["upload_test_file"] = ("lesion.png", buf.getvalue())
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    probs = [d.value for d in at.dataframe if "ensemble" in d.value.columns][0]
+    assert list(probs["class"]) == ["melanoma"] and probs["ensemble"].between(0, 1).all()
+    assert {"tiny_cls", "tiny_mt"} <= set(probs.columns)
+    at.multiselect(key="upload_members").set_value(["tiny_mt"]).run()  # the first member is explained
+    assert not at.exception, [e.value for e in at.exception]
+    flat = " ".join(str(c) for i in at.get("image") for c in (i.captions or []))
+    assert "attention" in flat and "otsu" in flat.lower()
