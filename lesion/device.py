@@ -34,3 +34,21 @@ def describe_device(device: str | None = None) -> str:
     if device.startswith("cuda"):
         return f"CUDA GPU: {torch.cuda.get_device_name(0)}"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def nvidia_driver_present() -> bool:
+    """True when an NVIDIA kernel driver is loaded (CUDA needs one); a cheap check that avoids importing torch."""
+    import os
+    import shutil
+
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+
+
+def describe_device_quick() -> str:
+    """:func:`describe_device`, without the seconds of importing torch on machines that have no NVIDIA driver."""
+    import os
+    import sys
+
+    if "torch" in sys.modules or nvidia_driver_present():
+        return describe_device()
+    return f"CPU ({os.cpu_count()} cores)"

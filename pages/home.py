@@ -38,6 +38,11 @@ st.markdown(
 - **Segmentation**: one image through Otsu (every step switchable, intermediate images) and the trained
   networks, outlines and boxes over the image, per-image metrics; the whole data set with a sortable table,
   histogram, comparison with 95% bootstrap CIs and CSV export.
+- **Classification**: an ensemble with test-time augmentation; ROC / PR curves with CIs, confusion matrix,
+  calibration, member correlation and a suggested ensemble.
+- **Explain**: Grad-CAM family beside the multi-task model's attention mask, scored against the lesion.
+- **Failure review**: every case with its flags, filters, a gallery of the worst, tags and export.
+- **Upload**: your own image, with optional age / sex / site.
 - **Models**: the trained checkpoints in `weights/` with their cards, a comparison table and per-epoch curves.
 
 **Supported layouts**: ISIC challenge task 1, HAM10000, SIIM-ISIC 2020, PH2, Chest X-ray Masks and Labels

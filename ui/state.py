@@ -43,9 +43,9 @@ def read_sample(image_path: str, mask_path: str | None):
 
 @st.cache_data(show_spinner=False)
 def device_label() -> str:
-    from lesion.device import describe_device
+    from lesion.device import describe_device_quick
 
-    return describe_device()
+    return describe_device_quick()
 
 
 def current_dataset():
