@@ -126,12 +126,20 @@ if len(result.member_probs) > 1:
     st.plotly_chart(px.imshow(corr, text_auto=".2f", zmin=-1, zmax=1, color_continuous_scale="RdBu_r"),
                     width="stretch")
 k = st.number_input("Members to suggest", 1, len(names), min(3, len(names)), key="cls_k")
-if st.button("Suggest an ensemble (high AUC, low correlation)", key="cls_suggest"):
+
+
+def apply_suggestion() -> None:
+    """Pick members by AUC and low correlation (seed 003) and put them in the member list (runs before widgets)."""
     all_res = run_ensemble(ds, names, tta, merge)
     member_scores = {n: score(p, all_res.classes, target)[labelled] for n, p in all_res.member_probs.items()}
-    st.session_state["cls_suggested"] = suggest_members(member_scores, y[labelled].astype(int), int(k))
+    chosen = suggest_members(member_scores, y[labelled].astype(int), int(st.session_state["cls_k"]))
+    st.session_state["cls_members"] = chosen
+    st.session_state["cls_suggested"] = chosen
+
+
+st.button("Suggest an ensemble (high AUC, low correlation)", key="cls_suggest", on_click=apply_suggestion)
 if st.session_state.get("cls_suggested"):
-    st.success(f"Suggested members: {', '.join(st.session_state['cls_suggested'])}")
+    st.success(f"Members set to the suggestion: {', '.join(st.session_state['cls_suggested'])}")
 
 st.download_button("Download predictions (CSV)", preds.to_csv(index=False).encode(),
                    file_name=f"predictions_{ds.layout}.csv", mime="text/csv")

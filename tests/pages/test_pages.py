@@ -95,3 +95,23 @@ def test_classification_page_without_or_with_models():
         return
     assert at.multiselect(key="cls_members").value
     assert at.selectbox(key="cls_tta").value == "d4"
+
+
+def test_classification_runs_the_shipped_ensemble_and_suggests_members():
+    """With the shipped derm classifiers: ROC table with one row per member + the ensemble, and a suggestion
+    that replaces the member list."""
+    at = _app("pages/classification.py")
+    if at.info and "No classifier checkpoints" in at.info[0].value:
+        pytest.skip("no classifier checkpoints shipped")
+    at.selectbox(key="cls_tta").set_value("none")
+    at.button(key="cls_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    members = at.multiselect(key="cls_members").value
+    aucs = [d.value for d in at.dataframe if "auc" in d.value.columns][0]
+    assert len(aucs) == len(members) + (1 if len(members) > 1 else 0)
+    assert aucs["auc"].between(0, 1).all() and (aucs["ci_lo"] <= aucs["auc"]).all()
+    at.number_input(key="cls_k").set_value(1)
+    at.button(key="cls_suggest").click().run()
+    assert not at.exception
+    assert len(at.multiselect(key="cls_members").value) == 1
+    assert any("Members set to the suggestion" in s.value for s in at.success)
