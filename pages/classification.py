@@ -12,25 +12,20 @@ from lesion.infer.tta import TTA_NAMES
 from lesion.metrics import calibration_table, curve_table, roc_auc_ci, threshold_report
 from lesion.weights import list_weights
 from ui.classify import load_classifier_cached, run_ensemble
-from ui.state import current_dataset, dataset_badge, page_setup, st_progress
+from ui.state import page_setup, require_dataset, st_progress
 
 finish_page = page_setup()
 st.title("Classification")
 st.caption("Pick ensemble members, test-time augmentation and the merge rule; read ROC and PR curves with "
            "bootstrap 95% CIs, the confusion matrix at a threshold, calibration, and how correlated members are.")
 
-ds = current_dataset()
-if ds is None:
-    finish_page()
-    st.stop()
-dataset_badge(ds)
+ds = require_dataset(finish_page, need_images=False)
 
 cards = [c for c in list_weights(domain=ds.domain) if c.get("task") in ("classification", "multitask")]
 if not cards:
     st.info(f"No classifier checkpoints for the '{ds.domain}' domain in `weights/`. Train one with "
             "`lesion train cls …` (see the README).")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 names = [c["name"] for c in cards]
 if "cls_members" not in st.session_state:
@@ -43,15 +38,13 @@ merge = c3.selectbox("Merge", MERGE_MODES, index=MERGE_MODES.index("mean_prob"),
                      help="Mean of logits, mean of probabilities, log-mean (geometric) or rank average.")
 if not members:
     st.warning("Choose at least one member.")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 try:
     _, target = resolve_target([load_classifier_cached(m)[1] for m in members], None)
 except LesionError as e:
     st.error(str(e))
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 for note in metadata_warnings([load_classifier_cached(m) for m in members], ds.records):
     st.warning(note)
@@ -60,8 +53,7 @@ if st.button("Run the ensemble", type="primary", key="cls_run"):
     st.session_state["cls_ran"] = True
 if not st.session_state.get("cls_ran"):
     st.caption("Predictions are cached per model, data set and TTA: a page revisited is instant.")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 update, clear = st_progress("Predicting…")
 try:
@@ -69,8 +61,7 @@ try:
 except LesionError as e:
     clear()
     st.error(str(e))
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 clear()
 st.caption(f"Ran on **{result.device}**, {result.ms_per_image:.1f} ms per image for the whole ensemble × TTA "
            f"({'; '.join(result.notes) if result.notes else 'no cached members'}).")
@@ -85,8 +76,7 @@ labelled = np.isfinite(y)
 if not labelled.any() or len(np.unique(y[labelled])) < 2:
     st.info(f"This data set has no usable '{target}' labels (both classes needed): predictions only, no ROC.")
     st.dataframe(preds, hide_index=True, width="stretch")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 # ------------------------------------------------------------------ AUC table and curves
 rows = []

@@ -2,7 +2,6 @@
 against the lesion; the attention-agreement score and how well low agreement predicts a wrong answer."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -24,7 +23,7 @@ from ui.explain import (
     probabilities,
     segment,
 )
-from ui.state import current_dataset, dataset_badge, page_setup, read_sample, st_progress
+from ui.state import page_setup, require_dataset, read_sample, st_progress
 
 finish_page = page_setup()
 st.title("Explain")
@@ -34,28 +33,18 @@ st.caption(
     "cyan = the lesion. Maps are shown at the network's input view (its centre crop and size)."
 )
 
-ds = current_dataset()
-if ds is None:
-    finish_page()
-    st.stop()
-dataset_badge(ds)
-if not len(ds):
-    st.warning("This data set has no images.")
-    finish_page()
-    st.stop()
+ds = require_dataset(finish_page)
 
 choices = classifier_picker(ds.domain, key="explain")
 if not choices:
     no_classifier_message(ds.domain)
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 c1, c2, c3 = st.columns([2, 2, 1])
 name = c1.selectbox("Classifier", list(choices), key="explain_model")
 loaded = load_model(choices[name])
 if loaded is None:
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 model, card = loaded
 is_multitask = card.get("task") == "multitask"
 options = class_options(card)
@@ -78,8 +67,7 @@ try:
     image, truth = read_sample(str(record.image_path), str(record.mask_path) if record.mask_path else None)
 except LesionError as e:
     st.error(f"Cannot read {record.id}: {e}")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 meta = tuple(sorted((k, v) for k, v in (record.meta or {}).items() if k in ("age", "sex", "site")))
 
 # The reference the heatmaps are scored against: the truth mask, else an Otsu segmentation.
@@ -92,8 +80,7 @@ try:
                         options[class_label], aug_smooth, mask_key=reference_name)
 except LesionError as e:
     st.error(str(e))
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 probs = probabilities(res["logits"], card)
 st.markdown("**Prediction**: " + " · ".join(f"{c} {p:.3f}" for c, p in probs.items())
@@ -148,8 +135,7 @@ if st.session_state.get("explain_ran"):
     except LesionError as e:
         clear()
         st.error(str(e))
-        finish_page()
-        st.stop()
+        finish_page(stop=True)
     clear()
     y = label_vector(ds.records, labels_target)
     wrong, labelled = wrong_predictions(table["class_index"], y)

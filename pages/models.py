@@ -18,8 +18,7 @@ cards = list_weights()
 tasks = sorted({c.get("task", "?") for c in cards})
 if not cards:
     st.info("No checkpoints found in `weights/`. Train one with `lesion train seg …` (see the README).")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 task = st.radio("Task", tasks, horizontal=True, key="models_task")
 domains = sorted({c.get("domain", "?") for c in cards if c.get("task") == task})

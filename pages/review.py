@@ -23,7 +23,7 @@ from ui.explain import (
     segmentation_choices,
     tag_store,
 )
-from ui.state import current_dataset, dataset_badge, page_setup, read_sample, st_progress
+from ui.state import page_setup, require_dataset, read_sample, st_progress
 
 finish_page = page_setup()
 st.title("Failure review")
@@ -31,16 +31,11 @@ st.caption("Which cases does the ensemble get wrong, and did it look at the lesi
            "positive / negative at the threshold, low attention agreement (lowest quantile), inconsistent "
            "attention (the binarised heatmap splits into several regions, seed 003 Fig. 14).")
 
-ds = current_dataset()
-if ds is None:
-    finish_page()
-    st.stop()
-dataset_badge(ds)
+ds = require_dataset(finish_page, need_images=False)
 choices = classifier_picker(ds.domain, key="review")
 if not choices:
     no_classifier_message(ds.domain)
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 names = list(choices)
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
@@ -51,27 +46,23 @@ method = c3.selectbox("Heatmap", list(FAST_METHODS), key="review_method",
 threshold = c4.slider("Threshold", 0.0, 1.0, 0.5, 0.01, key="review_thr")
 if not members:
     st.warning("Choose at least one member.")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 loaded = [load_model(choices[m]) for m in members]
 if any(x is None for x in loaded):
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 cards = [c for _, c in loaded]
 try:
     model_target, target = resolve_target(cards, "melanoma" if cards[0].get("target") == "dx7" else None)
 except LesionError as e:
     st.error(str(e))
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 explainer = choices[members[0]]
 
 if st.button("Build the review table", type="primary", key="review_run"):
     st.session_state["review_ran"] = True
 if not st.session_state.get("review_ran"):
     st.caption("Runs the ensemble (cached per data set) and one heatmap per image for the agreement score.")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 update, clear = st_progress("Predicting…")
 try:
@@ -82,8 +73,7 @@ try:
 except LesionError as e:
     clear()
     st.error(str(e))
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 clear()
 
 y = label_vector(ds.records, target)

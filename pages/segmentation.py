@@ -12,7 +12,7 @@ from lesion.segment.compare import THRESHOLDS, metrics_at, paired
 from lesion.segment.otsu import OtsuConfig, otsu_segment, preset
 from lesion.weights import list_weights
 from ui.forms import dataclass_form
-from ui.state import current_dataset, dataset_badge, page_setup, read_sample, st_progress
+from ui.state import page_setup, require_dataset, read_sample, st_progress
 from ui.segment import (
     checkpoint_picker,
     dataset_counts,
@@ -27,15 +27,7 @@ st.caption(
     "yellow box = the method's bounding box."
 )
 
-ds = current_dataset()
-if ds is None:
-    finish_page()
-    st.stop()
-dataset_badge(ds)
-if not len(ds):
-    st.warning("This data set has no images.")
-    finish_page()
-    st.stop()
+ds = require_dataset(finish_page)
 
 # ---------------------------------------------------------------- settings (sidebar)
 with st.sidebar.expander("Otsu pipeline", expanded=False):
@@ -61,8 +53,7 @@ try:
     image, truth = read_sample(str(record.image_path), str(record.mask_path) if record.mask_path else None)
 except LesionError as e:
     st.error(f"Cannot read {record.id}: {e}")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 outputs: dict[str, object] = {}
 otsu = otsu_segment(image, cfg, return_steps=show_steps)
@@ -99,8 +90,7 @@ st.divider()
 st.subheader("Whole data set")
 if not ds.has_masks:
     st.info("This data set has no masks, so methods cannot be scored over it.")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 n_masks = sum(r.mask_path is not None for r in ds.records)
 st.caption(f"{n_masks} images with masks. Each method runs once; the threshold slider then re-scores instantly.")
@@ -117,8 +107,7 @@ if st.session_state.get("seg_ran"):
             st.error(f"{name}: {e}")
         done()
     if not frames:
-        finish_page()
-        st.stop()
+        finish_page(stop=True)
     per_image = metrics_at(pd.concat(frames, ignore_index=True), threshold)
     errors = per_image[per_image["error"].notna()]
     if len(errors):

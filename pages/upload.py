@@ -49,15 +49,13 @@ elif "upload_test_file" in st.session_state:  # AppTest cannot drive st.file_upl
     name, data = st.session_state["upload_test_file"]
 else:
     st.info("Upload an image to start.")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 try:
     decoded = decode_upload(data, name)
 except LesionError as e:
     st.error(str(e))
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 image = decoded.image
 key = hashlib.sha1(data).hexdigest()[:16]
 for note in decoded.notes:
@@ -67,8 +65,7 @@ choices = classifier_picker(domain, key="upload")
 if not choices:
     st.image(image, caption=f"{name} ({image.shape[1]}×{image.shape[0]})", width=320)
     no_classifier_message(domain)
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 c1, c2, c3 = st.columns([3, 1, 1])
 names = list(choices)
@@ -77,19 +74,16 @@ tta = c2.selectbox("TTA", TTA_NAMES, index=TTA_NAMES.index("d4"), key="upload_tt
 method = c3.selectbox("Heatmap", list(FAST_METHODS), key="upload_method")
 if not members:
     st.warning("Choose at least one classifier.")
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 loaded = [load_model(choices[m]) for m in members]
 if any(x is None for x in loaded):
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 meta = tuple(sorted({"age": age or None, "sex": sex, "site": site}.items(), key=lambda kv: kv[0]))
 try:
     pred = predict_upload(tuple(choices[m] for m in members), key, image, meta, tta, "mean_prob")
 except LesionError as e:
     st.error(str(e))
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 
 rows = [{"class": c, "ensemble": p, **{m: pred["members"][m][j] for m in pred["members"]}}
         for j, (c, p) in enumerate(zip(pred["classes"], pred["probs"]))]
@@ -107,8 +101,7 @@ try:
                         mask_key=seg_method)
 except LesionError as e:
     st.error(str(e))
-    finish_page()
-    st.stop()
+    finish_page(stop=True)
 panels = {"image": res["view"], method: outline_panel(res["view"], res["heats"][method], truth=res["mask"])}
 if res["attention"] is not None:
     panels[ATTENTION] = outline_panel(res["view"], res["attention"], truth=res["mask"])

@@ -96,10 +96,25 @@ def page_setup() -> Callable[[], None]:
     dataset_sidebar()
     slot = st.sidebar.empty()
 
-    def finish() -> None:
+    def finish(stop: bool = False) -> None:
+        """Fill the device slot; with ``stop=True`` also end the script here (``st.stop``)."""
         slot.caption(f"Compute device: **{device_label()}**")
+        if stop:
+            st.stop()
 
     return finish
+
+
+def require_dataset(finish: Callable[..., None], need_images: bool = True):
+    """The sidebar's data set with its badge drawn, or end the page (after saying why) when there is none."""
+    ds = current_dataset()
+    if ds is None:
+        finish(stop=True)
+    dataset_badge(ds)
+    if need_images and not len(ds):
+        st.warning("This data set has no images.")
+        finish(stop=True)
+    return ds
 
 
 def dataset_badge(ds) -> None:

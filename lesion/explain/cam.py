@@ -11,7 +11,7 @@ pytorch_grad_cam and torch are imported inside the functions: importing this mod
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
