@@ -1,4 +1,4 @@
-"""The ``lesion`` command: ``lesion train {seg,cls} …``, ``lesion evaluate {seg,cls} …``, ``lesion export …``.
+"""The ``lesion`` command: ``lesion train {seg,cls,cxr} …``, ``lesion evaluate {seg,cls} …``, ``lesion export …``.
 
 Each task module owns its own argument parser (``main(argv) -> int``); this file only routes, so that the
 heavy imports of one task never slow down another. User errors (:class:`lesion.LesionError`) are printed as
@@ -17,6 +17,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 COMMANDS: dict[tuple[str, str], str] = {
     ("train", "seg"): "lesion.train.seg:main",
     ("train", "cls"): "lesion.train.cls:main",
+    ("train", "cxr"): "lesion.train.cxr:main",
     ("evaluate", "seg"): "lesion.segment.evaluate:main",
     ("evaluate", "cls"): "lesion.infer.evaluate:main",
     ("export", "model"): "lesion.export:main",
@@ -28,6 +29,7 @@ USAGE = """usage: lesion <command> <task> [options]
 commands:
   lesion train seg …         train a U-Net / LinkNet segmentation model
   lesion train cls …         train a classifier or the multi-task model
+  lesion train cxr …         train a chest X-ray classifier (NIH findings, tuberculosis)
   lesion evaluate seg …      score a segmentation method over a data set
   lesion evaluate cls …      run a classifier ensemble with TTA over a data set
   lesion export MODEL …      export a classifier to ONNX

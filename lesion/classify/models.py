@@ -44,10 +44,11 @@ class Preprocessing:
     """How an image becomes a network input; stored in the card as ``preprocessing``."""
 
     size: int = 224  # side of the square network input, pixels
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel mean of the 0-1 RGB input
-    std: tuple[float, float, float] = IMAGENET_STD  # per-channel std of the 0-1 RGB input
+    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel mean of the 0-1 input
+    std: tuple[float, ...] = IMAGENET_STD  # per-channel std of the 0-1 input
     center_crop: bool = True  # crop the central square before resizing (lesions sit mid-image; seed 003)
     clahe: bool = False  # CLAHE on the L channel of the resized image (seed 003 preprocessing)
+    channels: int = 3  # 3 = RGB input; 1 = grey (radiographs, seed 002): RGB is converted to grey first
 
     @classmethod
     def from_card(cls, card: Mapping[str, Any]) -> "Preprocessing":
@@ -58,6 +59,7 @@ class Preprocessing:
             std=tuple(float(x) for x in p.get("std", IMAGENET_STD)),
             center_crop=bool(p.get("center_crop", True)),
             clahe=bool(p.get("clahe", False)),
+            channels=int(p.get("channels", 3)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,14 +111,19 @@ def prepare_image(image: np.ndarray, prep: Preprocessing, mask: np.ndarray | Non
         mask: optional bool/uint8 mask ``[H, W]``, cropped and resized (nearest) the same way.
 
     Returns:
-        uint8 ``[size, size, 3]`` (not yet normalised), or ``(image, mask)`` when a mask is given.
+        uint8 ``[size, size, channels]`` (not yet normalised), or ``(image, mask)`` when a mask is given.
     """
     import cv2
 
     img = center_crop_square(image) if prep.center_crop else image
     interp = cv2.INTER_AREA if min(img.shape[:2]) > prep.size else cv2.INTER_LINEAR
     img = cv2.resize(np.ascontiguousarray(img), (prep.size, prep.size), interpolation=interp)
-    if prep.clahe:
+    if prep.channels == 1:
+        grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+        if prep.clahe:
+            grey = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey)
+        img = grey[..., None]
+    elif prep.clahe:
         img = apply_clahe(img)
     if mask is None:
         return img
@@ -126,7 +133,7 @@ def prepare_image(image: np.ndarray, prep: Preprocessing, mask: np.ndarray | Non
 
 
 def normalize(images_uint8: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """``[..., H, W, 3]`` uint8 -> float32 ``[..., 3, H, W]`` standardised with the card's mean/std."""
+    """``[..., H, W, C]`` uint8 -> float32 ``[..., C, H, W]`` standardised with the card's mean/std."""
     x = images_uint8.astype(np.float32) / 255.0
     x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
@@ -225,6 +232,12 @@ def load_lite_port(model, arch: str, skip_prefixes: Iterable[str] = ("classifier
     skip = tuple(skip_prefixes)
     state = {k: v for k, v in state.items() if not k.startswith(skip)}
     own = model.state_dict()
+    stem = "conv_stem.weight"
+    if stem in state and stem in own and own[stem].shape[1] != state[stem].shape[1]:
+        # one-channel (radiograph) input: timm's own rule, the RGB filters summed over colour
+        from timm.models import adapt_input_conv
+
+        state[stem] = adapt_input_conv(own[stem].shape[1], state[stem])
     state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in state and not k.startswith(skip)]
     if missing:

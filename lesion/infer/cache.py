@@ -123,7 +123,8 @@ def cached_predict(
     elif progress is not None:
         progress(len(ids), len(ids))
     ordered = [member_probs[m.name] for m in members]
-    probs = merge_members(ordered, merge) if len(ordered) > 1 else ordered[0]
+    ml = bool(members[0].card.get("multilabel", False))
+    probs = merge_members(ordered, merge, ml) if len(ordered) > 1 else ordered[0]
     classes = tuple(members[0].card.get("classes") or ()) or tuple(f"class{j}" for j in range(probs.shape[1]))
     ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(ids))
     return PredictionResult(probs, {m.name: member_probs[m.name] for m in members}, ids, classes, device_used, ms,

@@ -133,7 +133,7 @@ def _members(models: Sequence[tuple[Any, Mapping[str, Any]]]) -> list[_Member]:
         if seen[name] > 1:
             name = f"{name}#{seen[name]}"
         out.append(_Member(name, model, card, Preprocessing.from_card(card), uses_metadata(model, card)))
-    classes = {tuple(m.card.get("classes") or ()) for m in out}
+    classes = {(tuple(m.card.get("classes") or ()), is_multilabel(m.card)) for m in out}
     if len(classes) > 1:
         raise DataError(
             "Ensemble members predict different classes: "
@@ -191,9 +191,16 @@ def _meta_tensor(items: Sequence[_Item]):
     return torch.from_numpy(np.stack([encode_metadata(it.meta) for it in items]))
 
 
+def is_multilabel(card: Mapping[str, Any]) -> bool:
+    """True when the card's head is multi-label (independent sigmoids, e.g. chest X-ray findings)."""
+    return bool(card.get("multilabel", False))
+
+
 def _finish(members, logits, items, tta, merge, tta_merge, device, t0) -> PredictionResult:
-    member_probs = {m.name: merge_logits(np.concatenate(logits[m.name], axis=1), tta_merge) for m in members}
-    probs = merge_members(list(member_probs.values()), merge) if len(members) > 1 else next(iter(member_probs.values()))
+    ml = is_multilabel(members[0].card)
+    member_probs = {m.name: merge_logits(np.concatenate(logits[m.name], axis=1), tta_merge, ml) for m in members}
+    probs = (merge_members(list(member_probs.values()), merge, ml) if len(members) > 1
+             else next(iter(member_probs.values())))
     k = probs.shape[1]
     ms = (time.perf_counter() - t0) * 1000.0 / len(items)
     return PredictionResult(probs, member_probs, [it.id for it in items], _classes(members, k), device, ms,

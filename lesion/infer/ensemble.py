@@ -11,7 +11,8 @@ Merge modes (ttach's ``Merger`` idea: validated names), applied to logits ``[V, 
                 score, not a probability (only the order matters, e.g. for AUC). Needs N > 1 to mean much.
 ============  =========================================================================================
 
-The activation is ``sigmoid`` for one logit (``K == 1``) and ``softmax`` over K otherwise.
+The activation is ``sigmoid`` for one logit (``K == 1``) and for multi-label heads (``multilabel=True``: each
+of the K findings independently, seed 002), and ``softmax`` over K otherwise.
 """
 from __future__ import annotations
 
@@ -32,20 +33,20 @@ def check_merge(mode: str) -> str:
     return mode
 
 
-def activate(logits: np.ndarray) -> np.ndarray:
-    """Sigmoid for ``K == 1`` (last axis), softmax over the last axis otherwise. float64."""
+def activate(logits: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """Sigmoid for ``K == 1`` or a multi-label head, softmax over the last axis otherwise. float64."""
     z = np.asarray(logits, dtype=np.float64)
-    if z.shape[-1] == 1:
+    if z.shape[-1] == 1 or multilabel:
         return 1.0 / (1.0 + np.exp(-z))
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def inverse_activation(probs: np.ndarray) -> np.ndarray:
-    """A logit whose activation gives ``probs``: ``logit(p)`` for K == 1, ``log p`` for softmax."""
+def inverse_activation(probs: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """A logit whose activation gives ``probs``: ``logit(p)`` for K == 1 or multi-label, ``log p`` for softmax."""
     p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1 - _EPS)
-    if p.shape[-1] == 1:
+    if p.shape[-1] == 1 or multilabel:
         return np.log(p / (1 - p))
     return np.log(p)
 
@@ -58,12 +59,13 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     return rankdata(scores, axis=1) / n
 
 
-def merge_logits(logits: np.ndarray, mode: str) -> np.ndarray:
+def merge_logits(logits: np.ndarray, mode: str, multilabel: bool = False) -> np.ndarray:
     """Merge ``V`` predictions of the same ``N`` images.
 
     Args:
         logits: ``[V, N, K]`` raw logits (views or members).
         mode: one of :data:`MERGE_MODES`.
+        multilabel: K independent sigmoids instead of a softmax over K.
 
     Returns:
         float64 ``[N, K]``: probabilities (``rank``: scores in (0, 1]).
@@ -73,18 +75,18 @@ def merge_logits(logits: np.ndarray, mode: str) -> np.ndarray:
     if z.ndim != 3:
         raise DataError(f"merge_logits expects [V, N, K] logits, got shape {z.shape}.")
     if mode == "mean_logit":
-        return activate(z.mean(axis=0))
-    p = activate(z)
+        return activate(z.mean(axis=0), multilabel)
+    p = activate(z, multilabel)
     if mode == "mean_prob":
         return p.mean(axis=0)
     if mode == "log_mean":
         g = np.exp(np.log(np.clip(p, _EPS, 1.0)).mean(axis=0))
-        return g if g.shape[-1] == 1 else g / g.sum(axis=-1, keepdims=True)
+        return g if (g.shape[-1] == 1 or multilabel) else g / g.sum(axis=-1, keepdims=True)
     r = _ranks(p).mean(axis=0)  # rank of probabilities (same as of logits: monotone)
     return r
 
 
-def merge_members(member_probs: Sequence[np.ndarray], mode: str) -> np.ndarray:
+def merge_members(member_probs: Sequence[np.ndarray], mode: str, multilabel: bool = False) -> np.ndarray:
     """Ensemble merge of per-member outputs ``[N, K]`` (each already TTA-merged) with ``mode``.
 
     Members are mapped back to logits with :func:`inverse_activation` so that ``mean_logit`` of members that
@@ -92,8 +94,8 @@ def merge_members(member_probs: Sequence[np.ndarray], mode: str) -> np.ndarray:
     """
     if not member_probs:
         raise DataError("An ensemble needs at least one member.")
-    stack = np.stack([inverse_activation(p) for p in member_probs])
-    return merge_logits(stack, mode)
+    stack = np.stack([inverse_activation(p, multilabel) for p in member_probs])
+    return merge_logits(stack, mode, multilabel)
 
 
 def correlation_matrix(member_probs: Mapping[str, np.ndarray]) -> "pandas.DataFrame":  # noqa: F821

@@ -90,6 +90,7 @@ class SegTrainConfig:
     arch: str = "unet"
     encoder: str = "tu-efficientnet_lite0"
     init: str = "imagenet-lite-port"
+    init_from: str = ""
     encoder_depth: int = 5
     size: int = 256
     loss: str = "bce_jaccard"
@@ -307,6 +308,19 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
     model_cfg = SegModelConfig(arch=cfg.arch, encoder=cfg.encoder, size=cfg.size, init=cfg.init,
                                encoder_depth=cfg.encoder_depth, mean=LITE_MEAN, std=LITE_STD)
     model = create_seg_model(model_cfg)  # validates arch/encoder before the data is read
+    init_from_card: dict[str, Any] | None = None
+    if cfg.init_from:
+        # Continue training from an earlier checkpoint (same architecture and encoder): its weights replace
+        # the ImageNet/random start. Use the same --seed and --data so that the validation split is unchanged.
+        from lesion.weights import load_state, load_strict
+
+        state, init_from_card = load_state(cfg.init_from)
+        for key in ("arch", "encoder"):
+            if init_from_card.get(key) not in (None, getattr(model_cfg, key)):
+                raise ConfigError(f"--init-from {cfg.init_from} is a {init_from_card.get('arch')} / "
+                                  f"{init_from_card.get('encoder')} checkpoint; this run builds {cfg.arch} / {cfg.encoder}.")
+        load_strict(model, state, what=f"--init-from {cfg.init_from}")
+        say(f"initialised from {cfg.init_from} ({init_from_card.get('epochs', '?')} epochs)")
     train_recs: list = []
     val_recs: list = []
     val_source: list[str] = []
@@ -379,7 +393,10 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
         "task": "segmentation",
         "domain": domain,
         **cfg_to_card(model_cfg),
-        "init": model.init_report.get("init", "random"),
+        "init": (f"continued from {init_from_card.get('name', cfg.init_from)}" if init_from_card
+                 else model.init_report.get("init", "random")),
+        **({"init_from": {k: init_from_card.get(k) for k in ("name", "init", "epochs", "wall_time_s", "metrics")}}
+           if init_from_card else {}),
         "init_report": {k: v for k, v in model.init_report.items() if k not in ("unexpected",)},
         "data": data_card,
         "licences": sorted({lic for d in data_card for lic in d["licence"]}),
@@ -503,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default=d.arch, choices=list(ARCHS))
     p.add_argument("--encoder", default=d.encoder, help="smp encoder or tu-<timm model> (default %(default)s)")
     p.add_argument("--init", default=d.init, choices=["imagenet-lite-port", "random"])
+    p.add_argument("--init-from", default="", help="checkpoint name or path to continue training from")
     p.add_argument("--encoder-depth", type=int, default=d.encoder_depth)
     p.add_argument("--size", type=int, default=d.size)
     p.add_argument("--loss", default=d.loss, choices=list(LOSSES))
@@ -541,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = SegTrainConfig(
         data=tuple(args.data), external=tuple(args.external), arch=args.arch, encoder=args.encoder, init=args.init,
-        encoder_depth=args.encoder_depth, size=args.size, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
+        init_from=args.init_from, encoder_depth=args.encoder_depth, size=args.size, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
         val_fraction=args.val_fraction, name=args.name, out_dir=args.out_dir, runs_dir=args.runs_dir, seed=args.seed,
         workers=args.workers, max_images=args.max_images, samples_per_epoch=args.samples_per_epoch,

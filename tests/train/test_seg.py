@@ -111,6 +111,19 @@ def test_refuses_to_overwrite_before_training(trained):
         train_segmentation(replace(cfg, epochs=1))
 
 
+def test_init_from_continues_training_and_refuses_another_architecture(trained):
+    cfg, card, root, _ = trained
+    src = str(root / "weights" / "blob_unet")
+    more = train_segmentation(replace(cfg, init_from=src, epochs=1, lr=1e-4, name="blob_unet_more",
+                                      external=()))
+    assert more["init"] == "continued from blob_unet" and more["init_from"]["epochs"] == 4
+    # one gentle epoch from the trained weights starts where the first run ended, not from scratch
+    assert more["history"][0]["val_iou"] > card["history"][0]["val_iou"]
+    assert more["history"][0]["val_iou"] > 0.5
+    with pytest.raises(ConfigError, match="linknet"):
+        train_segmentation(replace(cfg, arch="linknet", init_from=src, epochs=1, name="blob_linknet_more"))
+
+
 def test_cli_reports_bad_options(tmp_path):
     from lesion.cli import main as lesion_main
 

@@ -1,0 +1,163 @@
+"""Chest X-ray decision support (seed 002): label sets, per-finding ROC, and each finding's heatmap beside
+the lung fields."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from lesion.errors import LesionError
+from ui.state import SOURCE_KEY, page_setup, read_sample, require_dataset, st_progress
+
+finish_page = page_setup()
+st.title("Chest X-ray")
+st.caption("Multi-label findings as in seed 002 (small NIH classes merged into 'Other' or dropped) and "
+           "tuberculosis vs normal: per-finding ROC curves and AUCs, then any finding's Grad-CAM over the "
+           "radiograph beside the lung fields the segmentation model finds.")
+
+ds = require_dataset(finish_page)
+if ds.domain != "cxr":
+    st.info("This page works on chest X-rays; the data set in the sidebar is dermoscopy. Pick a chest X-ray "
+            "folder in the sidebar, or use the built-in synthetic radiographs.")
+
+    def _use_demo_xrays() -> None:  # a callback may set the sidebar's widget state before it is drawn again
+        st.session_state.update({"source_kind": "Built-in demo (synthetic)", "demo_choice": "demo:cxr",
+                                 SOURCE_KEY: "demo:cxr"})
+
+    st.button("Use the demo chest X-rays", key="cxr_use_demo", on_click=_use_demo_xrays)
+    finish_page(stop=True)
+
+from lesion.classify.cxr import MODES, LabelSet, class_table, labels_for_model, view_warnings  # noqa: E402
+from ui.classify import load_classifier_cached  # noqa: E402
+from ui.cxr import auc_table, cxr_classifier_cards, label_heat, lung_segmenter_names, roc_figure  # noqa: E402
+
+for note in list(ds.warnings) + view_warnings(ds.records):
+    st.warning(note)
+
+# ------------------------------------------------------------------------------------------ label set table
+with st.expander("Label set of this data set (seed 002's variants)", expanded=False):
+    has_tb = any((r.diagnosis or "").lower() in ("tuberculosis", "normal") for r in ds.records)
+    mode = st.radio("Label set", MODES, index=MODES.index("tb" if has_tb else "merge"), horizontal=True,
+                    key="cxr_label_mode",
+                    help="merge: the 7 smallest NIH classes become 'Other'; drop: they are removed (and images "
+                         "with only those findings); all: every finding is a class; tb: tuberculosis vs normal.")
+    try:
+        ls = LabelSet(mode).fit(ds.records)
+        st.dataframe(class_table(ds.records, ls), hide_index=True, width="stretch")
+        st.caption(f"Output classes: **{', '.join(ls.classes)}** ({len(ls.select(ds.records))} images used).")
+    except LesionError as e:
+        st.error(str(e))
+
+# ------------------------------------------------------------------------------------------ model + run
+cards = cxr_classifier_cards()
+if not cards:
+    st.info("No chest X-ray classifier in `weights/`. Train one with `lesion train cxr …` (see the README).")
+    finish_page(stop=True)
+by_name = {c["name"]: c for c in cards}
+c1, c2 = st.columns([3, 1])
+name = c1.selectbox("Model", list(by_name), key="cxr_model",
+                    format_func=lambda n: f"{n} · {', '.join(by_name[n].get('classes', []))[:80]}")
+tta = c2.selectbox("TTA", ["none", "hflip"], key="cxr_tta",
+                   help="Radiographs have a left and a right: only the horizontal flip is offered, and off by default.")
+card = by_name[name]
+st.caption(f"Trained on: {', '.join(d.get('name', '?') for d in card.get('data', []))} · "
+           f"{card.get('arch')} · {card.get('preprocessing', {}).get('size')} px grey · "
+           f"held-out mean AUC {card.get('metrics', {}).get('val_auc_mean', float('nan')):.3f}")
+
+if st.button("Run on the data set", type="primary", key="cxr_run"):
+    st.session_state["cxr_ran"] = True
+if not st.session_state.get("cxr_ran"):
+    st.caption("Predictions are cached per model, data set and TTA.")
+    finish_page(stop=True)
+
+from lesion.infer.cache import cached_predict  # noqa: E402
+
+update, clear = st_progress("Predicting…")
+try:
+    model_card = load_classifier_cached(name)
+    result = cached_predict([model_card], ds, tta=tta, merge="mean_prob", progress=update)
+except LesionError as e:
+    clear()
+    st.error(str(e))
+    finish_page(stop=True)
+clear()
+classes = list(result.classes)
+probs = result.probs
+y, notes = labels_for_model(card, ds.records)
+for note in notes:
+    st.info(note)
+st.caption(f"Ran on **{result.device}**, {result.ms_per_image:.1f} ms per image.")
+
+preds = result.to_frame()[["id"] + [f"p_{c}" for c in classes]]
+if y is not None:
+    for j, c in enumerate(classes):
+        preds[f"label_{c}"] = y[:, j]
+    fig = roc_figure(y, probs, classes)
+    table = auc_table(y, probs, classes)
+    if fig is not None:
+        st.subheader("Per-finding ROC")
+        st.plotly_chart(fig, key="cxr_roc")
+    st.caption("Select a row to explain that finding below.")
+    picked = st.dataframe(table, hide_index=True, width="stretch", key="cxr_auc_table",
+                          on_select="rerun", selection_mode="single-row")
+    rows = getattr(getattr(picked, "selection", None), "rows", None) or []
+    if rows:
+        st.session_state["cxr_finding"] = classes[rows[0]]
+else:
+    st.dataframe(preds, hide_index=True, width="stretch")
+
+# ------------------------------------------------------------------------------------------ explain a finding
+st.subheader("Explain a finding")
+finding = st.selectbox("Finding", classes, key="cxr_finding")
+j = classes.index(finding)
+order = np.argsort(-probs[:, j])
+
+
+def _label_text(i: int) -> str:
+    lab = "" if y is None or not np.isfinite(y[i, j]) else f" · truth {int(y[i, j])}"
+    return f"{result.ids[i]} · p={probs[i, j]:.3f}{lab}"
+
+
+pick = st.selectbox("Radiograph (highest score first)", [int(i) for i in order], format_func=_label_text,
+                    key=f"cxr_image.{name}.{finding}")
+rec = ds.by_id(result.ids[pick])
+try:
+    image, truth = read_sample(str(rec.image_path), str(rec.mask_path) if rec.mask_path else None)
+except LesionError as e:
+    st.error(str(e))
+    finish_page(stop=True)
+
+from lesion.explain.overlay import draw_outline, heatmap_overlay, overlay_mask  # noqa: E402
+
+method = st.radio("Heatmap", ["gradcam", "gradcam++", "layercam"], horizontal=True, key="cxr_cam_method")
+lungs = lung_segmenter_names()
+a, b, c = st.columns(3)
+a.image(image, caption=f"{rec.id} · findings: {', '.join(rec.findings) or rec.diagnosis or 'none recorded'}")
+try:
+    heat = label_heat(name, str(rec.image_path), image, j, method)
+    b.image(heatmap_overlay(image, heat), caption=f"{method} for '{finding}' (p={probs[pick, j]:.3f})")
+except LesionError as e:
+    b.error(str(e))
+    heat = None
+if lungs:
+    from ui.segment import network_probability  # noqa: E402
+
+    seg = st.selectbox("Lung-field model", lungs, key="cxr_lung_model")
+    try:
+        lung = network_probability(seg, str(rec.image_path), image) >= 0.5
+        panel = overlay_mask(image, lung, color=(0, 200, 255), alpha=0.3)
+        if truth is not None:
+            panel = draw_outline(panel, truth, color=(255, 255, 0), box=False)
+        c.image(panel, caption=f"lung fields by {seg}" + (" · yellow: ground truth" if truth is not None else ""))
+        if heat is not None and lung.any():
+            inside = float(heat[lung].sum() / max(heat.sum(), 1e-9))
+            st.caption(f"Share of the heatmap inside the predicted lung fields: **{inside:.0%}** "
+                       f"(lungs cover {lung.mean():.0%} of the image). A low share means the model looks elsewhere "
+                       "(labels, borders, devices).")
+    except LesionError as e:
+        c.error(str(e))
+else:
+    c.info("No lung segmentation model in `weights/` (train one with `lesion train seg --data …`).")
+
+st.download_button("Download predictions (CSV)", preds.to_csv(index=False).encode(), file_name="cxr_predictions.csv",
+                   mime="text/csv", key="cxr_download")
+finish_page()
