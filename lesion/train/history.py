@@ -55,7 +55,7 @@ def comparison_table(cards: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             "train_iou": best.get("train_iou"),
             "val_iou": val.get("iou", best.get("val_iou")),
             "val_dice": val.get("dice", best.get("val_dice")),
-            "val_auc": val.get("auc", metrics.get("val_auc", best.get("val_auc"))),
+            "val_auc": val.get("auc", metrics.get("val_auc", metrics.get("val_auc_mean", best.get("val_auc")))),
         }
         for ext_name, ext in (metrics.get("external") or {}).items():
             if isinstance(ext, Mapping):

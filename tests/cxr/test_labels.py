@@ -115,3 +115,23 @@ def test_lateral_views_are_flagged():
     notes = view_warnings(recs)
     assert len(notes) == 1 and "r7" in notes[0] and "lateral" in notes[0]
     assert view_warnings(RECS) == []
+
+
+def test_real_nih_sample_under_both_seed002_variants(shared_data):
+    from lesion.data import load_dataset
+
+    folder = shared_data / "NIH_ChestXray14_mini"
+    if not folder.is_dir():
+        pytest.skip("NIH_ChestXray14_mini is not in the shared data")
+    ds = load_dataset(folder)
+    merged = LabelSet("merge").fit(ds.records)
+    dropped = LabelSet("drop").fit(ds.records)
+    assert set(merged.classes) - {OTHER} == set(dropped.classes)
+    assert set(dropped.classes).isdisjoint(SEED002_SMALL)
+    y = merged.encode(ds.records)
+    small = [any(f in SEED002_SMALL for f in r.findings) for r in ds.records]
+    np.testing.assert_array_equal(y[:, -1], small)  # 'Other' is set exactly where a small class is
+    kept = dropped.select(ds.records)
+    assert all(not r.findings or any(f not in SEED002_SMALL for f in r.findings) for r in kept)
+    table = class_table(ds.records, merged)
+    assert table.set_index("finding").loc["No Finding", "images"] == sum(not r.findings for r in ds.records)
