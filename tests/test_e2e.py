@@ -29,6 +29,7 @@ PAGES = [
     ("segmentation", "pages/segmentation.py", "Segmentation"),
     ("explain", "pages/explain.py", "Explain"),
     ("review", "pages/review.py", "Failure review"),
+    ("chest-xray", "pages/chest_xray.py", "Chest X-ray"),
 ]
 
 pytestmark = [

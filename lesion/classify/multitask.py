@@ -129,7 +129,7 @@ class MultiTaskNet(nn.Module):
     def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         feat = self.encoder(x)[-1]  # F [B, c, h, w]
         mask = self.decoder(feat)  # M [B, 1, H/8, W/8]
-        h, w = feat.shape[-2:]
+        h, w = (int(d) for d in feat.shape[-2:])  # Python ints: ONNX export needs a constant pooling size
         att = torch.sigmoid(mask)
         att = F.adaptive_avg_pool2d(att, (h, w))  # σ(M) at the classifier's resolution
         spatial = self.classifier(self.dropout(feat))  # C [B, K, h, w]

@@ -85,6 +85,34 @@ class ClsTrainConfig:
     out: str | None = None  # checkpoint stem (weights/NAME -> NAME.safetensors + NAME.json); None = not saved
     overwrite: bool = False
     log_csv: str | None = None  # per-epoch CSV (default: runs/cls/<name>/history.csv when out is set)
+    recipe: str | None = None  # named recipe (RECIPES) the run started from; explicit options override its values
+
+
+#: Named recipes: option values that ``--recipe NAME`` sets (explicit options still win), keyed by
+#: ClsTrainConfig field (each is also the dest of a CLI option). ``source`` and ``note`` go to the card.
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed001-inception-v3": {
+        "source": "seed 001: binary skin-cancer Inception-v3 (HAM10000, 10,015 images; exported to run on a device)",
+        "note": "The seed names the architecture, the binary cancer / not-cancer target and the data only. It "
+                "fine-tuned ImageNet weights in TensorFlow; we have no offline Inception port, so init is random. "
+                "Loss, optimiser and augmentations are not stated: lesion-lab's defaults apply. Dropout 0.2 is "
+                "TF Inception-v3's keep_prob 0.8. Export for the device: lesion export NAME --format onnx.",
+        "values": {"arch": "inception_v3", "init": "random", "size": 299, "target": "malignant", "loss": "bce",
+                   "drop_rate": 0.2},
+    },
+}
+
+
+def recipe_values(name: str) -> dict[str, Any]:
+    """The option values of a named recipe (:data:`RECIPES`). Raises ConfigError listing the recipes."""
+    if name not in RECIPES:
+        raise unknown_option("recipe", name, sorted(RECIPES))
+    return dict(RECIPES[name]["values"])
+
+
+def recipe_config(name: str, **overrides: Any) -> ClsTrainConfig:
+    """``ClsTrainConfig`` of a named recipe, with ``overrides`` (any field) applied on top."""
+    return replace(ClsTrainConfig(), **{**recipe_values(name), "recipe": name, **overrides})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -482,6 +510,7 @@ def train_classifier(cfg: ClsTrainConfig, progress: Progress | None = None, data
         "licences": licences_for(dataset),
         "history": history,
         "train_config": _jsonable(asdict(cfg)),
+        "recipe": None if not cfg.recipe else {"name": cfg.recipe, **RECIPES.get(cfg.recipe, {})},
     }
     if cfg.external:
         card["metrics"]["external"] = external_validation(model, card, cfg.external, device)
@@ -569,7 +598,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="checkpoint stem, e.g. weights/derm_cls_efficientnet_lite0_bce")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--log-csv", default=None)
+    p.add_argument("--recipe", default=None, help="named recipe whose values the other options override: "
+                   + ", ".join(RECIPES))
     return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``lesion train cls`` options; a ``--recipe`` becomes the defaults, so explicit options win."""
+    p = _parser()
+    a = p.parse_args(argv)
+    if a.recipe:
+        p.set_defaults(**recipe_values(a.recipe))
+        a = p.parse_args(argv)
+    return a
 
 
 def config_from_args(a: argparse.Namespace) -> ClsTrainConfig:
@@ -589,7 +630,7 @@ def config_from_args(a: argparse.Namespace) -> ClsTrainConfig:
         patience=a.patience, max_minutes=a.max_minutes, batch_size=a.batch_size, ema_decay=a.ema, balance=not a.no_balance,
         max_per_group=a.max_per_group, split=a.split, n_splits=a.n_splits, fold=a.fold, dedupe=not a.no_dedupe,
         max_images=a.max_images, external=a.external, augment=aug, drop_rate=a.drop_rate, seed=a.seed,
-        device=a.device, out=a.out, overwrite=a.overwrite, log_csv=a.log_csv,
+        device=a.device, out=a.out, overwrite=a.overwrite, log_csv=a.log_csv, recipe=getattr(a, "recipe", None),
     )
 
 
@@ -597,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     """``lesion train cls``: prints one line per epoch and, last, a JSON line with the card's metrics."""
     from tqdm import tqdm
 
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     cfg = config_from_args(args)
     bar = tqdm(total=cfg.epochs, desc="epochs", file=sys.stderr)
 
