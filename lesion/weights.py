@@ -230,7 +230,8 @@ _ABS_PATH = None
 
 
 def portable(obj: Any) -> Any:
-    """A copy of a card with every absolute path cut to its last component (``/data/x/HAM10000`` -> ``HAM10000``).
+    """A copy of a card with every absolute path, and every path that climbs out of the working folder
+    (``../data/HAM10000``), cut to its last component (``/data/x/HAM10000`` -> ``HAM10000``).
 
     Cards travel with the weights: they must say which data set, not where it lay on the machine that
     trained them (nor whose home folder that was).
@@ -239,7 +240,7 @@ def portable(obj: Any) -> Any:
 
     global _ABS_PATH
     if _ABS_PATH is None:
-        _ABS_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/\"',]+)+/([^\s/\"',]+)")
+        _ABS_PATH = re.compile(r"(?<![\w.:/])(?:(?:\.\./)+(?:[^\s/\"',]+/)*|(?:/[^\s/\"',]+)+/)([^\s/\"',]+)")
     if isinstance(obj, str):
         return _ABS_PATH.sub(lambda m: m.group(1), obj)
     if isinstance(obj, Mapping):

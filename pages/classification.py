@@ -22,9 +22,9 @@ st.caption("Pick ensemble members, test-time augmentation and the merge rule; re
 ds = require_dataset(finish_page, need_images=False)
 
 cards = [c for c in list_weights(domain=ds.domain) if c.get("task") in ("classification", "multitask")]
-if any(c.get("multilabel") for c in cards):
-    st.caption("Multi-label chest X-ray models (findings, tuberculosis) are on the **Chest X-ray** page.")
-    cards = [c for c in cards if not c.get("multilabel")]
+if any(c.get("multilabel") and len(c.get("classes") or ()) > 1 for c in cards):
+    st.caption("Multi-label chest X-ray findings models are on the **Chest X-ray** page.")
+    cards = [c for c in cards if not (c.get("multilabel") and len(c.get("classes") or ()) > 1)]
 if not cards:
     st.info(f"No classifier checkpoints for the '{ds.domain}' domain in `weights/`. Train one with "
             "`lesion train cls …` (see the README).")

@@ -189,7 +189,9 @@ def test_cards_name_data_sets_not_machine_paths():
     from lesion.weights import portable
 
     card = {"data": [{"source": "/srv/lab/data/HAM10000"}], "command": "lesion train seg --data /home/u/PH2 --out weights/x",
-            "url": "https://doi.org/10.1038/sdata", "id": "ISIC_1/2", "n": 3}
+            "url": "https://doi.org/10.1038/sdata", "id": "ISIC_1/2", "n": 3,
+            "rel": ["../lab/data/ChestXrayMasksAndLabels", "../../PH2", "..", "a/../b", "v0.1.2"]}
     out = portable(card)
     assert out == {"data": [{"source": "HAM10000"}], "command": "lesion train seg --data PH2 --out weights/x",
-                   "url": "https://doi.org/10.1038/sdata", "id": "ISIC_1/2", "n": 3}
+                   "url": "https://doi.org/10.1038/sdata", "id": "ISIC_1/2", "n": 3,
+                   "rel": ["ChestXrayMasksAndLabels", "PH2", "..", "a/../b", "v0.1.2"]}

@@ -22,7 +22,9 @@ def classifier_cards(domain: str) -> list[dict]:
     """Shipped classifier / multi-task cards for a domain (``weights/``, or ``$LESION_WEIGHTS_DIR``)."""
     from lesion.weights import list_weights
 
-    return [c for c in list_weights(domain=domain) if c.get("task") in CLASSIFIER_TASKS]
+    # multi-label findings models (one sigmoid per finding) live on the Chest X-ray page
+    return [c for c in list_weights(domain=domain) if c.get("task") in CLASSIFIER_TASKS
+            and not (c.get("multilabel") and len(c.get("classes") or ()) > 1)]
 
 
 def classifier_picker(domain: str, key: str) -> dict[str, str]:

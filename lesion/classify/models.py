@@ -164,6 +164,11 @@ def record_label(record: Any, target: str) -> float | int | None:
         return None if dx is None else float(dx in MALIGNANT_DX)
     if target == "dx7":
         return HAM7.index(dx) if dx in HAM7 else None
+    if target == "tb":  # chest X-ray models (lesion train cxr --labels tb): tuberculosis vs normal
+        from lesion.classify.cxr import tb_label
+
+        v = tb_label(record)
+        return None if v is None else float(v)
     raise unknown_option("target", target, TARGETS)
 
 

@@ -135,3 +135,12 @@ def test_real_nih_sample_under_both_seed002_variants(shared_data):
     assert all(not r.findings or any(f not in SEED002_SMALL for f in r.findings) for r in kept)
     table = class_table(ds.records, merged)
     assert table.set_index("finding").loc["No Finding", "images"] == sum(not r.findings for r in ds.records)
+
+
+def test_tb_is_a_binary_target_for_the_classification_pages():
+    from lesion.classify.models import record_label
+    from lesion.infer.evaluate import label_vector
+
+    recs = [rec(0, dx="tuberculosis"), rec(1, dx="normal"), rec(2, ["Effusion"])]
+    assert [record_label(r, "tb") for r in recs] == [1.0, 0.0, None]
+    np.testing.assert_array_equal(label_vector(recs, "tb"), [1.0, 0.0, np.nan])
