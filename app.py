@@ -12,6 +12,7 @@ PAGES = [
     st.Page("pages/classification.py", title="Classification", icon="🎯"),
     st.Page("pages/explain.py", title="Explain", icon="🔥", url_path="explain"),
     st.Page("pages/review.py", title="Failure review", icon="🧐", url_path="review"),
+    st.Page("pages/fusion.py", title="Multi-view fusion", icon="🧩", url_path="fusion"),
     st.Page("pages/chest_xray.py", title="Chest X-ray", icon="🫁", url_path="chest-xray"),
     st.Page("pages/upload.py", title="Upload", icon="📤", url_path="upload"),
     st.Page("pages/models.py", title="Models", icon="📈"),

@@ -30,6 +30,7 @@ PAGES = [
     ("explain", "pages/explain.py", "Explain"),
     ("review", "pages/review.py", "Failure review"),
     ("chest-xray", "pages/chest_xray.py", "Chest X-ray"),
+    ("fusion", "pages/fusion.py", "Multi-view fusion"),
 ]
 
 pytestmark = [
