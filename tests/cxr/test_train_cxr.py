@@ -108,3 +108,34 @@ def test_cli_bad_input(tmp_path, capsys):
     existing.write_text("keep")
     assert cli(["train", "cxr", "--data", "demo:cxr", "--out", str(tmp_path / "m"), "--epochs", "1"]) == 2
     assert existing.read_text() == "keep"
+
+
+def test_seed002_recipe_trains_on_the_real_nih_sample(shared_data, tmp_path):
+    """DenseNet-121, one channel, merged label set, on the 17-image NIH sample: the plumbing, not the quality."""
+    import torch
+
+    from lesion.classify.cxr import OTHER, label_heatmap
+    from lesion.explain.cam import find_target_layer
+
+    folder = shared_data / "NIH_ChestXray14_mini"
+    if not folder.is_dir():
+        pytest.skip("NIH_ChestXray14_mini is not in the shared data")
+    torch.set_num_threads(1)
+    card = train_cxr(CxrTrainConfig(data=(str(folder),), labels="merge", arch="densenet121", size=64, epochs=1,
+                                    batch_size=4, val_fraction=0.3, out=str(tmp_path / "nih_dn121")))
+    assert card["arch"] == "densenet121" and card["multilabel"] and card["classes"][-1] == OTHER
+    assert card["optimizer"] == "adam" and card["loss"] == "weighted_bce"
+    model, card = load_classifier(str(tmp_path / "nih_dn121"))
+    assert model.features.conv0.in_channels == 1
+    assert find_target_layer(model, 64) is model.features.norm5
+    from lesion.data.io import read_image
+
+    image = read_image(next((folder / "images").glob("*.png")))
+    heat = label_heatmap(model, card, image, class_index=len(card["classes"]) - 1)
+    assert heat.shape == image.shape[:2] and 0.0 <= heat.min() and heat.max() <= 1.0
+
+
+def test_inception_resnet_v2_is_the_seed002_option():
+    from lesion.classify.models import check_arch
+
+    check_arch("inception_resnet_v2")  # raises ConfigError when timm lacks it
