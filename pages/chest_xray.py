@@ -131,28 +131,30 @@ from lesion.explain.overlay import draw_outline, heatmap_overlay, overlay_mask  
 method = st.radio("Heatmap", ["gradcam", "gradcam++", "layercam"], horizontal=True, key="cxr_cam_method")
 lungs = lung_segmenter_names()
 a, b, c = st.columns(3)
-a.image(image, caption=f"{rec.id} · findings: {', '.join(rec.findings) or rec.diagnosis or 'none recorded'}")
+a.image(image, width="stretch", caption=f"{rec.id} · findings: {', '.join(rec.findings) or rec.diagnosis or 'none recorded'}")
 try:
     heat = label_heat(name, str(rec.image_path), image, j, method)
-    b.image(heatmap_overlay(image, heat), caption=f"{method} for '{finding}' (p={probs[pick, j]:.3f})")
+    b.image(heatmap_overlay(image, heat), width="stretch", caption=f"{method} for '{finding}' (p={probs[pick, j]:.3f})")
 except LesionError as e:
     b.error(str(e))
     heat = None
 if lungs:
     from ui.segment import network_probability  # noqa: E402
 
-    seg = st.selectbox("Lung-field model", lungs, key="cxr_lung_model")
+    best = next((i for i, n in enumerate(lungs) if n.startswith("lung_unet")), 0)  # the better lung model
+    seg = st.selectbox("Lung-field model", lungs, index=best, key="cxr_lung_model")
     try:
         lung = network_probability(seg, str(rec.image_path), image) >= 0.5
         panel = overlay_mask(image, lung, color=(0, 200, 255), alpha=0.3)
         if truth is not None:
             panel = draw_outline(panel, truth, color=(255, 255, 0), box=False)
-        c.image(panel, caption=f"lung fields by {seg}" + (" · yellow: ground truth" if truth is not None else ""))
+        c.image(panel, width="stretch", caption=f"lung fields by {seg}" + (" · yellow: ground truth" if truth is not None else ""))
         if heat is not None and lung.any():
             inside = float(heat[lung].sum() / max(heat.sum(), 1e-9))
             st.caption(f"Share of the heatmap inside the predicted lung fields: **{inside:.0%}** "
-                       f"(lungs cover {lung.mean():.0%} of the image). A low share means the model looks elsewhere "
-                       "(labels, borders, devices).")
+                       f"(lungs cover {lung.mean():.0%} of the image). For a lung finding a low share means the model "
+                       "looks elsewhere (labels, borders, devices); heart and mediastinal findings such as "
+                       "cardiomegaly lie outside the lung fields.")
     except LesionError as e:
         c.error(str(e))
 else:
