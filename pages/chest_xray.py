@@ -27,7 +27,7 @@ if ds.domain != "cxr":
     finish_page(stop=True)
 
 from lesion.classify.cxr import MODES, LabelSet, class_table, labels_for_model, view_warnings  # noqa: E402
-from ui.classify import load_classifier_cached  # noqa: E402
+from ui.classify import load_classifier_cached, run_gate  # noqa: E402
 from ui.cxr import auc_table, cxr_classifier_cards, label_heat, lung_segmenter_names, roc_figure  # noqa: E402
 
 for note in list(ds.warnings) + view_warnings(ds.records):
@@ -63,11 +63,7 @@ st.caption(f"Trained on: {', '.join(d.get('name', '?') for d in card.get('data',
            f"{card.get('arch')} · {card.get('preprocessing', {}).get('size')} px grey · "
            f"held-out mean AUC {card.get('metrics', {}).get('val_auc_mean', float('nan')):.3f}")
 
-if st.button("Run on the data set", type="primary", key="cxr_run"):
-    st.session_state["cxr_ran"] = True
-if not st.session_state.get("cxr_ran"):
-    st.caption("Predictions are cached per model, data set and TTA.")
-    finish_page(stop=True)
+run_gate("cxr", "Run on the data set", "Predictions are cached per model, data set and TTA.", finish_page)
 
 from lesion.infer.cache import cached_predict  # noqa: E402
 

@@ -7,11 +7,11 @@ import streamlit as st
 
 from lesion.errors import LesionError
 from lesion.infer.ensemble import MERGE_MODES, correlation_matrix, suggest_members
-from lesion.infer.evaluate import label_vector, metadata_warnings, resolve_target, score
+from lesion.infer.evaluate import label_vector, score
 from lesion.infer.tta import TTA_NAMES
 from lesion.metrics import calibration_table, curve_table, roc_auc_ci, threshold_report
 from lesion.weights import list_weights
-from ui.classify import load_classifier_cached, run_ensemble
+from ui.classify import checked_target, run_ensemble, run_gate
 from ui.state import page_setup, require_dataset, st_progress
 
 finish_page = page_setup()
@@ -39,24 +39,9 @@ tta = c2.selectbox("TTA", TTA_NAMES, index=TTA_NAMES.index("d4"), key="cls_tta",
                    help="none, horizontal / vertical flips, or the 8 views of the d4 group (flips + 90° rotations).")
 merge = c3.selectbox("Merge", MERGE_MODES, index=MERGE_MODES.index("mean_prob"), key="cls_merge",
                      help="Mean of logits, mean of probabilities, log-mean (geometric) or rank average.")
-if not members:
-    st.warning("Choose at least one member.")
-    finish_page(stop=True)
-
-try:
-    _, target = resolve_target([load_classifier_cached(m)[1] for m in members], None)
-except LesionError as e:
-    st.error(str(e))
-    finish_page(stop=True)
-
-for note in metadata_warnings([load_classifier_cached(m) for m in members], ds.records):
-    st.warning(note)
-
-if st.button("Run the ensemble", type="primary", key="cls_run"):
-    st.session_state["cls_ran"] = True
-if not st.session_state.get("cls_ran"):
-    st.caption("Predictions are cached per model, data set and TTA: a page revisited is instant.")
-    finish_page(stop=True)
+target = checked_target(members, ds.records, finish_page)
+run_gate("cls", "Run the ensemble", "Predictions are cached per model, data set and TTA: a page revisited is instant.",
+         finish_page)
 
 update, clear = st_progress("Predicting…")
 try:

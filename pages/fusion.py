@@ -29,9 +29,9 @@ if ds.domain != "derm":
     st.button("Use the demo dermoscopy set", key="fus_use_demo", on_click=_use_demo_derm)
     finish_page(stop=True)
 
-from lesion.infer.evaluate import metadata_warnings, resolve_target  # noqa: E402
+
 from lesion.infer.fusion import ONE_VIEW, Cases, case_columns, case_keys  # noqa: E402
-from ui.classify import load_classifier_cached  # noqa: E402
+from ui.classify import checked_target, run_gate  # noqa: E402
 from ui.fusion import roc_figure, run_fusion  # noqa: E402
 
 # ------------------------------------------------------------------ cases
@@ -84,22 +84,9 @@ c1, c2 = st.columns([3, 1])
 members = c1.multiselect("Models (mean-probability ensemble per view)", names, key="fus_members")
 tta = c2.selectbox("TTA", TTA_NAMES, index=TTA_NAMES.index("d4"), key="fus_tta",
                    help="none, horizontal / vertical flips, or the 8 views of the d4 group (flips + 90° rotations).")
-if not members:
-    st.warning("Choose at least one model.")
-    finish_page(stop=True)
-try:
-    _, target = resolve_target([load_classifier_cached(m)[1] for m in members], None)
-except LesionError as e:
-    st.error(str(e))
-    finish_page(stop=True)
-for note in metadata_warnings([load_classifier_cached(m) for m in members], ds.records):
-    st.warning(note)
-
-if st.button("Run fusion", type="primary", key="fus_run"):
-    st.session_state["fus_ran"] = True
-if not st.session_state.get("fus_ran"):
-    st.caption("Predictions are cached per model, data set and TTA (shared with the Classification page).")
-    finish_page(stop=True)
+target = checked_target(members, ds.records, finish_page, what="model")
+run_gate("fus", "Run fusion", "Predictions are cached per model, data set and TTA (shared with the Classification page).",
+         finish_page)
 
 update, clear = st_progress("Predicting…")
 try:

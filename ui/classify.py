@@ -18,3 +18,32 @@ def run_ensemble(ds, names: list[str], tta: str, merge: str, progress=None):
 
     members = [load_classifier_cached(n) for n in names]
     return cached_predict(members, ds, tta=tta, merge=merge, progress=progress)
+
+
+def checked_target(members: list[str], records, finish_page, what: str = "member") -> str:
+    """The target the chosen models predict, after the page has said what is wrong (no member, members of
+    different targets: the page ends there) and warned about missing metadata."""
+    from lesion.errors import LesionError
+    from lesion.infer.evaluate import metadata_warnings, resolve_target
+
+    if not members:
+        st.warning(f"Choose at least one {what}.")
+        finish_page(stop=True)
+    try:
+        _, target = resolve_target([load_classifier_cached(m)[1] for m in members], None)
+    except LesionError as e:
+        st.error(str(e))
+        finish_page(stop=True)
+    for note in metadata_warnings([load_classifier_cached(m) for m in members], records):
+        st.warning(note)
+    return target
+
+
+def run_gate(key: str, label: str, caption: str, finish_page) -> None:
+    """A primary button that, once pressed, keeps the page's results on every rerun (``<key>_ran`` in the
+    session); until then the page shows ``caption`` and ends."""
+    if st.button(label, type="primary", key=f"{key}_run"):
+        st.session_state[f"{key}_ran"] = True
+    if not st.session_state.get(f"{key}_ran"):
+        st.caption(caption)
+        finish_page(stop=True)

@@ -173,3 +173,28 @@ class Timer:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.start
+
+
+def source_label_stratum(record: Record) -> tuple:
+    """Stratum of a record for :func:`grouped_split`: (meta ``source``, binary target or diagnosis)."""
+    label = record.target if record.target is not None else record.diagnosis
+    return (str((record.meta or {}).get("source") or ""), str(label))
+
+
+def split_column_or_groups(records: Sequence[Record], val_fraction: float, seed: int,
+                           stratify: Callable[[Record], Hashable] | None = source_label_stratum,
+                           ) -> tuple[list, list, str]:
+    """``(train records, val records, how)``: the data's own ``split`` column when it has one (``train`` ->
+    train, ``val``/``valid``/``validation`` -> val, anything else such as ``test`` left out), otherwise
+    :func:`grouped_split` (patients / lesions held out per stratum). ``how`` is the sentence for the card."""
+    recs = list(records)
+    splits = [str((r.meta or {}).get("split") or "").lower() for r in recs]
+    if any(s in ("train", "val", "valid", "validation") for s in splits):
+        train = [r for r, s in zip(recs, splits) if s == "train"]
+        val = [r for r, s in zip(recs, splits) if s in ("val", "valid", "validation")]
+        if train and val:
+            return train, val, "the data set's split column (train -> train, val -> validation, test unused)"
+    tr, va = grouped_split(recs, val_fraction, seed, stratify=stratify)
+    how = (f"grouped by Record.group (e.g. lesion_id / patient), stratified by (source, label), "
+           f"{val_fraction:.0%} of groups per stratum held out, random.Random({seed})")
+    return [recs[i] for i in tr], [recs[i] for i in va], how

@@ -74,30 +74,15 @@ class CxrTrainConfig:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _stratum(r) -> tuple:
-    label = r.target if r.target is not None else r.diagnosis
-    return (str((r.meta or {}).get("source") or ""), str(label))
-
-
 def split_cxr(records: Sequence, val_fraction: float, seed: int) -> tuple[list, list, str]:
     """Train/val records: the data's ``split`` column if it has one, else patients held out per stratum.
 
     With the same seed and fraction this is the split of ``lesion train seg`` on the same set, so a lung
     model and a TB model shipped together share their held-out patients.
     """
-    from lesion.train.common import grouped_split
+    from lesion.train.common import split_column_or_groups
 
-    recs = list(records)
-    splits = [str((r.meta or {}).get("split") or "").lower() for r in recs]
-    if any(s in ("train", "val", "valid", "validation") for s in splits):
-        tr = [r for r, s in zip(recs, splits) if s == "train"]
-        va = [r for r, s in zip(recs, splits) if s in ("val", "valid", "validation")]
-        if tr and va:
-            return tr, va, "the data set's split column (train -> train, val -> validation, test unused)"
-    tri, vai = grouped_split(recs, val_fraction, seed, stratify=_stratum)
-    how = (f"grouped by patient (Record.group), stratified by (source, label), {val_fraction:.0%} of patients "
-           f"per stratum held out, random.Random({seed})")
-    return [recs[i] for i in tri], [recs[i] for i in vai], how
+    return split_column_or_groups(records, val_fraction, seed)
 
 
 def preload_grey(records: Sequence, prep: Preprocessing, progress: Progress | None = None) -> np.ndarray:

@@ -160,30 +160,12 @@ def licence_of(ds) -> list[str]:
     return found or [f"{ds.name}: licence unknown; check the source before redistributing."]
 
 
-def _stratum(r) -> tuple:
-    label = r.target if r.target is not None else r.diagnosis
-    return (str(r.meta.get("source") or ""), str(label))
-
-
 def split_records(ds, val_fraction: float, seed: int) -> tuple[list, list, str]:
-    """(train records, val records, how) for one data set with masks.
+    """(train records, val records, how) for the images of one data set that have masks
+    (:func:`lesion.train.common.split_column_or_groups`)."""
+    from lesion.train.common import split_column_or_groups
 
-    A ``split`` column in the metadata wins (``train`` -> train, ``val``/``valid``/``validation`` -> val,
-    anything else such as ``test`` is left out); otherwise :func:`lesion.train.common.grouped_split`.
-    """
-    from lesion.train.common import grouped_split
-
-    recs = [r for r in ds.records if r.mask_path is not None]
-    splits = [str(r.meta.get("split") or "").lower() for r in recs]
-    if any(s in ("train", "val", "valid", "validation") for s in splits):
-        train = [r for r, s in zip(recs, splits) if s == "train"]
-        val = [r for r, s in zip(recs, splits) if s in ("val", "valid", "validation")]
-        if train and val:
-            return train, val, "the data set's split column (train -> train, val -> validation, test unused)"
-    tr, va = grouped_split(recs, val_fraction, seed, stratify=_stratum)
-    how = (f"grouped by Record.group (e.g. lesion_id / patient), stratified by (source, label), "
-           f"{val_fraction:.0%} of groups per stratum held out, random.Random({seed})")
-    return [recs[i] for i in tr], [recs[i] for i in va], how
+    return split_column_or_groups([r for r in ds.records if r.mask_path is not None], val_fraction, seed)
 
 
 def preload(records: Sequence, size: int, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
