@@ -139,6 +139,9 @@ def evaluate_classifiers(
     if not model_names:
         raise ConfigError("--models needs at least one model name or path.")
     members = [load_classifier(n) for n in model_names]
+    if any(c.get("multilabel") and len(c.get("classes") or ()) > 1 for _, c in members):
+        return _evaluate_multilabel(members, resolve_data(data), tta, merge, device, batch_size, use_cache,
+                                    progress, warn)
     model_target, eval_target = resolve_target([c for _, c in members], target)
     dataset = resolve_data(data)
     records = dataset.records
@@ -173,6 +176,44 @@ def evaluate_classifiers(
                    for name, p in res.member_probs.items()}
     summary.update(n_labelled=int(labelled.sum()), auc=round(auc, 4),
                    auc_ci=[round(lo, 4), round(hi, 4)] if np.isfinite(lo) else None, members=members_auc)
+    return df, summary
+
+
+def _evaluate_multilabel(members, dataset, tta, merge, device, batch_size, use_cache, progress, warn):
+    """Multi-label (chest X-ray findings) models: per-finding AUC against the labels the model's label set
+    gives the data (:func:`lesion.classify.cxr.labels_for_model`); the summary's ``auc`` is their mean."""
+    from lesion.classify.cxr import labels_for_model
+    from lesion.infer.cache import cached_predict
+    from lesion.infer.engine import predict
+    from lesion.train.cxr import mean_auc, per_label_auc
+
+    run = cached_predict if use_cache else predict
+    res = run(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device, progress=progress)
+    y, notes = labels_for_model(members[0][1], dataset.records)
+    for note in notes:
+        warn(note)
+    df = res.to_frame()
+    summary: dict[str, Any] = {"n": len(dataset.records), "target": members[0][1].get("target"), "tta": tta,
+                               "merge": merge, "device": res.device, "ms_per_image": round(res.ms_per_image, 2)}
+    if y is None:
+        summary["labels"] = False
+        return df, summary
+    classes = list(res.classes)
+    for j, c in enumerate(classes):
+        df[f"label_{c}"] = y[:, j]
+
+    def per_label(p: np.ndarray, ci: bool) -> dict[str, dict[str, Any]]:
+        out = {}
+        for j, c in enumerate(classes):
+            ok = np.isfinite(y[:, j])
+            out[c] = per_label_auc(y[ok, j][:, None], p[ok, j][:, None], [c], ci=ci)[c]
+        return out
+
+    ens = per_label(res.probs, ci=True)
+    summary.update(n_labelled=int(np.isfinite(y).all(axis=1).sum()), auc=round(mean_auc(ens), 4),
+                   per_label={c: (None if v["auc"] is None else round(v["auc"], 4)) for c, v in ens.items()},
+                   per_label_ci={c: v.get("auc_ci") for c, v in ens.items()},
+                   members={n: round(mean_auc(per_label(p, ci=False)), 4) for n, p in res.member_probs.items()})
     return df, summary
 
 

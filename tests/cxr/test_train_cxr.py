@@ -139,3 +139,13 @@ def test_inception_resnet_v2_is_the_seed002_option():
     from lesion.classify.models import check_arch
 
     check_arch("inception_resnet_v2")  # raises ConfigError when timm lacks it
+
+
+def test_evaluate_cls_reports_per_finding_auc_for_multilabel_models(trained, tmp_path, monkeypatch, capsys):
+    out, _ = trained
+    monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
+    assert cli(["evaluate", "cls", "--models", str(out), "--tta", "none", "--data", "demo:cxr"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["n"] == 60 and set(summary["per_label"]) == {"Effusion", "Nodule"}
+    assert all(0.0 <= v <= 1.0 for v in summary["per_label"].values())
+    assert summary["auc"] == pytest.approx(np.mean(list(summary["per_label"].values())), abs=1e-3)
