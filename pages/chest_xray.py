@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from lesion.errors import LesionError
-from ui.state import SOURCE_KEY, page_setup, read_sample, require_dataset, st_progress
+from ui.state import page_setup, read_sample, require_dataset, require_domain, st_progress
 
 finish_page = page_setup()
 st.title("Chest X-ray")
@@ -15,16 +15,9 @@ st.caption("Multi-label findings as in seed 002 (small NIH classes merged into '
            "radiograph beside the lung fields the segmentation model finds.")
 
 ds = require_dataset(finish_page)
-if ds.domain != "cxr":
-    st.info("This page works on chest X-rays; the data set in the sidebar is dermoscopy. Pick a chest X-ray "
-            "folder in the sidebar, or use the built-in synthetic radiographs.")
-
-    def _use_demo_xrays() -> None:  # a callback may set the sidebar's widget state before it is drawn again
-        st.session_state.update({"source_kind": "Built-in demo (synthetic)", "demo_choice": "demo:cxr",
-                                 SOURCE_KEY: "demo:cxr"})
-
-    st.button("Use the demo chest X-rays", key="cxr_use_demo", on_click=_use_demo_xrays)
-    finish_page(stop=True)
+require_domain(ds, "cxr", "This page works on chest X-rays; the data set in the sidebar is dermoscopy. Pick a chest "
+               "X-ray folder in the sidebar, or use the built-in synthetic radiographs.",
+               "Use the demo chest X-rays", "cxr_use_demo", finish_page)
 
 from lesion.classify.cxr import MODES, LabelSet, class_table, labels_for_model, view_warnings  # noqa: E402
 from ui.classify import load_classifier_cached, run_gate  # noqa: E402

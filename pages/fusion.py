@@ -7,7 +7,7 @@ import streamlit as st
 from lesion.errors import LesionError
 from lesion.infer.tta import TTA_NAMES
 from lesion.weights import list_weights
-from ui.state import SOURCE_KEY, page_setup, require_dataset, st_progress
+from ui.state import page_setup, require_dataset, require_domain, st_progress
 
 finish_page = page_setup()
 st.title("Multi-view fusion")
@@ -17,17 +17,10 @@ st.caption("A case may have several images: two views of one lesion, the same le
 
 ds = require_dataset(finish_page)
 
-if ds.domain != "derm":
-    st.info("This page fuses dermoscopy classifiers over several views of one lesion; the data set in the sidebar "
-            "is chest X-rays (findings are read per film on the **Chest X-ray** page). Pick a dermoscopy folder "
-            "in the sidebar (e.g. HAM10000, grouped by lesion_id), or use the built-in demo set.")
-
-    def _use_demo_derm() -> None:  # a callback may set the sidebar's widget state before it is drawn again
-        st.session_state.update({"source_kind": "Built-in demo (synthetic)", "demo_choice": "demo:derm",
-                                 SOURCE_KEY: "demo:derm"})
-
-    st.button("Use the demo dermoscopy set", key="fus_use_demo", on_click=_use_demo_derm)
-    finish_page(stop=True)
+require_domain(ds, "derm", "This page fuses dermoscopy classifiers over several views of one lesion; the data set "
+               "in the sidebar is chest X-rays (findings are read per film on the **Chest X-ray** page). Pick a "
+               "dermoscopy folder in the sidebar (e.g. HAM10000, grouped by lesion_id), or use the built-in demo set.",
+               "Use the demo dermoscopy set", "fus_use_demo", finish_page)
 
 
 from lesion.infer.fusion import ONE_VIEW, Cases, case_columns, case_keys  # noqa: E402

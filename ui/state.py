@@ -133,3 +133,18 @@ def st_progress(label: str) -> tuple[Callable[[int, int], None], Callable[[], No
         bar.progress(min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}")
 
     return update, bar.empty
+
+
+def require_domain(ds, domain: str, message: str, button: str, key: str, finish: Callable[..., None]) -> None:
+    """End the page with ``message`` and a button that switches the sidebar to the built-in demo set of
+    ``domain`` when the data set is of another domain."""
+    if ds.domain == domain:
+        return
+    st.info(message)
+    source = f"demo:{domain}"
+
+    def _use_demo() -> None:  # a callback may set the sidebar's widget state before it is drawn again
+        st.session_state.update({"source_kind": "Built-in demo (synthetic)", "demo_choice": source, SOURCE_KEY: source})
+
+    st.button(button, key=key, on_click=_use_demo)
+    finish(stop=True)
