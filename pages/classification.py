@@ -10,8 +10,7 @@ from lesion.infer.ensemble import MERGE_MODES, correlation_matrix, suggest_membe
 from lesion.infer.evaluate import label_vector, score
 from lesion.infer.tta import TTA_NAMES
 from lesion.metrics import calibration_table, curve_table, roc_auc_ci, threshold_report
-from lesion.weights import list_weights
-from ui.classify import checked_target, run_ensemble, run_gate
+from ui.classify import checked_target, classifier_cards, run_ensemble, run_gate
 from ui.state import page_setup, require_dataset, st_progress
 
 finish_page = page_setup()
@@ -21,10 +20,9 @@ st.caption("Pick ensemble members, test-time augmentation and the merge rule; re
 
 ds = require_dataset(finish_page, need_images=False)
 
-cards = [c for c in list_weights(domain=ds.domain) if c.get("task") in ("classification", "multitask")]
-if any(c.get("multilabel") and len(c.get("classes") or ()) > 1 for c in cards):
+cards = classifier_cards(ds.domain)
+if ds.domain == "cxr":
     st.caption("Multi-label chest X-ray findings models are on the **Chest X-ray** page.")
-    cards = [c for c in cards if not (c.get("multilabel") and len(c.get("classes") or ()) > 1)]
 if not cards:
     st.info(f"No classifier checkpoints for the '{ds.domain}' domain in `weights/`. Train one with "
             "`lesion train cls …` (see the README).")

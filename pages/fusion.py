@@ -6,7 +6,6 @@ import streamlit as st
 
 from lesion.errors import LesionError
 from lesion.infer.tta import TTA_NAMES
-from lesion.weights import list_weights
 from ui.state import page_setup, require_dataset, require_domain, st_progress
 
 finish_page = page_setup()
@@ -24,7 +23,7 @@ require_domain(ds, "derm", "This page fuses dermoscopy classifiers over several 
 
 
 from lesion.infer.fusion import ONE_VIEW, Cases, case_columns, case_keys  # noqa: E402
-from ui.classify import checked_target, run_gate  # noqa: E402
+from ui.classify import checked_target, classifier_cards, run_gate  # noqa: E402
 from ui.fusion import roc_figure, run_fusion  # noqa: E402
 
 # ------------------------------------------------------------------ cases
@@ -64,8 +63,7 @@ if not ds.has_labels:
             "fit the stacker.")
 
 # ------------------------------------------------------------------ models
-cards = [c for c in list_weights(domain=ds.domain) if c.get("task") in ("classification", "multitask")
-         and not c.get("multilabel")]
+cards = classifier_cards(ds.domain)
 if not cards:
     st.info(f"No classifier checkpoints for the '{ds.domain}' domain in `weights/`. Train one with "
             "`lesion train cls …` (see the README).")

@@ -4,6 +4,22 @@ from __future__ import annotations
 import streamlit as st
 
 
+CLASSIFIER_TASKS = ("classification", "multitask")
+
+
+def is_findings_model(card: dict) -> bool:
+    """A multi-label chest X-ray model (one sigmoid per finding): it lives on the Chest X-ray page only."""
+    return bool(card.get("multilabel")) and len(card.get("classes") or ()) > 1
+
+
+def classifier_cards(domain: str) -> list[dict]:
+    """Shipped single-target classifier / multi-task cards of a domain (``weights/`` or ``$LESION_WEIGHTS_DIR``):
+    the models the Classification, Multi-view fusion, Explain, Failure review and Upload pages offer."""
+    from lesion.weights import list_weights
+
+    return [c for c in list_weights(domain=domain) if c.get("task") in CLASSIFIER_TASKS and not is_findings_model(c)]
+
+
 @st.cache_resource(show_spinner="Loading classifier…", max_entries=16)
 def load_classifier_cached(name_or_path: str):
     """``(model, card)`` shared by all sessions; models are only read (eval mode), never mutated."""

@@ -11,22 +11,10 @@ import numpy as np
 import streamlit as st
 
 from lesion.errors import LesionError
-from ui.classify import load_classifier_cached
+from ui.classify import CLASSIFIER_TASKS, classifier_cards, load_classifier_cached
 
 #: CAM hooks live on the shared (cached) model: one heatmap computation at a time per server process.
 _CAM_LOCK = threading.Lock()
-CLASSIFIER_TASKS = ("classification", "multitask")
-
-
-def classifier_cards(domain: str) -> list[dict]:
-    """Shipped classifier / multi-task cards for a domain (``weights/``, or ``$LESION_WEIGHTS_DIR``)."""
-    from lesion.weights import list_weights
-
-    # multi-label findings models (one sigmoid per finding) live on the Chest X-ray page
-    return [c for c in list_weights(domain=domain) if c.get("task") in CLASSIFIER_TASKS
-            and not (c.get("multilabel") and len(c.get("classes") or ()) > 1)]
-
-
 def classifier_picker(domain: str, key: str) -> dict[str, str]:
     """Shipped classifiers of ``domain`` plus any added by path in the sidebar. Returns display name -> path."""
     found = {c["name"]: c["path"] for c in classifier_cards(domain)}

@@ -116,3 +116,12 @@ def test_tb_model_on_data_without_tb_labels_predicts_only(monkeypatch, tmp_path,
     assert any("no tuberculosis/normal labels" in i.value for i in at.info)
     preds = [d.value for d in at.dataframe if "p_tuberculosis" in d.value.columns][0]
     assert len(preds) == 60 and preds["p_tuberculosis"].between(0, 1).all()
+
+
+def test_findings_models_stay_off_the_single_target_pages(monkeypatch, cxr_weights):
+    from ui.classify import classifier_cards
+
+    monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", cxr_weights)
+    # the one-column TB model serves Classification / Explain / Review / Upload; the 5-finding model does not
+    assert [c["name"] for c in classifier_cards("cxr")] == ["zz_tb_tiny"]
+    assert classifier_cards("derm") == []
