@@ -86,6 +86,7 @@ class ClsTrainConfig:
     overwrite: bool = False
     log_csv: str | None = None  # per-epoch CSV (default: runs/cls/<name>/history.csv when out is set)
     recipe: str | None = None  # named recipe (RECIPES) the run started from; explicit options override its values
+    init_from: str = ""  # checkpoint (name or path) to continue from, e.g. at a larger --size (progressive resizing)
 
 
 #: Named recipes: option values that ``--recipe NAME`` sets (explicit options still win), keyed by
@@ -290,6 +291,47 @@ def init_output_layer(model, prior_bias: np.ndarray, weight_std: float = 0.01) -
         layers[0].bias.copy_(torch.from_numpy(prior_bias))
 
 
+#: Split facts that must agree between a run and the checkpoint it continues from (else validation leaks).
+SPLIT_KEYS = ("method", "n_splits", "fold", "seed", "n_train", "n_val", "n_groups_val")
+
+
+def load_init_from(model, cfg: ClsTrainConfig, split_info: dict[str, Any], log: Callable[[str], None]) -> dict:
+    """Load ``cfg.init_from`` into ``model`` (continued training, e.g. progressive resizing); return its card.
+
+    The checkpoint must be of the same model kind, architecture, target, metadata use and normalisation, and
+    must have been trained on the same split (its held-out images are this run's validation images):
+    continuing a model on images it validated on would make this run's validation AUC a leak.
+
+    Raises:
+        ConfigError: the checkpoint is of another kind, or was trained on another split.
+        CheckpointError: it cannot be read or its tensors do not fit the model.
+    """
+    from lesion.weights import load_state, load_strict
+
+    state, card = load_state(cfg.init_from)
+    want = {"task": "multitask" if cfg.model == "multitask" else "classification", "arch": cfg.arch,
+            "target": cfg.target, "uses_metadata": bool(cfg.model == "multitask" and cfg.use_metadata)}
+    wrong = [f"{key} {card.get(key)!r} (this run: {val!r})" for key, val in want.items() if card.get(key) != val]
+    prep = card.get("preprocessing") or {}
+    lite = cfg.init == "imagenet-lite-port" and cfg.arch in LITE_PORTS
+    mean = list(LITE_MEAN if lite else IMAGENET_MEAN)
+    if prep.get("mean") is not None and [round(float(v), 4) for v in prep["mean"]] != [round(v, 4) for v in mean]:
+        wrong.append(f"normalisation mean {prep['mean']} (this run: {mean}; match --init)")
+    if wrong:
+        raise ConfigError(f"--init-from {cfg.init_from} does not fit this run: " + "; ".join(wrong) + ".")
+    theirs = card.get("split") or {}
+    moved = [f"{key} {theirs.get(key)!r} vs {split_info.get(key)!r}" for key in SPLIT_KEYS
+             if key in theirs and key in split_info and theirs[key] != split_info[key]]
+    if moved:
+        raise ConfigError(f"--init-from {cfg.init_from} was trained on another split ({'; '.join(moved)}): its "
+                          "training images may be in this run's validation set. Use the same --data, --seed, "
+                          "--fold and --n-splits.")
+    load_strict(model, state, what=f"--init-from {cfg.init_from}")
+    log(f"initialised from {card.get('name', cfg.init_from)} ({card.get('epochs', '?')} epochs at "
+        f"{prep.get('size', '?')} px)")
+    return card
+
+
 def _forward(model, x, meta):
     from lesion.classify.multitask import MultiTaskNet
 
@@ -401,7 +443,9 @@ def train_classifier(cfg: ClsTrainConfig, progress: Progress | None = None, data
     y_train, g_train = arrays["train"].y, groups_of(split.train)
 
     model, model_section = build_model(cfg, k, prep)
-    init_output_layer(model, prior_logit(y_train, k))
+    init_from_card = load_init_from(model, cfg, split.info, log) if cfg.init_from else None
+    if init_from_card is None:
+        init_output_layer(model, prior_logit(y_train, k))
     model.to(device)
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
@@ -512,6 +556,10 @@ def train_classifier(cfg: ClsTrainConfig, progress: Progress | None = None, data
         "train_config": _jsonable(asdict(cfg)),
         "recipe": None if not cfg.recipe else {"name": cfg.recipe, **RECIPES.get(cfg.recipe, {})},
     }
+    if init_from_card is not None:
+        card["init"] = f"continued from {init_from_card.get('name', cfg.init_from)} ({init_from_card.get('init')})"
+        card["init_from"] = {key: init_from_card.get(key) for key in
+                             ("name", "init", "epochs", "wall_time_s", "device", "preprocessing", "metrics")}
     if cfg.external:
         card["metrics"]["external"] = external_validation(model, card, cfg.external, device)
         card["licences"] = card["licences"] + [f"external validation only: {card['metrics']['external'].get('data')}"]
@@ -600,6 +648,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-csv", default=None)
     p.add_argument("--recipe", default=None, help="named recipe whose values the other options override: "
                    + ", ".join(RECIPES))
+    p.add_argument("--init-from", default="", help="checkpoint name or path to continue training from (same "
+                   "model, target and split), e.g. at a larger --size")
     return p
 
 
@@ -631,6 +681,7 @@ def config_from_args(a: argparse.Namespace) -> ClsTrainConfig:
         max_per_group=a.max_per_group, split=a.split, n_splits=a.n_splits, fold=a.fold, dedupe=not a.no_dedupe,
         max_images=a.max_images, external=a.external, augment=aug, drop_rate=a.drop_rate, seed=a.seed,
         device=a.device, out=a.out, overwrite=a.overwrite, log_csv=a.log_csv, recipe=getattr(a, "recipe", None),
+        init_from=getattr(a, "init_from", ""),
     )
 
 

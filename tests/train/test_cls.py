@@ -91,3 +91,26 @@ def test_output_layer_starts_at_the_prior():
         out = model.eval()(x)
         logits = out["logits"] if isinstance(out, dict) else out
         torch.testing.assert_close(torch.sigmoid(logits), torch.full((3, 1), 0.25))
+
+
+def test_init_from_continues_a_checkpoint_at_a_larger_size_and_guards_the_split(tmp_path: Path):
+    """--init-from: the weights carry over (lr ≈ 0 still separates the classes at a new size); another
+    architecture or another validation fold is refused, since the old model trained on those images."""
+    from lesion.errors import ConfigError
+
+    ds = blob_dataset(tmp_path / "data")
+    first = tmp_path / "w" / "first"
+    base = dict(target="melanoma", arch="resnet10t", epochs=3, patience=0, batch_size=8, lr=3e-3, augment=NO_AUG,
+                n_splits=4, drop_rate=0.0, device="cpu")
+    card = train_classifier(ClsTrainConfig(**base, size=32, out=str(first)), dataset=ds)
+    assert card["metrics"]["val_auc"] > 0.9
+    cont = ClsTrainConfig(**{**base, "epochs": 1, "lr": 1e-12}, size=48, init_from=str(first))
+    card2 = train_classifier(cont, dataset=ds)
+    # a fresh start at lr ≈ 0 would predict the prior for every image (AUC 0.5); the loaded weights do not
+    assert card2["metrics"]["val_auc"] > 0.9
+    assert card2["init"].startswith("continued from first")
+    assert card2["init_from"]["preprocessing"]["size"] == 32 and card2["preprocessing"]["size"] == 48
+    with pytest.raises(ConfigError, match="arch"):
+        train_classifier(ClsTrainConfig(**{**base, "arch": "resnet18"}, size=48, init_from=str(first)), dataset=ds)
+    with pytest.raises(ConfigError, match="another split"):
+        train_classifier(ClsTrainConfig(**{**base, "fold": 1}, size=48, init_from=str(first)), dataset=ds)
