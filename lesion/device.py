@@ -6,24 +6,31 @@ from lesion.errors import unknown_option
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
-def pick_device(preference: str = "auto") -> str:
-    """Return ``"cuda"`` or ``"cpu"``: ``auto`` takes a CUDA GPU when one is usable.
+def pick_device(preference: "str | torch.device | None" = "auto") -> str:
+    """The one device rule of lesion-lab: ``"cuda"``, ``"mps"`` or ``"cpu"`` (or ``"cuda:N"`` as asked).
+
+    ``auto`` (or ``None``) takes a usable CUDA GPU, else Apple's MPS, else the CPU. A ``torch.device`` is
+    accepted too; callers that need one wrap the answer in ``torch.device(...)``.
 
     Raises:
         ConfigError: unknown preference, or ``cuda`` asked for on a machine without a usable GPU.
     """
     import torch
 
-    if preference not in DEVICE_CHOICES:
-        raise unknown_option("device", preference, DEVICE_CHOICES)
-    has_cuda = torch.cuda.is_available()
-    if preference == "cuda" and not has_cuda:
+    pref = "auto" if preference is None else str(preference)
+    base = pref.split(":", 1)[0]
+    if base not in DEVICE_CHOICES + ("mps",) or (":" in pref and base != "cuda"):
+        raise unknown_option("device", pref, DEVICE_CHOICES)
+    if base == "cuda" and not torch.cuda.is_available():
         from lesion.errors import ConfigError
 
         raise ConfigError("A CUDA GPU was asked for, but none is available here; use --device cpu or auto.")
-    if preference == "auto":
-        return "cuda" if has_cuda else "cpu"
-    return preference
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    return pref
 
 
 def describe_device(device: str | None = None) -> str:

@@ -11,9 +11,24 @@ def test_pick_device_auto_and_errors():
     import torch
 
     assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert pick_device("cpu") == "cpu"
+    assert pick_device("cpu") == "cpu" and pick_device(torch.device("cpu")) == "cpu"
+    assert pick_device(None) == pick_device("auto")
     with pytest.raises(ConfigError, match="Supported: auto, cpu, cuda"):
         pick_device("tpu")
+    with pytest.raises(ConfigError):
+        pick_device("cpu:1")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="none is available"):
+            pick_device("cuda:0")
+
+
+def test_segmentation_models_use_the_same_rule():
+    import torch
+
+    from lesion.segment.models import pick_device as seg_pick
+
+    assert seg_pick("auto") == torch.device(pick_device("auto"))
+    assert seg_pick(torch.device("cpu")) == torch.device("cpu")
 
 
 def test_quick_description_agrees_with_torch():

@@ -205,16 +205,12 @@ def cfg_from_card(card: Mapping[str, Any]) -> SegModelConfig:
 
 
 def pick_device(device: "str | torch.device | None" = None) -> "torch.device":
-    """``None``/``"auto"`` -> CUDA when present, else MPS, else CPU; otherwise ``torch.device(device)``."""
+    """:func:`lesion.device.pick_device` (the one device rule) as a ``torch.device``."""
     import torch
 
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
+    from lesion.device import pick_device as pick
+
+    return torch.device(pick(device))
 
 
 def load_seg_model(

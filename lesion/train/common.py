@@ -15,7 +15,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from lesion.data.records import Record
-from lesion.segment.models import pick_device  # noqa: F401  (re-exported: one device rule everywhere)
+from lesion.device import pick_device  # noqa: F401  (re-exported: one device rule everywhere)
 
 
 def seed_everything(seed: int) -> None:

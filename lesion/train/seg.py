@@ -344,7 +344,7 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
     say(f"preloaded in {timer():.0f}s")
 
     # ---- model, optimiser, schedule
-    device = pick_device(cfg.device)
+    device = torch.device(pick_device(cfg.device))
     use_amp = device.type == "cuda"
     model.to(device)
     loss_fn = make_loss(cfg.loss).to(device)
