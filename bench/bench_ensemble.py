@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lesion.device import describe_device, pick_device
-    from lesion.infer.engine import predict, predict_naive
+    from lesion.infer.engine import auto_batch_size, predict, predict_naive
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--tta", default="d4")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the engine's choice for the device")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="also write the table to this file")
     a = p.parse_args(argv)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"bench_ensemble: {len(members)} models ({kind}: {', '.join(c['name'] for _, c in members)}), "
         f"TTA {a.tta}, {a.size} px, {src}",
-        f"device: {describe_device(device)}; torch threads {torch.get_num_threads()}; batch size {a.batch_size}",
+        f"device: {describe_device(device)}; torch threads {torch.get_num_threads()}; batch size {a.batch_size or auto_batch_size(device, a.tta)}",
         "",
         f"{'path':<28}{'total s':>10}{'ms/image':>12}{'speed-up':>10}",
         f"{'naive (1 img x 1 view)':<28}{t_slow:>10.2f}{1000 * t_slow / n:>12.1f}{1.0:>10.2f}",

@@ -75,7 +75,7 @@ def cached_predict(
     tta: str = "d4",
     merge: str = "mean_prob",
     tta_merge: str | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     device: str = "auto",
     progress=None,
     cache_root: str | Path | None = None,

@@ -121,7 +121,7 @@ def evaluate_classifiers(
     merge: str = "mean_prob",
     target: str | None = None,
     device: str = "auto",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     use_cache: bool = True,
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = _warn,
@@ -227,7 +227,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="per-image predictions (.parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch (default: chosen for the device and TTA)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the prediction cache")
     return p
 

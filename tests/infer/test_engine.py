@@ -96,3 +96,15 @@ def test_cache_second_call_skips_model(members, dataset, tmp_path: Path):
         h.remove()
         with torch.no_grad():
             model.fc.bias.sub_(1.0)
+
+
+def test_auto_batch_size_fills_a_forward_pass_per_device(members, dataset):
+    from lesion.infer.engine import FORWARD_IMAGES, auto_batch_size
+
+    assert auto_batch_size("cpu", "d4") == 1 and auto_batch_size("cpu", "none") == FORWARD_IMAGES["cpu"]
+    assert auto_batch_size("cpu", "flips") == FORWARD_IMAGES["cpu"] // 4
+    assert auto_batch_size("cuda:0", "d4") == FORWARD_IMAGES["cuda"] // 8
+    # the default (None) batch size gives the same answer as an explicit one, odd remainders included
+    auto = predict(members, dataset, tta="hflip", device="cpu")
+    fixed = predict(members, dataset, tta="hflip", batch_size=3, device="cpu")
+    np.testing.assert_allclose(auto.probs, fixed.probs, atol=1e-5)
