@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "pages/chest_xray.py")
-TIMEOUT = 180
+PAGE = "pages/chest_xray.py"
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +55,9 @@ def _tb_folder(root: Path) -> Path:
     return root
 
 
-def _run(session: dict | None = None) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    for k, v in (session or {}).items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def test_dermoscopy_data_offers_the_demo_xrays(monkeypatch, cxr_weights):
+def test_dermoscopy_data_offers_the_demo_xrays(run_page, monkeypatch, cxr_weights):
     monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", cxr_weights)
-    at = _run()
+    at = run_page(PAGE)
     assert at.title[0].value == "Chest X-ray"
     assert any("chest X-rays" in i.value for i in at.info)
     at.button(key="cxr_use_demo").click().run()
@@ -77,16 +66,16 @@ def test_dermoscopy_data_offers_the_demo_xrays(monkeypatch, cxr_weights):
     assert at.selectbox(key="cxr_model").options  # the page now works on the radiographs
 
 
-def test_no_model_message(tmp_path, monkeypatch):
+def test_no_model_message(run_page, tmp_path, monkeypatch):
     monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", tmp_path / "empty")
-    at = _run({"demo_choice": "demo:cxr"})
+    at = run_page(PAGE, {"demo_choice": "demo:cxr"})
     assert any("No chest X-ray classifier" in i.value for i in at.info)
 
 
-def test_label_sets_roc_and_heatmap_beside_lungs(monkeypatch, tmp_path, cxr_weights):
+def test_label_sets_roc_and_heatmap_beside_lungs(run_page, monkeypatch, tmp_path, cxr_weights):
     monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", cxr_weights)
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
-    at = _run({"demo_choice": "demo:cxr"})
+    at = run_page(PAGE, {"demo_choice": "demo:cxr"})
     table = at.dataframe[0].value.set_index("finding")
     assert table.loc["Cardiomegaly", "becomes"] == "merged into 'Other'"
     at.radio(key="cxr_label_mode").set_value("drop").run()
@@ -106,10 +95,10 @@ def test_label_sets_roc_and_heatmap_beside_lungs(monkeypatch, tmp_path, cxr_weig
         assert any("inside the predicted lung fields" in c.value for c in at.caption)
 
 
-def test_tb_model_on_data_without_tb_labels_predicts_only(monkeypatch, tmp_path, cxr_weights):
+def test_tb_model_on_data_without_tb_labels_predicts_only(run_page, monkeypatch, tmp_path, cxr_weights):
     monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", cxr_weights)
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
-    at = _run({"demo_choice": "demo:cxr"})
+    at = run_page(PAGE, {"demo_choice": "demo:cxr"})
     at.selectbox(key="cxr_model").set_value("zz_tb_tiny")
     at.button(key="cxr_run").click().run()
     assert not at.exception, [e.value for e in at.exception]

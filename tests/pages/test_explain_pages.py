@@ -3,16 +3,11 @@ untrained ones written to a temporary weights folder (heatmaps, table, tags, pre
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 180
 
 
 @pytest.fixture()
@@ -49,22 +44,15 @@ def with_weights(tiny_weights, monkeypatch):
     return tiny_weights
 
 
-def _run(page: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 @pytest.mark.parametrize("page,title", [("pages/explain.py", "Explain"), ("pages/review.py", "Failure review")])
-def test_pages_say_what_is_missing(no_weights, page, title):
-    at = _run(page)
+def test_pages_say_what_is_missing(run_page, no_weights, page, title):
+    at = run_page(page)
     assert at.title[0].value == title
     assert any("No classifier checkpoints" in i.value for i in at.info)
 
 
-def test_explain_shows_heatmaps_and_scores(with_weights):
-    at = _run("pages/explain.py")
+def test_explain_shows_heatmaps_and_scores(run_page, with_weights):
+    at = run_page("pages/explain.py")
     assert at.selectbox(key="explain_model").options == ["tiny_cls", "tiny_mt"]
     at.selectbox(key="explain_model").set_value("tiny_mt").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -82,9 +70,9 @@ def test_explain_shows_heatmaps_and_scores(with_weights):
     assert any("low agreement" in m.label for m in at.metric)
 
 
-def test_review_table_filters_and_tags(with_weights, tmp_path, monkeypatch):
+def test_review_table_filters_and_tags(run_page, with_weights, tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
-    at = _run("pages/review.py")
+    at = run_page("pages/review.py")
     at.button(key="review_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     table = [d.value for d in at.dataframe if "false_positive" in d.value.columns][0]
@@ -104,15 +92,15 @@ def test_review_table_filters_and_tags(with_weights, tmp_path, monkeypatch):
     assert any("CSV" in x for x in labels) and any("ZIP" in x for x in labels)
 
 
-def test_upload_page_without_file(no_weights):
-    at = _run("pages/upload.py")
+def test_upload_page_without_file(run_page, no_weights):
+    at = run_page("pages/upload.py")
     assert at.title[0].value == "Upload"
 
 
-def test_upload_decoding_message_and_prediction(with_weights):
+def test_upload_decoding_message_and_prediction(run_page, with_weights):
     from PIL import Image
 
-    at = _run("pages/upload.py")
+    at = run_page("pages/upload.py")
     assert not at.exception
     # AppTest cannot drive st.file_uploader: the page reads an image from session_state["upload_bytes"] too.
     buf = io.BytesIO()

@@ -3,16 +3,11 @@ per lesion (one ROC chart, an AUC table with the four methods, a per-case table)
 case column, a column without multi-view cases and chest X-ray data."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "pages/fusion.py")
-TIMEOUT = 180
+PAGE = "pages/fusion.py"
 
 
 @pytest.fixture(autouse=True)
@@ -25,17 +20,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _run(session: dict | None = None) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    for k, v in (session or {}).items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def test_demo_cases_counted_by_lesion():
-    at = _run()
+def test_demo_cases_counted_by_lesion(run_page):
+    at = run_page(PAGE)
     assert at.title[0].value == "Multi-view fusion"
     case = at.selectbox(key="fus_case")
     assert case.value == "lesion_id" and "patient_id" in case.options and "site" not in case.options
@@ -44,8 +30,8 @@ def test_demo_cases_counted_by_lesion():
     assert metrics["Cases with ≥ 2 views"] >= 20
 
 
-def test_fusion_with_shipped_classifier_gives_roc_and_four_methods():
-    at = _run()
+def test_fusion_with_shipped_classifier_gives_roc_and_four_methods(run_page):
+    at = run_page(PAGE)
     if any("No classifier checkpoints" in i.value for i in at.info):
         pytest.skip("no classifier checkpoints shipped")
     at.selectbox(key="fus_tta").set_value("none")
@@ -64,8 +50,8 @@ def test_fusion_with_shipped_classifier_gives_roc_and_four_methods():
     assert any("max of its views' labels" in c.value for c in at.caption)
 
 
-def test_bad_case_column_messages():
-    at = _run()
+def test_bad_case_column_messages(run_page):
+    at = run_page(PAGE)
     at.text_input(key="fus_case_custom").input("nope").run()
     assert not at.exception
     assert any("no column 'nope'" in e.value and "lesion_id" in e.value for e in at.error), [e.value for e in at.error]
@@ -74,8 +60,8 @@ def test_bad_case_column_messages():
     assert any("has one image" in e.value and "lesion_id" in e.value for e in at.error), [e.value for e in at.error]
 
 
-def test_chest_xray_data_message():
-    at = _run({"demo_choice": "demo:cxr"})
+def test_chest_xray_data_message(run_page):
+    at = run_page(PAGE, {"demo_choice": "demo:cxr"})
     assert any("dermoscopy" in i.value for i in at.info)
     at.button(key="fus_use_demo").click().run()
     assert not at.exception

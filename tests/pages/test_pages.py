@@ -13,16 +13,6 @@ APP = str(ROOT / "app.py")
 TIMEOUT = 180  # pages that load torch take seconds on a busy 2-core machine
 
 
-def _app(page: str | None = None) -> AppTest:
-    """Run one page script directly (pages draw the shared sidebar themselves, so they run alone).
-
-    AppTest re-runs the page script, not app.py, after a widget changes when the app uses st.navigation;
-    running the page file itself keeps every rerun identical to the first.
-    """
-    at = AppTest.from_file(str(ROOT / (page or "pages/home.py")), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def test_router_runs_home_page():
@@ -32,8 +22,8 @@ def test_router_runs_home_page():
     assert at.title[0].value == "lesion-lab"
 
 
-def test_home_shows_demo_and_device():
-    at = _app()
+def test_home_shows_demo_and_device(run_page):
+    at = run_page()
     assert at.title[0].value == "lesion-lab"
     captions = " ".join(c.value for c in at.caption)
     assert "synthetic" in captions.lower()
@@ -43,23 +33,23 @@ def test_home_shows_demo_and_device():
     assert int(at.metric[0].value) == 200
 
 
-def test_home_switches_to_cxr_demo():
-    at = _app()
+def test_home_switches_to_cxr_demo(run_page):
+    at = run_page()
     at.selectbox(key="demo_choice").set_value("demo:cxr").run()
     assert not at.exception
     assert int(at.metric[0].value) == 60
 
 
-def test_home_bad_folder_gives_message_not_traceback(tmp_path):
-    at = _app()
+def test_home_bad_folder_gives_message_not_traceback(run_page, tmp_path):
+    at = run_page()
     at.radio(key="source_kind").set_value("Folder on this machine").run()
     at.text_input(key="folder_path").input(str(tmp_path / "does-not-exist")).run()
     assert not at.exception
     assert any("does not exist" in e.value or "not found" in e.value.lower() for e in at.error), [e.value for e in at.error]
 
 
-def test_segmentation_page_one_image_and_whole_dataset():
-    at = _app("pages/segmentation.py")
+def test_segmentation_page_one_image_and_whole_dataset(run_page):
+    at = run_page("pages/segmentation.py")
     assert at.title[0].value == "Segmentation"
     # image | otsu | (networks) | truth, and the per-image metric table
     assert len(at.dataframe) >= 1
@@ -75,21 +65,21 @@ def test_segmentation_page_one_image_and_whole_dataset():
     assert summary and set(summary[0]["method"]) >= {"otsu"}
 
 
-def test_segmentation_steps_shown():
-    at = _app("pages/segmentation.py")
+def test_segmentation_steps_shown(run_page):
+    at = run_page("pages/segmentation.py")
     at.checkbox(key="otsu_steps").check().run()
     assert not at.exception
     assert any("step by step" in m.value for m in at.markdown)
 
 
-def test_models_page():
-    at = _app("pages/models.py")
+def test_models_page(run_page):
+    at = run_page("pages/models.py")
     assert at.title[0].value == "Models"
 
 
-def test_classification_page_without_or_with_models():
+def test_classification_page_without_or_with_models(run_page):
     """With no classifier for the domain it says so; with shipped ones it offers members, TTA and merge."""
-    at = _app("pages/classification.py")
+    at = run_page("pages/classification.py")
     assert at.title[0].value == "Classification"
     if at.info and "No classifier checkpoints" in at.info[0].value:
         return
@@ -97,10 +87,10 @@ def test_classification_page_without_or_with_models():
     assert at.selectbox(key="cls_tta").value == "d4"
 
 
-def test_classification_runs_the_shipped_ensemble_and_suggests_members():
+def test_classification_runs_the_shipped_ensemble_and_suggests_members(run_page):
     """With the shipped derm classifiers: ROC table with one row per member + the ensemble, and a suggestion
     that replaces the member list."""
-    at = _app("pages/classification.py")
+    at = run_page("pages/classification.py")
     if at.info and "No classifier checkpoints" in at.info[0].value:
         pytest.skip("no classifier checkpoints shipped")
     at.selectbox(key="cls_tta").set_value("none")
