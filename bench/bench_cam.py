@@ -23,21 +23,22 @@ SIZE = 256
 
 
 def _models():
-    from lesion.classify.models import ClsModelConfig, create_classifier, load_classifier
+    from lesion.classify.models import ClsModelConfig, create_classifier
     from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
     from lesion.weights import list_weights
+    from lesion.zoo import load_model
 
     cards = list_weights(domain="derm")
-    cls = next((c for c in cards if c.get("task") == "classification"), None)
-    mt = next((c for c in cards if c.get("task") == "multitask"), None)
+    cls = next((c for c in cards if c.task == "classification"), None)
+    mt = next((c for c in cards if c.task == "multitask"), None)
     out = {}
     if cls:
-        out["classifier"] = (load_classifier(cls["name"])[0], f"shipped {cls['name']}")
+        out["classifier"] = (load_model(cls.name)[0], f"shipped {cls.name}")
     else:
         m = create_classifier(ClsModelConfig("efficientnet_lite0", num_classes=1, size=SIZE, init="imagenet-lite-port"))
         out["classifier"] = (m.eval(), "efficientnet_lite0, offline ImageNet port, untrained head")
     if mt:
-        out["multitask"] = (load_classifier(mt["name"])[0], f"shipped {mt['name']}")
+        out["multitask"] = (load_model(mt.name)[0], f"shipped {mt.name}")
     else:
         m = MultiTaskNet(MultiTaskConfig(arch="efficientnet_lite0", size=SIZE, init="imagenet-lite-port"))
         out["multitask"] = (m.eval(), "efficientnet_lite0 port + random decoder (speed only)")

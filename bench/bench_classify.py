@@ -12,33 +12,20 @@ Run: ``python bench/bench_classify.py [--data-root ../shared/data] [--tta none,d
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from dataclasses import replace
-from pathlib import Path
 
-import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from _common import data_root  # noqa: E402  (repository on sys.path, offline settings)
 AUC_BAR = 0.92
 
 
-def held_out(ham, card: dict) -> list:
-    from lesion.train.cls import ClsTrainConfig, split_records
+def held_out(ham, card) -> list:
+    from lesion.train.heldout import held_out as rebuild
 
-    tc, sp = card.get("train_config", {}), card["split"]
-    cfg = replace(ClsTrainConfig(), target=tc.get("target", card["target"]), split=tc.get("split", "auto"),
-                  n_splits=sp["n_splits"], fold=sp["fold"], seed=sp["seed"], dedupe=tc.get("dedupe", True),
-                  max_images=tc.get("max_images", 0))
-    split = split_records(ham, cfg)
-    for k in ("n_val", "n_groups_val"):
-        if split.info.get(k) != sp.get(k):
-            raise SystemExit(f"{card['name']}: rebuilt split differs from its card ({k}).")
-    return split.val
+    split = rebuild(card, ham)
+    if not split.matches_card:
+        raise SystemExit(f"{card.name}: rebuilt split ({split.how}) differs from its card.")
+    return split.records
 
 
 def _fmt(t: tuple[float, float, float]) -> str:
@@ -47,33 +34,33 @@ def _fmt(t: tuple[float, float, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", default=str((REPO / ".." / "shared" / "data").resolve()))
+    p.add_argument("--data-root", default=None, help="folder holding HAM10000/ and PH2/ (default ../shared/data)")
     p.add_argument("--tta", default="none,d4")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
-    from lesion.classify.models import load_classifier, make_targets
+    from lesion.classify.models import make_targets
     from lesion.data import load_dataset
     from lesion.infer.engine import predict
     from lesion.infer.ensemble import merge_members, suggest_members
     from lesion.metrics import roc_auc_ci
     from lesion.weights import list_weights
+    from lesion.zoo import CLASSIFIER_TASKS, load_model
 
-    root = Path(a.data_root)
+    root = data_root(a.data_root)
     if not (root / "HAM10000").is_dir():
         print(f"(skipped: no HAM10000 under {root})")
         return 0
-    cards = [c for c in list_weights(domain="derm") if c.get("task") in ("classification", "multitask")
-             and c.get("target") == "melanoma"]
-    models = [load_classifier(c["name"]) for c in cards]
+    cards = [c for c in list_weights(domain="derm") if c.task in CLASSIFIER_TASKS and c.target == "melanoma"]
+    models = [load_model(c.name) for c in cards]
     ham = load_dataset(root / "HAM10000")
     val = held_out(ham, models[0][1])
     ids = [r.id for r in val]
     for m, c in models[1:]:
         if [r.id for r in held_out(ham, c)] != ids:
-            raise SystemExit(f"{c['name']} was validated on another fold: the ensemble cannot be scored fairly.")
+            raise SystemExit(f"{c.name} was validated on another fold: the ensemble cannot be scored fairly.")
     sets = {"HAM10000 held-out lesions": (val, make_targets(val, "melanoma"))}
     if (root / "PH2").is_dir():
         ph2 = [r for r in load_dataset(root / "PH2").records if r.diagnosis]
@@ -103,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 verdicts.append((tta, ens[0], best))
                 # same encoder *and* input size: a 224-px multi-task model against a 128-px plain one would
                 # measure the resolution, not the segmentation attention and metadata
-                size = {c["name"]: (c["arch"], c["preprocessing"]["size"]) for c in cards}
+                size = {c.name: (c.arch, c.preprocessing.size) for c in cards}
                 mt = {n: t[0] for n, t in aucs.items() if "multitask" in n}
                 plain = {n: t[0] for n, t in aucs.items() if "multitask" not in n
                          and any(size[n] == size[m] for m in mt)}

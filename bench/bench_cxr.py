@@ -12,7 +12,6 @@ Run: ``python bench/bench_cxr.py [--data ../shared/data]``. Prints markdown tabl
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -20,17 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from _common import data_root  # noqa: E402  (repository on sys.path, offline settings)
 
-
-def _shared_data(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("LESION_SHARED_DATA")
-    return Path(env) if env else (REPO / ".." / "shared" / "data").resolve()
 
 
 def _fmt(auc, lo, hi) -> str:
@@ -39,29 +29,29 @@ def _fmt(auc, lo, hi) -> str:
 
 def tb_table(data_root: Path) -> list[str]:
     from lesion.classify.cxr import labels_for_model
-    from lesion.classify.models import load_classifier
+    from lesion.zoo import load_model
     from lesion.data import load_dataset
     from lesion.infer.engine import predict
     from lesion.metrics import roc_auc_ci
     from lesion.weights import list_weights
 
     folder = data_root / "ChestXrayMasksAndLabels"
-    cards = [c for c in list_weights(domain="cxr", task="classification") if c.get("target") == "tb"]
+    cards = [c for c in list_weights(domain="cxr", task="classification") if c.target == "tb"]
     if not folder.is_dir() or not cards:
         return [f"(skipped: {'no ' + str(folder.name) if not folder.is_dir() else 'no shipped TB model'})"]
     ds = load_dataset(folder)
     lines = ["| model | TTA | held-out patients | TB+ | ROC-AUC [95% CI] | Montgomery | Shenzhen |",
              "|---|---|---|---|---|---|---|"]
     for c in cards:
-        model, card = load_classifier(c["name"])
-        val_ids = {i for s in card["split"]["sets"].values() for i in s.get("val_ids", [])}
+        model, card = load_model(c.name)
+        val_ids = card.split.val_ids()
         recs = [r for r in ds.records if r.id in val_ids]
         y, _ = labels_for_model(card, recs)
         y = y[:, 0]
         for tta in ("none", "hflip"):
             res = predict([(model, card)], recs, tta=tta, device="cpu")
             s = res.probs[:, 0]
-            row = [c["name"], tta, str(len(recs)), str(int(y.sum())), _fmt(*roc_auc_ci(y, s, n_boot=2000))]
+            row = [c.name, tta, str(len(recs)), str(int(y.sum())), _fmt(*roc_auc_ci(y, s, n_boot=2000))]
             for src in ("MCUCXR", "CHNCXR"):
                 m = np.array([r.id.upper().startswith(src) for r in recs])
                 ok = m & np.isfinite(y)
@@ -73,19 +63,19 @@ def tb_table(data_root: Path) -> list[str]:
 
 def demo_table() -> list[str]:
     from lesion.classify.cxr import labels_for_model
-    from lesion.classify.models import load_classifier
+    from lesion.zoo import load_model
     from lesion.data.demo import load_demo
     from lesion.infer.engine import predict
-    from lesion.train.cxr import per_label_auc
+    from lesion.metrics import per_label_auc
     from lesion.weights import list_weights
 
-    cards = [c for c in list_weights(domain="cxr", task="classification") if c.get("target") != "tb"]
+    cards = [c for c in list_weights(domain="cxr", task="classification") if c.target != "tb"]
     if not cards:
         return ["(skipped: no shipped demo-findings model)"]
     ds = load_demo("cxr")
     lines = ["| model | finding | images | positives | ROC-AUC [95% CI] |", "|---|---|---|---|---|"]
     for c in cards:
-        model, card = load_classifier(c["name"])
+        model, card = load_model(c.name)
         y, _ = labels_for_model(card, ds.records)
         res = predict([(model, card)], ds.records, tta="none", device="cpu")
         for j, cls in enumerate(res.classes):
@@ -99,7 +89,8 @@ def demo_table() -> list[str]:
 def speed_table() -> list[str]:
     import torch
 
-    from lesion.classify.models import Preprocessing, load_classifier, normalize, prepare_image
+    from lesion.classify.models import normalize, prepare_image
+    from lesion.zoo import load_model
     from lesion.weights import list_weights
 
     torch.set_num_threads(1)
@@ -107,8 +98,8 @@ def speed_table() -> list[str]:
     image = rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
     lines = ["| model | input | median ms / image (1 thread, preprocessing included) |", "|---|---|---|"]
     for c in list_weights(domain="cxr", task="classification"):
-        model, card = load_classifier(c["name"])
-        prep = Preprocessing.from_card(card)
+        model, card = load_model(c.name)
+        prep = card.preprocessing
         times = []
         with torch.inference_mode():
             for i in range(23):
@@ -124,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="folder holding ChestXrayMasksAndLabels (default ../shared/data)")
     a = p.parse_args(argv)
-    root = _shared_data(a.data)
+    root = data_root(a.data)
     print("## Tuberculosis vs normal, held-out patients\n")
     print("\n".join(tb_table(root)))
     print("\n## Demo findings on the built-in demo X-rays (never trained on)\n")

@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import emit  # noqa: E402  (repository on sys.path, offline settings)
 
 
 def _images(n: int, size: int) -> tuple[str, list[np.ndarray]]:
@@ -37,13 +36,13 @@ def _images(n: int, size: int) -> tuple[str, list[np.ndarray]]:
 def _members(size: int):
     import torch
 
-    from lesion.classify.models import ClsModelConfig, create_classifier, load_classifier
+    from lesion.classify.models import ClsModelConfig, create_classifier
     from lesion.weights import list_weights
+    from lesion.zoo import CLASSIFIER_TASKS, load_model
 
-    shipped = [c for c in list_weights() if c.get("task") in ("classification", "multitask")
-               and str(c.get("name", "")).startswith("derm_")]
+    shipped = [c for c in list_weights() if c.task in CLASSIFIER_TASKS and c.name.startswith("derm_")]
     if len(shipped) >= 4:
-        return "shipped", [load_classifier(c["name"]) for c in shipped[:4]]
+        return "shipped", [load_model(c.name) for c in shipped[:4]]
     torch.manual_seed(0)
     out = []
     for i, arch in enumerate(["efficientnet_lite0", "efficientnet_lite0", "resnet18", "densenet121"]):
@@ -96,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         + (" (CUDA autocast on the batched path)" if device.startswith("cuda") else " (both fp32)"),
     ]
     text = "\n".join(lines)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    return 0
+    return emit(text, a.out)
 
 
 if __name__ == "__main__":

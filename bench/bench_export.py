@@ -29,35 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from _common import data_root, emit  # noqa: E402  (repository on sys.path, offline settings)
 
 MODEL = "derm_cls_efficientnet_lite0_focal"
 LATENCY_BAR_MS = 50.0
 CALIB_IMAGES = 64
 
 
-def _data_root(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("LESION_SHARED_DATA")
-    return Path(env) if env else (REPO / ".." / "shared" / "data").resolve()
 
-
-def held_out_split(ham_dir: Path, card: dict):
-    """The model's training split of HAM10000, rebuilt from the card (``split`` + ``train_config``)."""
+def held_out_split(ham_dir: Path, card):
+    """The model's split of HAM10000, rebuilt from the card (:func:`lesion.train.heldout.held_out`)."""
     from lesion.data import load_dataset
-    from lesion.train.cls import ClsTrainConfig, split_records
+    from lesion.train.heldout import held_out
 
-    tc, sp = card.get("train_config", {}), card["split"]
-    cfg = replace(ClsTrainConfig(), target=tc.get("target", card["target"]), split=tc.get("split", "auto"),
-                  n_splits=sp["n_splits"], fold=sp["fold"], seed=sp["seed"], dedupe=tc.get("dedupe", True),
-                  max_images=tc.get("max_images", 0))
-    split = split_records(load_dataset(ham_dir), cfg)
-    same = all(split.info.get(k) == sp.get(k) for k in ("n_train", "n_val", "n_groups_val", "method"))
-    return split, same
+    return held_out(card, load_dataset(ham_dir))
 
 
 def _median_ms(fn, n: int, warmup: int = 5) -> float:
@@ -96,7 +81,8 @@ def run(data_root: Path, n_speed: int = 20) -> str:
     import onnxruntime
     import torch
 
-    from lesion.classify.models import Preprocessing, load_classifier, make_targets
+    from lesion.classify.models import make_targets
+    from lesion.zoo import load_model
     from lesion.export import OnnxClassifier, export_onnx, quantize_onnx
     from lesion.metrics import roc_auc_ci
 
@@ -105,15 +91,15 @@ def run(data_root: Path, n_speed: int = 20) -> str:
            f"{load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} at start, onnxruntime {onnxruntime.__version__}, "
            f"torch {torch.__version__})", ""]
     bars = []
-    model, card = load_classifier(MODEL)
-    native = Preprocessing.from_card(card).size
+    model, card = load_model(MODEL)
+    native = card.preprocessing.size
     ham_dir, ph2_dir = data_root / "HAM10000", data_root / "PH2"
 
     split = None
     if ham_dir.is_dir():
-        split, same = held_out_split(ham_dir, card)
-        if not same:
-            out.append(f"(warning: rebuilt split {split.info} differs from the card's {card['split']})")
+        split = held_out_split(ham_dir, card)
+        if not split.matches_card:
+            out.append(f"(warning: rebuilt split ({split.how}) differs from the card's {card.split})")
         calib = split.train
         calib_name = f"HAM10000 training fold ({len(split.train)} images; {CALIB_IMAGES} sampled)"
     else:
@@ -126,8 +112,8 @@ def run(data_root: Path, n_speed: int = 20) -> str:
             fp = Path(d) / f"{MODEL}_{size}.onnx"
             export_onnx(MODEL, fp, size=size)
             q = quantize_onnx(fp, Path(d) / f"{MODEL}_{size}.int8.onnx", calib, n_images=CALIB_IMAGES)
-            files[(size, "fp32")], files[(size, "int8")] = fp, Path(q["path"])
-        src_mb = card["file_size_bytes"] / 1e6
+            files[(size, "fp32")], files[(size, "int8")] = fp, Path(q.path)
+        src_mb = card.provenance.file_size_bytes / 1e6
 
         # ---- 1. sizes
         out += ["1. Files", "", "| file | size (MB) |", "|---|---:|",
@@ -162,7 +148,7 @@ def run(data_root: Path, n_speed: int = 20) -> str:
 
             ph2 = load_dataset(ph2_dir)
             img = read_image(ph2.records[0].image_path)
-            p224 = replace(Preprocessing.from_card(card), size=224)
+            p224 = replace(card.preprocessing, size=224)
             t_prep = _median_ms(lambda: normalize(prepare_image(img, p224)[None], p224), n_speed)
             out.append(f"\nPreprocessing one {img.shape[1]}x{img.shape[0]} PH2 image to 224 px (crop, resize, "
                        f"normalise): {t_prep:.1f} ms, not included above.")
@@ -177,10 +163,10 @@ def run(data_root: Path, n_speed: int = 20) -> str:
                 "| data | n (mel) | PyTorch fp32 | ONNX fp32 | ONNX int8 | Δ AUC int8 − fp32 | max abs Δp fp32 vs PyTorch | "
                 "mean abs Δp int8 vs fp32 |",
                 "|---|---|---|---|---|---:|---:|---:|"]
-        prep = Preprocessing.from_card(card)
+        prep = card.preprocessing
         sets = []
         if split is not None:
-            sets.append((f"HAM10000 held-out fold {card['split']['fold']}", split.val, "melanoma"))
+            sets.append((f"HAM10000 held-out fold {card.split.fold}", split.records, "melanoma"))
         if ph2_dir.is_dir():
             from lesion.data import load_dataset
 
@@ -208,11 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-speed", type=int, default=20, help="timed calls per latency cell (>= 20 recommended)")
     ap.add_argument("--out", default=None, help="also write the report to this file")
     args = ap.parse_args(argv)
-    report = run(_data_root(args.data_root), args.n_speed)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
-    return 0
+    report = run(data_root(args.data_root), args.n_speed)
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -23,30 +23,23 @@ CPU, 1 torch thread by default (~20-30 ms per image and view at 128 px).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from _common import REPO, emit  # noqa: E402  (repository on sys.path, offline settings)
 
 METHODS = ("mean", "max", "log_mean", "stacker")
 
 
-def _held_out(ds, card: dict):
-    """The card's validation records (same config fields as training: data, target, split, folds, dedupe)."""
-    from lesion.train.cls import ClsTrainConfig, split_records
+def _held_out(ds, card):
+    """The card's validation records (:func:`lesion.train.heldout.held_out`) and the split's description."""
+    from lesion.train.heldout import held_out
 
-    tc = card.get("train_config") or {}
-    keys = ("target", "split", "n_splits", "fold", "seed", "dedupe", "max_images")
-    cfg = ClsTrainConfig(**{k: tc[k] for k in keys if k in tc})
-    split = split_records(ds, cfg)
-    return split.val, split.info
+    split = held_out(card, ds)
+    return split.records, split.how
 
 
 def _rows(label: str, records, models, tta: str, n_boot: int) -> tuple[list[dict], float]:
@@ -100,35 +93,32 @@ def _table(rows: list[dict]) -> str:
 def run(data_root: Path, ttas: list[str], n_boot: int, threads: int, all_val: bool, demo: bool) -> str:
     import torch
 
-    from lesion.classify.models import load_classifier
+    from lesion.zoo import CLASSIFIER_TASKS, load_model
     from lesion.data import load_dataset
     from lesion.infer.fusion import Cases, case_keys
     from lesion.weights import list_weights
 
     torch.set_num_threads(threads)  # one thread: the app's setting, and 2 threads stall on 2 busy cores
     out = [f"bench_fusion  ({time.strftime('%Y-%m-%d %H:%M')}, CPU, torch threads = {torch.get_num_threads()})", ""]
-    cards = [c for c in list_weights(domain="derm") if c.get("task") in ("classification", "multitask")
-             and not c.get("multilabel")]
+    cards = [c for c in list_weights(domain="derm") if c.task in CLASSIFIER_TASKS and not c.multilabel]
     if not cards:
         return "\n".join(out + ["(no shipped dermoscopy classifiers in weights/: nothing to benchmark)"])
-    models = [load_classifier(c["name"]) for c in cards]
+    models = [load_model(c.name) for c in cards]
     rows: list[dict] = []
 
     if data_root.is_dir():
         ds = load_dataset(data_root)
         splits = {}
         for _, card in models:
-            key = repr(card.get("split", {}).get("method")), repr({k: (card.get("train_config") or {}).get(k)
-                                                                     for k in ("seed", "fold", "n_splits", "target")})
+            key = repr((card.split.method, card.split.seed, card.split.fold, card.split.n_splits, card.target))
             splits.setdefault(key, []).append(card)
         for key, group in splits.items():
-            val, info = _held_out(ds, group[0])
+            val, how = _held_out(ds, group[0])
             cases = Cases.from_keys(case_keys(val, "lesion_id"))
             keep = cases.multi[cases.index] if not all_val else np.ones(len(val), bool)
             recs = [r for r, k in zip(val, keep) if k]
-            out.append(f"HAM10000 held-out fold {info.get('fold')} of {info.get('n_splits')} (seed {info.get('seed')}, "
-                       f"{info['n_val']} images, {info['n_groups_val']} lesions) for "
-                       f"{', '.join(c['name'] for c in group)}: "
+            out.append(f"HAM10000 held-out {how} ({len(val)} images, {len({r.group for r in val})} lesions) for "
+                       f"{', '.join(c.name for c in group)}: "
                        f"{int(cases.multi.sum())} lesions with >= 2 images ({int(cases.n_views[cases.multi].sum())} "
                        f"images); predicting {len(recs)} images.")
             members = [m for m in models if m[1] in group]
@@ -174,10 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     report = run(Path(args.data_root), [t.strip() for t in args.tta.split(",") if t.strip()], args.n_boot,
                  args.threads, args.all_val, not args.no_demo)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from _common import data_root, emit  # noqa: E402  (repository on sys.path, offline settings)
 
 DERM_MODELS = ("derm_unet_efficientnet_lite0", "derm_linknet_efficientnet_lite0")
 LUNG_MODELS = ("lung_unet_efficientnet_lite0", "lung_linknet_efficientnet_lite0")
@@ -34,12 +31,6 @@ PH2_IOU_BAR, PH2_OTSU_MARGIN = 0.80, 0.15
 LUNG_IOU_BAR, LUNG_DICE_BAR = 0.92, 0.96
 SPEED_BAR_S = 1.0
 
-
-def _shared_data(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("LESION_SHARED_DATA")
-    return Path(env) if env else (REPO / ".." / "shared" / "data").resolve()
 
 
 def _score(ds, segmenter, name: str) -> dict:
@@ -74,7 +65,7 @@ def run(data_root: Path, n_speed: int = 20, threads: int = 1, speed_only: bool =
 
     from lesion.data import load_dataset
     from lesion.data.records import Dataset
-    from lesion.segment.models import load_segmenter
+    from lesion.zoo import load_segmenter
     from lesion.segment.otsu import OtsuSegmenter, preset
     from lesion.weights import list_weights, resolve_weights
 
@@ -83,7 +74,7 @@ def run(data_root: Path, n_speed: int = 20, threads: int = 1, speed_only: bool =
     torch.set_num_threads(threads)
     out: list[str] = [f"bench_segment  ({time.strftime('%Y-%m-%d %H:%M')}, CPU, torch threads = {torch.get_num_threads()})"]
     bars: list[str] = []
-    shipped = {c["name"]: c for c in list_weights("segmentation")}
+    shipped = {c.name: c for c in list_weights("segmentation")}
     seg = {}
     for name in DERM_MODELS + LUNG_MODELS:
         if name in shipped:
@@ -117,14 +108,14 @@ def run(data_root: Path, n_speed: int = 20, threads: int = 1, speed_only: bool =
     elif cxr_dir.is_dir() and LUNG_MODELS[0] in seg:
         full = load_dataset(cxr_dir)
         _, card = resolve_weights(LUNG_MODELS[0])
-        sets = card.get("split", {}).get("sets", {})
+        sets = card.split.sets
         val_ids = set(next((s["val_ids"] for k, s in sets.items() if full.name == k), []))
         held = Dataset(name=f"{full.name} held-out", layout=full.layout, domain=full.domain, root=full.root,
                        records=[r for r in full.records if r.id in val_ids], classes=full.classes)
         rows = [_score(held, OtsuSegmenter(preset("cxr")), "otsu preset('cxr')")]
         rows += [_score(held, seg[n], n) for n in LUNG_MODELS if n in seg]
         out += ["", f"2. Lung held-out cases (val_ids of the U-Net card, grouped split seed "
-                    f"{card.get('split', {}).get('seed')}), {len(held)} X-rays, native 512 px", _table(rows)]
+                    f"{card.split.seed}), {len(held)} X-rays, native 512 px", _table(rows)]
         unet = next(r for r in rows if r["method"] == LUNG_MODELS[0])
         bars.append(_bar(unet["iou"] >= LUNG_IOU_BAR and unet["dice"] >= LUNG_DICE_BAR,
                          f"lung U-Net held-out IoU {unet['iou']:.3f} >= {LUNG_IOU_BAR} and Dice {unet['dice']:.3f} >= {LUNG_DICE_BAR}"))
@@ -175,11 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the app uses)")
     ap.add_argument("--speed-only", action="store_true", help="skip the accuracy tables (they take minutes)")
     args = ap.parse_args(argv)
-    report = run(_shared_data(args.data), args.n_speed, args.threads, args.speed_only)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
-    return 0
+    report = run(data_root(args.data), args.n_speed, args.threads, args.speed_only)
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

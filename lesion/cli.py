@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from lesion.errors import LesionError
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -40,8 +42,6 @@ Run `lesion <command> <task> --help` for the options of one task.
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lesion.errors import LesionError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

@@ -1,7 +1,7 @@
 """Compute-device choice and description (imports torch lazily: it takes seconds)."""
 from __future__ import annotations
 
-from lesion.errors import unknown_option
+from lesion.errors import ConfigError, unknown_option
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -22,8 +22,6 @@ def pick_device(preference: "str | torch.device | None" = "auto") -> str:
     if base not in DEVICE_CHOICES + ("mps",) or (":" in pref and base != "cuda"):
         raise unknown_option("device", pref, DEVICE_CHOICES)
     if base == "cuda" and not torch.cuda.is_available():
-        from lesion.errors import ConfigError
-
         raise ConfigError("A CUDA GPU was asked for, but none is available here; use --device cpu or auto.")
     if pref == "auto":
         if torch.cuda.is_available():

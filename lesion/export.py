@@ -25,8 +25,6 @@ Nothing here downloads anything; torch, onnx and onnxruntime are imported inside
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time
@@ -37,12 +35,22 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lesion.classify.models import Preprocessing, normalize, prepare_image
+import lesion
+from lesion.card import ModelCard, Preprocessing, Provenance
+from lesion.classify.classifier import as_classifier
+from lesion.classify.metadata import AGE_CENTER, AGE_SCALE, SEX_VOCAB, SITE_VOCAB, encode_metadata
+from lesion.classify.models import normalize, prepare_image
+from lesion.data.spec import open_data
 from lesion.errors import CheckpointError, ConfigError, unknown_option
+from lesion.paths import file_digest
+from lesion.infer.engine import as_items
+from lesion.weights import card_json, resolve_weights
+from lesion.weights import read_card as read_model_card
+from lesion.zoo import CLASSIFIER_TASKS, load_model
 
 FORMATS: tuple[str, ...] = ("onnx",)
 #: Tasks of cards that can be exported (segmentation models are refused).
-EXPORTABLE_TASKS: tuple[str, ...] = ("classification", "multitask")
+EXPORTABLE_TASKS: tuple[str, ...] = CLASSIFIER_TASKS
 DEFAULT_OPSET = 17
 #: 13: first opset with per-channel QuantizeLinear (int8); 20: the TorchScript exporter's maximum.
 OPSET_RANGE: tuple[int, int] = (13, 20)
@@ -80,11 +88,7 @@ class ExportConfig:
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def card_path(onnx_path: str | Path) -> Path:
@@ -133,18 +137,6 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def _write_json_atomic(path: Path, card: Mapping[str, Any]) -> None:
-    from lesion.weights import _json_default, portable
-
-    tmp = _tmp_sibling(path)
-    tmp.write_text(json.dumps(portable(dict(card)), indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def is_multilabel(card: Mapping[str, Any]) -> bool:
-    return bool(card.get("multilabel", False))
-
-
 def activation_name(num_classes: int, multilabel: bool) -> str:
     """``'sigmoid'`` for one logit or a multi-label head, else ``'softmax'`` (as :func:`lesion.infer.ensemble.activate`)."""
     return "sigmoid" if num_classes == 1 or multilabel else "softmax"
@@ -156,8 +148,6 @@ def _versions() -> dict[str, str]:
     import timm
     import torch
 
-    import lesion
-
     return {"lesion_lab": lesion.__version__, "torch": torch.__version__, "timm": timm.__version__,
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
@@ -167,45 +157,10 @@ def _versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_source(name_or_path: str) -> tuple[Any, dict]:
-    """Load a classifier for export: ``(model in eval mode, card)``.
-
-    The card is read first, so a segmentation checkpoint is refused before its weights are read.
-
-    Raises:
-        CheckpointError: unknown name, missing/corrupt weights, weights that do not fit the card.
-        ConfigError: the card's task is not exportable (segmentation).
-    """
-    from lesion.classify.models import load_classifier
-    from lesion.weights import resolve_weights
-
-    _, card = resolve_weights(name_or_path)
-    task = card.get("task")
-    if task not in EXPORTABLE_TASKS:
-        kind = f"a {task} model" if task else "a model whose card has no 'task'"
-        raise ConfigError(f"'{card.get('name', name_or_path)}' is {kind}; lesion export handles classifiers only "
+def _exportable(card: ModelCard) -> None:
+    if card.task not in EXPORTABLE_TASKS:
+        raise ConfigError(f"'{card.name}' is a {card.task} model; lesion export handles classifiers only "
                           f"(card task {' or '.join(repr(t) for t in EXPORTABLE_TASKS)}).")
-    return load_classifier(name_or_path)
-
-
-def _uses_metadata(model: Any) -> bool:
-    from lesion.classify.multitask import MultiTaskNet
-
-    return isinstance(model, MultiTaskNet) and bool(model.cfg.use_metadata)
-
-
-def _meta_dim(model: Any) -> int:
-    return int(model.cfg.meta_dim)
-
-
-def _logits(model: Any, x, meta=None):
-    """Logits ``[B, K]`` of a plain classifier or a multi-task model (``meta`` only for the latter)."""
-    from lesion.classify.multitask import MultiTaskNet
-
-    if isinstance(model, MultiTaskNet):
-        return model(x, meta)["logits"]
-    out = model(x)
-    return out["logits"] if isinstance(out, dict) else out
 
 
 def _export_head(model: Any, sigmoid: bool, with_meta: bool):
@@ -219,7 +174,7 @@ def _export_head(model: Any, sigmoid: bool, with_meta: bool):
             self.model = model
 
         def forward(self, x, meta=None):
-            logits = _logits(self.model, x, meta if with_meta else None)
+            logits = self.model(x, meta if with_meta else None).logits
             probs = torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=-1)
             return probs, logits
 
@@ -254,7 +209,7 @@ def _random_images(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def export_onnx(
-    source: str | Path | tuple[Any, Mapping[str, Any]],
+    source: str | Path | tuple[Any, ModelCard],
     out: str | Path,
     *,
     size: int | None = None,
@@ -292,40 +247,34 @@ def export_onnx(
     protected: list[Path] = []
     if isinstance(source, tuple):
         model, card = source
-        card = dict(card)
-        if card.get("task") not in EXPORTABLE_TASKS:
-            raise ConfigError(f"'{card.get('name')}' has task '{card.get('task')}'; lesion export handles classifiers "
-                              f"only (task {' or '.join(EXPORTABLE_TASKS)}).")
+        _exportable(card)
     else:
-        from lesion.weights import resolve_weights
-
-        wpath, _ = resolve_weights(source)  # where the source lives, to protect it even with --overwrite
+        wpath, card = resolve_weights(source)  # where the source lives, to protect it even with --overwrite
+        _exportable(card)  # refused from the card, before the weights are read
         protected = [wpath, wpath.with_suffix(".json")]
     _check_targets([out, card_path(out), *_extra_targets], protected, overwrite)  # before the slow part
     if not isinstance(source, tuple):
         log(f"loading {source}")
-        model, card = load_source(str(source))
-    model = model.float().eval().to("cpu")
+        model, card = load_model(str(source), task=EXPORTABLE_TASKS)
+    model = as_classifier(model).float().eval().to("cpu")
 
-    prep = Preprocessing.from_card(card)
+    prep = card.preprocessing
     native = prep.size
     if size is not None:
         prep = replace(prep, size=int(size))
-    classes = list(card.get("classes") or [])
-    multilabel = is_multilabel(card)
-    with_meta = _uses_metadata(model)
+    classes = list(card.classes)
+    multilabel = card.multilabel
+    with_meta = model.uses_metadata
     x = torch.from_numpy(normalize(np.stack([prepare_image(im, prep) for im in _random_images(2, seed=1)]), prep))
     meta = None
     if with_meta:
-        from lesion.classify.metadata import encode_metadata
-
         meta = torch.from_numpy(np.stack([encode_metadata({}), encode_metadata({"age": 61, "sex": "male",
                                                                               "site": "back"})]))
     try:
         with torch.inference_mode():
-            k = int(_logits(model, x, meta).shape[-1])
+            k = int(model(x, meta).logits.shape[-1])
     except RuntimeError as e:
-        raise ConfigError(f"'{card.get('name')}' cannot run on {prep.size}-px inputs ({str(e).splitlines()[0]}); "
+        raise ConfigError(f"'{card.name}' cannot run on {prep.size}-px inputs ({str(e).splitlines()[0]}); "
                           "choose a larger --size.") from e
     if classes and len(classes) != k:
         raise CheckpointError(f"The card lists {len(classes)} classes but the model has {k} outputs.")
@@ -361,7 +310,7 @@ def export_onnx(
             tmp.unlink()
     export_s = time.perf_counter() - t0
 
-    source_path = Path(card["path"]) if card.get("path") else None
+    source_path = Path(card.path) if card.path else None
     source_sha = sha256_file(source_path) if source_path is not None and source_path.is_file() else None
     c = prep.channels
     inputs_desc = [{
@@ -370,59 +319,63 @@ def export_onnx(
                        "resize, CLAHE), scaled to 0-1, then (x - mean) / std per channel",
     }]
     if with_meta:
-        from lesion.classify.metadata import AGE_CENTER, AGE_SCALE, SEX_VOCAB, SITE_VOCAB
-
         inputs_desc.append({
-            "name": META_NAME, "shape": ["batch", _meta_dim(model)], "dtype": "float32",
+            "name": META_NAME, "shape": ["batch", model.meta_dim], "dtype": "float32",
             "description": "patient metadata: one-hot sex over sex_vocab, one-hot site over site_vocab, "
                            "(age - age_center) / age_scale (0 when missing), age-missing flag",
             "sex_vocab": list(SEX_VOCAB), "site_vocab": list(SITE_VOCAB),
             "age_center": AGE_CENTER, "age_scale": AGE_SCALE,
         })
-    export_card: dict[str, Any] = {
-        "name": out.stem,
+    extra = {
         "format": "onnx",
-        "source": {"name": card.get("name"), "file": source_path.name if source_path else None,
-                   "sha256": source_sha, "card_sha256": card.get("sha256"),
-                   "sha256_matches_card": (source_sha == card.get("sha256")) if source_sha and card.get("sha256")
-                   else None},
-        "task": card.get("task"),
-        "domain": card.get("domain"),
-        "target": card.get("target"),
-        "classes": classes,
-        "multilabel": multilabel,
-        "uses_metadata": with_meta,
-        "preprocessing": {**dict(card.get("preprocessing") or {}), "size": prep.size},
+        "source": {"name": card.name, "file": source_path.name if source_path else None,
+                   "sha256": source_sha, "card_sha256": card.sha256,
+                   "sha256_matches_card": (source_sha == card.sha256) if source_sha and card.sha256 else None},
         "native_size": native,
         "inputs": inputs_desc,
         "outputs": [{"name": OUTPUT_NAMES[0], "shape": ["batch", k], "activation": act},
                     {"name": OUTPUT_NAMES[1], "shape": ["batch", k], "activation": "none"}],
         "activation": act,
         "opset": int(opset),
-        "dtype": "float32",
         "exporter": "torch.onnx.export (TorchScript tracer, constant folding)",
-        "versions": _versions(),
-        "file_size_bytes": out.stat().st_size,
-        "sha256": sha256_file(out),
         "quantization": None,
         "check": check,
         "export_s": round(export_s, 2),
-        "licences": list(card.get("licences") or []),
-        "source_metrics": {k_: v for k_, v in (card.get("metrics") or {}).items() if k_ in ("val_auc", "external")},
     }
     if size is not None and int(size) != native:
-        export_card["note"] = f"input size {prep.size} px overrides the model's native {native} px"
-    _write_json_atomic(card_path(out), export_card)
-    log(f"wrote {out} ({export_card['file_size_bytes'] / 1e6:.1f} MB, max |Δp| vs PyTorch "
+        extra["note"] = f"input size {prep.size} px overrides the model's native {native} px"
+    export_card = exported_card(card, out, prep, extra, dtype="float32")
+    _write_card(out, export_card)
+    log(f"wrote {out} ({export_card.provenance.file_size_bytes / 1e6:.1f} MB, max |Δp| vs PyTorch "
         f"{check['max_abs_diff_probability']:.1e})")
-    return {**export_card, "path": str(out)}
+    return export_card
+
+
+def exported_card(source: ModelCard, out: Path, prep: Preprocessing, extra: Mapping[str, Any],
+                  dtype: str) -> ModelCard:
+    """The card of an exported file: the source model's card (data, licences, split, every metric with its
+    data) with the file's own preprocessing, provenance (versions, time, sha256) and the export facts in
+    ``extra``. The per-epoch history stays with the source weights."""
+    return source.replace(
+        name=out.stem, preprocessing=prep, history=(), path=str(out), extra={**dict(extra), "source_extra": dict(source.extra)},
+        provenance=Provenance(command=" ".join(["lesion", *sys.argv[1:]]) if sys.argv[0].endswith("lesion") else None,
+                              versions=_versions(), device="CPU (export)",
+                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), sha256=sha256_file(out),
+                              file_size_bytes=out.stat().st_size, dtype=dtype),
+    )
+
+
+def _write_card(onnx_path: Path, card: ModelCard) -> None:
+    """Write the card beside ``onnx_path`` atomically (temporary sibling + rename)."""
+    target = card_path(onnx_path)
+    tmp = _tmp_sibling(target)
+    tmp.write_text(card_json(card.replace(path=None)))
+    os.replace(tmp, target)
 
 
 def _check_against_torch(path: Path, head: Any, prep: Preprocessing, with_meta: bool) -> dict[str, Any]:
     """Probabilities of onnxruntime vs the traced PyTorch head on a few images, batches of 1 and 3."""
     import torch
-
-    from lesion.classify.metadata import encode_metadata
 
     sess = _session(path, threads=1)
     images = _random_images(4, seed=2)
@@ -451,13 +404,9 @@ def _check_against_torch(path: Path, head: Any, prep: Preprocessing, with_meta: 
 def _load_calibration(data: Any, prep: Preprocessing, n: int, seed: int, with_meta: bool,
                       progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Network inputs for ``n`` images of ``data`` (seeded sample): ``(x [n, C, S, S], meta [n, D] | None, name)``."""
-    from lesion.infer.engine import as_items
-
     name = "images"
     if isinstance(data, (str, Path)):
-        from lesion.train.cls import resolve_data
-
-        ds = resolve_data(str(data))
+        ds = open_data(str(data))
         name = ds.name
         data = ds
     elif hasattr(data, "records"):
@@ -473,8 +422,6 @@ def _load_calibration(data: Any, prep: Preprocessing, n: int, seed: int, with_me
     x = normalize(np.stack(xs), prep)
     meta = None
     if with_meta:
-        from lesion.classify.metadata import encode_metadata
-
         meta = np.stack([encode_metadata(m or {}) for m in metas]).astype(np.float32)
     return x, meta, name
 
@@ -543,10 +490,10 @@ def quantize_onnx(
     fp32_path, out = Path(fp32_path), _check_onnx_path(out, "--int8-out")
     card = read_card(fp32_path)
     _check_targets([out, card_path(out)], [fp32_path, card_path(fp32_path)], overwrite)
-    if int(card.get("opset", 0)) < OPSET_RANGE[0]:
-        raise ConfigError(f"int8 needs opset >= {OPSET_RANGE[0]}; {fp32_path.name} has opset {card.get('opset')}.")
-    prep = Preprocessing.from_card(card)
-    with_meta = bool(card.get("uses_metadata"))
+    if int(card.extra.get("opset", 0)) < OPSET_RANGE[0]:
+        raise ConfigError(f"int8 needs opset >= {OPSET_RANGE[0]}; {fp32_path.name} has opset {card.extra.get('opset')}.")
+    prep = card.preprocessing
+    with_meta = card.uses_metadata
     n_check = 16
     log(f"reading {n_images} calibration images")
     x, meta, data_name = _load_calibration(calibration, prep, n_images + n_check, seed, with_meta, progress)
@@ -595,28 +542,23 @@ def quantize_onnx(
     finally:
         if tmp.exists():
             tmp.unlink()
-    q_card = dict(card)
-    q_card.update({
-        "name": out.stem,
-        "dtype": "int8",
-        "file_size_bytes": out.stat().st_size,
-        "sha256": sha256_file(out),
-        "quantization": {
-            "method": "static", "format": "QDQ", "weights": "int8 (7-bit range), symmetric, per output channel",
-            "activations": "uint8, per tensor", "calibration": "MinMax", "calibration_data": data_name,
-            "calibration_images": int(len(x_cal)), "seed": int(seed),
-            "kept_fp32": exclude, "tool": "onnxruntime.quantization.quantize_static",
-            "from": {"file": fp32_path.name, "sha256": card.get("sha256")},
-            "agreement_with_fp32": {**agreement, "on": check_on},
-            "quantize_s": round(time.perf_counter() - t0, 2),
-        },
-    })
-    q_card.pop("check", None)
-    q_card.pop("path", None)
-    _write_json_atomic(card_path(out), q_card)
-    log(f"wrote {out} ({q_card['file_size_bytes'] / 1e6:.1f} MB, max |Δp| vs fp32 "
+    extra = {k_: v for k_, v in card.extra.items() if k_ != "check"}
+    extra["quantization"] = {
+        "method": "static", "format": "QDQ", "weights": "int8 (7-bit range), symmetric, per output channel",
+        "activations": "uint8, per tensor", "calibration": "MinMax", "calibration_data": data_name,
+        "calibration_images": int(len(x_cal)), "seed": int(seed),
+        "kept_fp32": exclude, "tool": "onnxruntime.quantization.quantize_static",
+        "from": {"file": fp32_path.name, "sha256": card.sha256},
+        "agreement_with_fp32": {**agreement, "on": check_on},
+        "quantize_s": round(time.perf_counter() - t0, 2),
+    }
+    extra.pop("source_extra", None)
+    q_card = exported_card(card.replace(extra={}), out, prep, {**extra, "source_extra": card.extra.get("source_extra", {})},
+                           dtype="int8")
+    _write_card(out, q_card)
+    log(f"wrote {out} ({q_card.provenance.file_size_bytes / 1e6:.1f} MB, max |Δp| vs fp32 "
         f"{agreement['max_abs_diff_probability']:.3f})")
-    return {**q_card, "path": str(out)}
+    return q_card
 
 
 def _compare_models(a: Path, b: Path, x: np.ndarray, meta: np.ndarray | None, with_meta: bool) -> dict[str, Any]:
@@ -638,11 +580,11 @@ def _compare_models(a: Path, b: Path, x: np.ndarray, meta: np.ndarray | None, wi
 # ---------------------------------------------------------------------------------------------------------
 
 
-def read_card(onnx_path: str | Path) -> dict[str, Any]:
-    """The card beside an exported ``.onnx`` file.
+def read_card(onnx_path: str | Path) -> ModelCard:
+    """The card beside an exported ``.onnx`` file (its ``path`` is the ``.onnx`` file).
 
     Raises:
-        CheckpointError: no ``.onnx`` file, no card, or a card that is not a JSON object.
+        CheckpointError: no ``.onnx`` file, no card, or a card that is not an export card.
     """
     p = Path(onnx_path)
     if not p.is_file():
@@ -650,12 +592,9 @@ def read_card(onnx_path: str | Path) -> dict[str, Any]:
     cp = card_path(p)
     if not cp.is_file():
         raise CheckpointError(f"{p.name} has no card {cp.name}: it says how to prepare images (size, mean, std).")
-    try:
-        card = json.loads(cp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"Card {cp.name} is not valid JSON: {e}") from e
-    if not isinstance(card, dict) or "preprocessing" not in card:
-        raise CheckpointError(f"Card {cp.name} is not an export card (no 'preprocessing').")
+    card = read_model_card(cp, p)
+    if card.extra.get("format") != "onnx":
+        raise CheckpointError(f"Card {cp.name} is not an export card (no 'format: onnx').")
     return card
 
 
@@ -694,11 +633,11 @@ class OnnxClassifier:
     def __init__(self, path: str | Path, threads: int = 1, verify: bool = True):
         self.path = Path(path)
         self.card = read_card(self.path)
-        if verify and self.card.get("sha256") and sha256_file(self.path) != self.card["sha256"]:
+        if verify and self.card.sha256 and sha256_file(self.path) != self.card.sha256:
             raise CheckpointError(f"{self.path.name} does not match the sha256 in its card: the file changed after export.")
-        self.prep = Preprocessing.from_card(self.card)
-        self.classes: tuple[str, ...] = tuple(self.card.get("classes") or ())
-        self.uses_metadata = bool(self.card.get("uses_metadata"))
+        self.prep = self.card.preprocessing
+        self.classes: tuple[str, ...] = self.card.classes
+        self.uses_metadata = self.card.uses_metadata
         self.threads = int(threads)
         self.session = _session(self.path, threads)
         names = [i.name for i in self.session.get_inputs()]
@@ -707,7 +646,7 @@ class OnnxClassifier:
 
     @property
     def name(self) -> str:
-        return str(self.card.get("name") or self.path.stem)
+        return self.card.name or self.path.stem
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 images ``[H, W, 3]`` (any size) -> network input float32 ``[N, C, S, S]``."""
@@ -722,8 +661,6 @@ class OnnxClassifier:
         feed = {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}
         if self.uses_metadata:
             if meta is None:
-                from lesion.classify.metadata import encode_metadata
-
                 meta = np.repeat(encode_metadata({})[None], len(x), axis=0)
             feed[META_NAME] = np.ascontiguousarray(meta, dtype=np.float32)
         probs, logits = self.session.run(list(OUTPUT_NAMES), feed)
@@ -740,9 +677,6 @@ class OnnxClassifier:
             progress: ``progress(done, total)`` after each batch.
             output: ``'probabilities'`` or ``'logits'``.
         """
-        from lesion.classify.metadata import encode_metadata
-        from lesion.infer.engine import as_items
-
         if output not in OUTPUT_NAMES:
             raise unknown_option("output", output, OUTPUT_NAMES)
         if isinstance(data, np.ndarray) and data.ndim == 3:
@@ -764,7 +698,7 @@ class OnnxClassifier:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def run_export(cfg: ExportConfig, progress: Progress | None = None, log: Log | None = None) -> list[dict[str, Any]]:
+def run_export(cfg: ExportConfig, progress: Progress | None = None, log: Log | None = None) -> list[ModelCard]:
     """Export (and quantise) as ``cfg`` says. Returns the written cards (fp32 first)."""
     if cfg.format not in FORMATS:
         raise unknown_option("export format", cfg.format, FORMATS)
@@ -831,10 +765,10 @@ def main(argv: list[str] | None = None) -> int:
         if bar:
             bar[0].close()
     for c in cards:
-        q = c.get("quantization") or {}
-        agree = q.get("agreement_with_fp32") or c.get("check") or {}
-        print(f"{c['path']}  {c['file_size_bytes'] / 1e6:.2f} MB  {c.get('dtype')}  "
-              f"{c['preprocessing']['size']} px  max|Δp| {'vs fp32' if q else 'vs PyTorch'} "
+        q = c.extra.get("quantization") or {}
+        agree = q.get("agreement_with_fp32") or c.extra.get("check") or {}
+        print(f"{c.path}  {c.provenance.file_size_bytes / 1e6:.2f} MB  {c.provenance.dtype}  "
+              f"{c.preprocessing.size} px  max|Δp| {'vs fp32' if q else 'vs PyTorch'} "
               f"{agree.get('max_abs_diff_probability', float('nan')):.2e}")
     return 0
 

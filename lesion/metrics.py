@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from lesion.errors import DataError, MaskShapeError
+from lesion.errors import DataError, MaskShapeError, unknown_option
 
 #: Columns produced by :func:`seg_metrics`, in display order.
 SEG_METRICS: tuple[str, ...] = (
@@ -355,8 +355,6 @@ def curve_table(y_true, scores: "dict[str, np.ndarray]", kind: str = "roc"):
             thr = np.append(thr, np.nan)
             label = f"{name} (AP {average_precision_score(y, sc):.3f})"
         else:
-            from lesion.errors import unknown_option
-
             raise unknown_option("curve", kind, ("roc", "pr"))
         frames.append(pd.DataFrame({"model": name, "x": x, "y": yy, "threshold": thr, "label": label}))
     return pd.concat(frames, ignore_index=True)
@@ -392,3 +390,143 @@ def calibration_table(y_true, scores: "dict[str, np.ndarray]", n_bins: int = 10)
         frames.append(pd.DataFrame({"model": name, "mean_predicted": mean, "fraction_positive": frac,
                                     "brier": brier_score_loss(y, np.clip(sc, 0, 1))}))
     return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# AUC tables (what the Classification and Chest X-ray pages show)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def auc_table(y_true, scores: "dict[str, np.ndarray]", n_boot: int = 1000, seed: int = 0):
+    """One row per model: ROC-AUC with its stratified bootstrap 95% CI (:func:`roc_auc_ci`) on the same labels.
+
+    Args:
+        y_true: 0/1 labels ``[N]`` (NaN = unlabelled: left out with its scores).
+        scores: model name -> positive-class score ``[N]``.
+
+    Returns:
+        DataFrame ``model, auc, ci_lo, ci_hi, n`` (``n``: labelled images).
+
+    Raises:
+        DataError: the labelled images hold one class only.
+    """
+    import pandas as pd
+
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    keep = np.isfinite(y)
+    rows = []
+    for name, s in scores.items():
+        auc, lo, hi = roc_auc_ci(y[keep], np.asarray(s, dtype=np.float64).ravel()[keep], n_boot=n_boot, seed=seed)
+        rows.append({"model": name, "auc": auc, "ci_lo": lo, "ci_hi": hi, "n": int(keep.sum())})
+    return pd.DataFrame(rows, columns=["model", "auc", "ci_lo", "ci_hi", "n"])
+
+
+def _label_column(y: np.ndarray, scores: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores of output column ``j`` on the images labelled for it (finite ``y``)."""
+    ok = np.isfinite(y[:, j])
+    return y[ok, j], scores[ok, j]
+
+
+def label_auc_table(y_true, scores, labels: Sequence[str], n_boot: int = 500):
+    """:func:`per_label_auc` (with CI) as a table, each column scored on the images labelled for it.
+
+    Args:
+        y_true: multi-hot labels ``[N, K]``; NaN = the image is not labelled for that column (left out).
+        scores: probabilities ``[N, K]``.
+        labels: the K column names.
+        n_boot: bootstrap resamples of :func:`roc_auc_ci`.
+
+    Returns:
+        DataFrame ``label, n, positives, auc, ci_lo, ci_hi``; ``auc`` and the CI are NaN for a column whose
+        labelled images hold one class only.
+    """
+    import pandas as pd
+
+    y = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    rows = []
+    for j, name in enumerate(labels):
+        t, sc = _label_column(y, s, j)
+        r = per_label_auc(t[:, None], sc[:, None], [name], ci=True, n_boot=n_boot)[name]
+        lo, hi = r.get("auc_ci") or (None, None)
+        rows.append({"label": name, "n": r["n"], "positives": r["positives"], "auc": r["auc"],
+                     "ci_lo": lo, "ci_hi": hi})
+    return pd.DataFrame(rows, columns=["label", "n", "positives", "auc", "ci_lo", "ci_hi"])
+
+
+def label_curve_table(y_true, scores, labels: Sequence[str]):
+    """ROC curve of every output column of a multi-label model, as one long table.
+
+    Args: as :func:`label_auc_table`; columns whose labelled images hold one class only are left out.
+
+    Returns:
+        DataFrame ``model, x (fpr), y (tpr), threshold, label, positives`` where ``model`` is the column name
+        and ``label`` reads e.g. ``"Effusion (AUC 0.912, n+=14)"``; empty when no column has both classes.
+    """
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    frames = []
+    for j, name in enumerate(labels):
+        t, sc = _label_column(y, s, j)
+        if len(np.unique(t)) < 2:
+            continue
+        fpr, tpr, thr = roc_curve(t, sc)
+        pos = int(t.sum())
+        frames.append(pd.DataFrame({"model": name, "x": fpr, "y": tpr, "threshold": thr,
+                                    "label": f"{name} (AUC {roc_auc_score(t, sc):.3f}, n+={pos})", "positives": pos}))
+    if not frames:
+        return pd.DataFrame(columns=["model", "x", "y", "threshold", "label", "positives"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Classifier outputs: AUC from logits, per output column (the trainers and ``lesion evaluate cls`` share these)
+# ----------------------------------------------------------------------------------------------------------
+def logits_auc(logits: np.ndarray, y: np.ndarray) -> float:
+    """ROC-AUC of a head's logits ``[N, K]``: binary on the single logit; multi-class (softmax) macro
+    one-vs-rest over the classes present. NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+    from scipy.special import softmax
+
+    y = np.asarray(y)
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[1] == 1:
+        if len(np.unique(y)) < 2:
+            return float("nan")
+        return float(roc_auc_score(y, logits[:, 0]))
+    p = softmax(logits, axis=1)
+    present = [k for k in range(p.shape[1]) if 0 < (y == k).sum() < len(y)]
+    if not present:
+        return float("nan")
+    return float(np.mean([roc_auc_score(y == k, p[:, k]) for k in present]))
+
+
+def per_label_auc(y: np.ndarray, scores: np.ndarray, classes: Sequence[str], ci: bool = False,
+                  n_boot: int = 500) -> dict[str, dict]:
+    """ROC-AUC per output column of a multi-label head (columns without both positives and negatives get
+    ``auc: None``); with ``ci`` the 95% bootstrap CI as ``auc_ci``."""
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, dict] = {}
+    for j, c in enumerate(classes):
+        t = np.asarray(y)[:, j]
+        n_pos = int(t.sum())
+        row: dict = {"n": int(len(t)), "positives": n_pos, "auc": None}
+        if 0 < n_pos < len(t):
+            if ci:
+                auc, lo, hi = roc_auc_ci(t, scores[:, j], n_boot=n_boot)
+                row.update(auc=float(auc), auc_ci=[float(lo), float(hi)])
+            else:
+                row["auc"] = float(roc_auc_score(t, scores[:, j]))
+        out[c] = row
+    return out
+
+
+def mean_auc(per_label: dict[str, dict]) -> float:
+    """Mean of the defined per-label AUCs (NaN when none is defined)."""
+    vals = [v["auc"] for v in per_label.values() if v.get("auc") is not None]
+    return float(np.mean(vals)) if vals else float("nan")
+

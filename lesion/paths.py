@@ -1,6 +1,7 @@
 """Where lesion-lab keeps generated and cached files (never inside a user's data folder)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -21,3 +22,20 @@ def dataset_cache_dir(fingerprint: str) -> Path:
     d = cache_dir() / "datasets" / fingerprint
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def shared_data_dir() -> Path:
+    """Where the real data sets (HAM10000, PH2, chest X-rays) lie for tests and benchmarks:
+    ``$LESION_SHARED_DATA`` or ``<checkout>/../shared/data`` (it may not exist: a fresh clone has no real data)."""
+    env = os.environ.get("LESION_SHARED_DATA")
+    return Path(env) if env else (Path(__file__).resolve().parent.parent.parent / "shared" / "data").resolve()
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB chunks (checkpoint identity, duplicate images)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from lesion.errors import ConfigError, DataError, unknown_option
+from lesion.data.io import to_uint8_rgb
+from lesion.paths import dataset_cache_dir
 
 #: Flag columns of the review table, also the ``kinds`` accepted by :func:`filter_cases`.
 FLAGS: tuple[str, ...] = ("false_positive", "false_negative", "low_agreement", "inconsistent_attention")
@@ -155,7 +157,6 @@ class TagStore:
     @classmethod
     def for_dataset(cls, dataset) -> "TagStore":
         """The store of a data set, in ``lesion.paths.dataset_cache_dir(fingerprint) / review_tags.json``."""
-        from lesion.paths import dataset_cache_dir
 
         return cls(dataset_cache_dir(dataset.fingerprint()) / TAGS_FILE)
 
@@ -209,8 +210,6 @@ class TagStore:
 def png_bytes(image: np.ndarray) -> bytes:
     """PNG encoding of an RGB (or grey) uint8 image."""
     from PIL import Image
-
-    from lesion.data.io import to_uint8_rgb
 
     buf = io.BytesIO()
     Image.fromarray(to_uint8_rgb(np.asarray(image))).save(buf, format="PNG")

@@ -15,11 +15,15 @@ TF-Lite convention ``(x - 127) / 128`` of the original release), see :data:`LITE
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
 import json
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from lesion.card import ModelCard
 from lesion.errors import CheckpointError, ConfigError
 from lesion.paths import WEIGHTS_DIR
 
@@ -223,6 +227,8 @@ def _json_default(o: Any) -> Any:
         return str(o)
     if isinstance(o, (set, frozenset)):
         return sorted(o)
+    if isinstance(o, Mapping):
+        return dict(o)
     raise TypeError(f"Not JSON-serialisable in a card: {type(o).__name__}")
 
 
@@ -255,19 +261,36 @@ def _stem(path: str | Path) -> Path:
     return p.with_suffix("") if p.suffix in WEIGHT_SUFFIXES + (".json",) else p
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file in the same folder and a rename: a kill leaves old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def card_json(card: ModelCard) -> str:
+    """The card as stored: JSON, indent 2, machine paths cut (:func:`portable`)."""
+    return json.dumps(portable(card.to_dict()), indent=2, default=_json_default) + "\n"
+
+
 def save_checkpoint(
     model: "torch.nn.Module | Mapping[str, torch.Tensor]",
     stem: str | Path,
-    card: Mapping[str, Any],
+    card: ModelCard,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``stem.safetensors`` (floating tensors as fp16) and ``stem.json`` (the card, indent 2).
+    """Write ``stem.safetensors`` (floating tensors as fp16) and ``stem.json`` (the card), each atomically.
 
     Args:
         model: a module or a state dict.
         stem: path without suffix (a suffix such as ``.safetensors`` is dropped).
-        card: JSON-serialisable description; ``name`` defaults to the stem's name, and ``file_size_bytes``,
-            ``sha256`` and ``dtype`` are added.
+        card: the :class:`~lesion.card.ModelCard`; its name becomes the stem's name and its provenance gains
+            the weights file's ``sha256``, size, dtype and the time of writing.
         overwrite: replace existing files; otherwise an existing file raises.
 
     Returns:
@@ -279,8 +302,10 @@ def save_checkpoint(
     import hashlib
 
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"save_checkpoint needs a ModelCard, not {type(card).__name__}")
     stem = _stem(stem)
     wpath, cpath = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     if not overwrite:
@@ -293,26 +318,43 @@ def save_checkpoint(
         k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous().clone()
         for k, v in state.items()
     }
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    card = dict(card)
-    card.setdefault("name", stem.name)
-    save_file(tensors, str(wpath), metadata={"format": "pt", "name": str(card["name"])})
-    wpath.chmod(0o644)  # safetensors creates the file owner-only; shipped weights must be readable by all
-    card["dtype"] = "float16"
-    card["file_size_bytes"] = wpath.stat().st_size
-    card["sha256"] = hashlib.sha256(wpath.read_bytes()).hexdigest()
-    cpath.write_text(json.dumps(portable(card), indent=2, default=_json_default) + "\n")
+    blob = save(tensors, metadata={"format": "pt", "name": stem.name})
+    created = card.provenance.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    card = card.replace(name=stem.name, path=None, provenance=dataclasses.replace(
+        card.provenance, sha256=hashlib.sha256(blob).hexdigest(), file_size_bytes=len(blob), dtype="float16",
+        created=created))
+    _write_atomic(wpath, blob)
+    _write_atomic(cpath, card_json(card).encode())
     return wpath
 
 
-def write_card(stem: str | Path, card: Mapping[str, Any]) -> Path:
-    """Write (or replace) only the ``.json`` card next to a weights file; returns its path."""
+def write_card(stem: str | Path, card: ModelCard) -> Path:
+    """Write (or replace, atomically) only the ``.json`` card next to a weights file; returns its path."""
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"write_card needs a ModelCard, not {type(card).__name__}")
     cpath = _stem(stem).with_suffix(".json")
-    cpath.write_text(json.dumps(portable(dict(card)), indent=2, default=_json_default) + "\n")
+    _write_atomic(cpath, card_json(card.replace(path=None)).encode())
     return cpath
 
 
-def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = None) -> tuple[Path, dict]:
+def read_card(path: str | Path, weights_path: str | Path | None = None) -> ModelCard:
+    """Read a ``.json`` card (any schema this version knows, old ones through the converter).
+
+    Raises:
+        CheckpointError: not valid JSON, not an object, or not a card.
+    """
+    cpath = Path(path)
+    try:
+        raw = json.loads(cpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"Card {cpath} is not valid JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"Card {cpath} must hold a JSON object.")
+    raw.setdefault("name", cpath.stem)
+    return ModelCard.from_dict(raw, path=str(weights_path) if weights_path is not None else None)
+
+
+def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = None) -> tuple[Path, ModelCard]:
     """Find a weights file and read its card.
 
     Args:
@@ -321,10 +363,10 @@ def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = N
         weights_dir: folder for bare names; default :data:`lesion.paths.WEIGHTS_DIR`.
 
     Returns:
-        ``(weights_path, card)``; the card gains ``name`` (default: file stem) and ``path``.
+        ``(weights_path, card)``; the card's ``path`` is the weights file.
 
     Raises:
-        CheckpointError: no weights file, no ``.json`` card, or a card that is not valid JSON.
+        CheckpointError: no weights file, no ``.json`` card, or a card that is not valid.
     """
     raw = Path(name_or_path)
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
@@ -342,16 +384,8 @@ def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = N
                         f"Weights file {wpath} has no card {cpath.name}: the card says how to rebuild the model "
                         "(arch, encoder, preprocessing). Write one, or pass an explicit config."
                     )
-                try:
-                    card = json.loads(cpath.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise CheckpointError(f"Card {cpath} is not valid JSON: {e}") from e
-                if not isinstance(card, dict):
-                    raise CheckpointError(f"Card {cpath} must hold a JSON object.")
-                card.setdefault("name", stem.name)
-                card["path"] = str(wpath)
-                return wpath, card
-    available = ", ".join(c["name"] for c in list_weights(weights_dir=wdir)) or "none"
+                return wpath, read_card(cpath, wpath)
+    available = ", ".join(c.name for c in list_weights(weights_dir=wdir)) or "none"
     raise CheckpointError(
         f"No weights file found for '{name_or_path}' (looked for {', '.join(WEIGHT_SUFFIXES)} at "
         f"{', '.join(str(s) for s in stems)}). Shipped weights: {available}."
@@ -392,18 +426,8 @@ def read_state_file(path: str | Path) -> dict[str, "torch.Tensor"]:
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
-def load_state(name_or_path: str | Path, weights_dir: str | Path | None = None) -> tuple[dict, dict]:
-    """Resolve a checkpoint and read it: ``(state_dict in float32, card)``.
-
-    Raises:
-        CheckpointError: see :func:`resolve_weights` and :func:`read_state_file`.
-    """
-    wpath, card = resolve_weights(name_or_path, weights_dir)
-    return read_state_file(wpath), card
-
-
 def list_weights(task: str | None = None, domain: str | None = None,
-                 weights_dir: str | Path | None = None) -> list[dict]:
+                 weights_dir: str | Path | None = None) -> list[ModelCard]:
     """Cards of the checkpoints in ``weights_dir`` (default the shipped folder), sorted by name.
 
     Args:
@@ -411,8 +435,8 @@ def list_weights(task: str | None = None, domain: str | None = None,
         domain: keep only cards with this ``domain`` (``derm``, ``cxr``).
 
     Returns:
-        cards, each with ``name`` and ``path`` (of the weights file); cards without a weights file and
-        unreadable cards are skipped.
+        cards, each with ``path`` (of the weights file); cards without a weights file and unreadable cards are
+        skipped.
     """
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     if not wdir.is_dir():
@@ -423,16 +447,12 @@ def list_weights(task: str | None = None, domain: str | None = None,
         if wpath is None:
             continue
         try:
-            card = json.loads(cpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            card = read_card(cpath, wpath)
+        except CheckpointError:
             continue
-        if not isinstance(card, dict):
+        if task is not None and card.task != task:
             continue
-        card.setdefault("name", cpath.stem)
-        card["path"] = str(wpath)
-        if task is not None and card.get("task") != task:
-            continue
-        if domain is not None and card.get("domain") != domain:
+        if domain is not None and card.domain != domain:
             continue
         out.append(card)
     return out

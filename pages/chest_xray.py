@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from lesion.data.labels import tb_label
 from lesion.errors import LesionError
 from ui.state import page_setup, read_sample, require_dataset, require_domain, st_progress
 
@@ -20,15 +21,25 @@ require_domain(ds, "cxr", "This page works on chest X-rays; the data set in the 
                "Use the demo chest X-rays", "cxr_use_demo", finish_page)
 
 from lesion.classify.cxr import MODES, LabelSet, class_table, labels_for_model, view_warnings  # noqa: E402
+from lesion.explain.attention import heatmap_scores  # noqa: E402
+from lesion.explain.overlay import draw_outline, heatmap_overlay, overlay_mask  # noqa: E402
+from lesion.infer.cache import cached_predict  # noqa: E402
 from ui.classify import load_classifier_cached, run_gate  # noqa: E402
-from ui.cxr import auc_table, cxr_classifier_cards, label_heat, lung_segmenter_names, roc_figure  # noqa: E402
+from ui.cxr import (  # noqa: E402
+    cxr_classifier_cards,
+    finding_auc_table,
+    finding_roc_figure,
+    label_heat,
+    lung_segmenter_names,
+)
+from ui.segment import network_mask  # noqa: E402
 
 for note in list(ds.warnings) + view_warnings(ds.records):
     st.warning(note)
 
 # ------------------------------------------------------------------------------------------ label set table
 with st.expander("Label set of this data set (seed 002's variants)", expanded=False):
-    has_tb = any((r.diagnosis or "").lower() in ("tuberculosis", "normal") for r in ds.records)
+    has_tb = any(tb_label(r) is not None for r in ds.records)
     mode = st.radio("Label set", MODES, index=MODES.index("tb" if has_tb else "merge"), horizontal=True,
                     key="cxr_label_mode",
                     help="merge: the 7 smallest NIH classes become 'Other'; drop: they are removed (and images "
@@ -45,20 +56,20 @@ cards = cxr_classifier_cards()
 if not cards:
     st.info("No chest X-ray classifier in `weights/`. Train one with `lesion train cxr …` (see the README).")
     finish_page(stop=True)
-by_name = {c["name"]: c for c in cards}
+by_name = {c.name: c for c in cards}
 c1, c2 = st.columns([3, 1])
 name = c1.selectbox("Model", list(by_name), key="cxr_model",
-                    format_func=lambda n: f"{n} · {', '.join(by_name[n].get('classes', []))[:80]}")
+                    format_func=lambda n: f"{n} · {', '.join(by_name[n].classes)[:80]}")
 tta = c2.selectbox("TTA", ["none", "hflip"], key="cxr_tta",
                    help="Radiographs have a left and a right: only the horizontal flip is offered, and off by default.")
 card = by_name[name]
-st.caption(f"Trained on: {', '.join(d.get('name', '?') for d in card.get('data', []))} · "
-           f"{card.get('arch')} · {card.get('preprocessing', {}).get('size')} px grey · "
-           f"held-out mean AUC {card.get('metrics', {}).get('val_auc_mean', float('nan')):.3f}")
+headline = card.headline()
+st.caption(f"Trained on: {', '.join(d.name for d in card.trained_on) or '?'} · "
+           f"{card.arch} · {card.preprocessing.size} px grey · "
+           + (f"held-out {'mean AUC' if headline.name == 'auc_mean' else 'AUC'} {headline.value:.3f} "
+              f"({headline.data})" if headline else "no held-out AUC on its card"))
 
 run_gate("cxr", "Run on the data set", "Predictions are cached per model, data set and TTA.", finish_page)
-
-from lesion.infer.cache import cached_predict  # noqa: E402
 
 update, clear = st_progress("Predicting…")
 try:
@@ -80,8 +91,8 @@ preds = result.to_frame()[["id"] + [f"p_{c}" for c in classes]]
 if y is not None:
     for j, c in enumerate(classes):
         preds[f"label_{c}"] = y[:, j]
-    fig = roc_figure(y, probs, classes)
-    table = auc_table(y, probs, classes)
+    fig = finding_roc_figure(y, probs, classes)
+    table = finding_auc_table(y, probs, classes)
     if fig is not None:
         st.subheader("Per-finding ROC")
         st.plotly_chart(fig, key="cxr_roc")
@@ -115,8 +126,6 @@ except LesionError as e:
     st.error(str(e))
     finish_page(stop=True)
 
-from lesion.explain.overlay import draw_outline, heatmap_overlay, overlay_mask  # noqa: E402
-
 method = st.radio("Heatmap", ["gradcam", "gradcam++", "layercam"], horizontal=True, key="cxr_cam_method")
 lungs = lung_segmenter_names()
 a, b, c = st.columns(3)
@@ -128,18 +137,18 @@ except LesionError as e:
     b.error(str(e))
     heat = None
 if lungs:
-    from ui.segment import network_probability  # noqa: E402
-
     best = next((i for i, n in enumerate(lungs) if n.startswith("lung_unet")), 0)  # the better lung model
     seg = st.selectbox("Lung-field model", lungs, index=best, key="cxr_lung_model")
     try:
-        lung = network_probability(seg, str(rec.image_path), image) >= 0.5
+        lung = network_mask(seg, str(rec.image_path), image)
         panel = overlay_mask(image, lung, color=(0, 200, 255), alpha=0.3)
         if truth is not None:
             panel = draw_outline(panel, truth, color=(255, 255, 0), box=False)
         c.image(panel, width="stretch", caption=f"lung fields by {seg}" + (" · yellow: ground truth" if truth is not None else ""))
-        if heat is not None and lung.any():
-            inside = float(heat[lung].sum() / max(heat.sum(), 1e-9))
+        inside = heatmap_scores(heat, lung)["heat_inside"] if heat is not None and lung.any() else None
+        if inside is not None and not np.isfinite(inside):  # an all-zero map: no heat anywhere to share out
+            st.caption("The heatmap is all zero, so no share of it lies inside the predicted lung fields.")
+        elif inside is not None:
             st.caption(f"Share of the heatmap inside the predicted lung fields: **{inside:.0%}** "
                        f"(lungs cover {lung.mean():.0%} of the image). For a lung finding a low share means the model "
                        "looks elsewhere (labels, borders, devices); heart and mediastinal findings such as "

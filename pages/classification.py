@@ -9,7 +9,7 @@ from lesion.errors import LesionError
 from lesion.infer.ensemble import MERGE_MODES, correlation_matrix, suggest_members
 from lesion.infer.evaluate import label_vector, score
 from lesion.infer.tta import TTA_NAMES
-from lesion.metrics import calibration_table, curve_table, roc_auc_ci, threshold_report
+from lesion.metrics import auc_table, calibration_table, curve_table, threshold_report
 from ui.classify import checked_target, classifier_cards, run_ensemble, run_gate
 from ui.state import page_setup, require_dataset, st_progress
 
@@ -28,7 +28,7 @@ if not cards:
             "`lesion train cls …` (see the README).")
     finish_page(stop=True)
 
-names = [c["name"] for c in cards]
+names = [c.name for c in cards]
 if "cls_members" not in st.session_state:
     st.session_state["cls_members"] = names[: min(3, len(names))]
 c1, c2, c3 = st.columns([3, 1, 1])
@@ -65,11 +65,7 @@ if not labelled.any() or len(np.unique(y[labelled])) < 2:
     finish_page(stop=True)
 
 # ------------------------------------------------------------------ AUC table and curves
-rows = []
-for name, s in scores.items():
-    auc, lo, hi = roc_auc_ci(y[labelled], s[labelled])
-    rows.append({"model": name, "auc": auc, "ci_lo": lo, "ci_hi": hi, "n": int(labelled.sum())})
-st.dataframe(rows, hide_index=True, width="stretch")
+st.dataframe(auc_table(y, scores), hide_index=True, width="stretch")
 
 left, right = st.columns(2)
 roc = curve_table(y, scores, "roc")

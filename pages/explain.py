@@ -17,11 +17,12 @@ from ui.explain import (
     agreement_table,
     class_options,
     classifier_picker,
-    explain_image,
-    load_model,
+    explain_image_cached,
+    meta_key,
     no_classifier_message,
     probabilities,
     segment,
+    try_load_classifier,
 )
 from ui.state import page_setup, require_dataset, read_sample, st_progress
 
@@ -42,11 +43,10 @@ if not choices:
 
 c1, c2, c3 = st.columns([2, 2, 1])
 name = c1.selectbox("Classifier", list(choices), key="explain_model")
-loaded = load_model(choices[name])
+loaded = try_load_classifier(choices[name])
 if loaded is None:
     finish_page(stop=True)
 model, card = loaded
-is_multitask = card.get("task") == "multitask"
 options = class_options(card)
 class_label = c2.selectbox("Class to explain", list(options), key=f"explain_class.{name}")
 radius = c3.number_input("Opening radius (px)", 0, 15, 3, key="explain_radius",
@@ -68,7 +68,7 @@ try:
 except LesionError as e:
     st.error(f"Cannot read {record.id}: {e}")
     finish_page(stop=True)
-meta = tuple(sorted((k, v) for k, v in (record.meta or {}).items() if k in ("age", "sex", "site")))
+meta = meta_key(record.meta)
 
 # The reference the heatmaps are scored against: the truth mask, else an Otsu segmentation.
 reference_name = "ground truth"
@@ -76,7 +76,7 @@ if truth is None:
     truth = segment(image, str(record.image_path), "otsu", ds.domain)
     reference_name = "Otsu segmentation (no truth mask)"
 try:
-    res = explain_image(choices[name], str(record.image_path), image, truth, meta, tuple(methods),
+    res = explain_image_cached(choices[name], str(record.image_path), image, truth, meta, tuple(methods),
                         options[class_label], aug_smooth, mask_key=reference_name)
 except LesionError as e:
     st.error(str(e))
@@ -98,7 +98,7 @@ for start in range(0, len(panels), per_row):
     cols = st.columns(per_row)
     for col, (cap, img) in zip(cols, panels[start:start + per_row]):
         col.image(img, caption=cap, width="stretch")
-if not is_multitask:
+if res["attention"] is None:
     st.caption("This model has no attention mask (only multi-task models have one).")
 
 rows = [{"map": m, **heatmap_scores(h, ref, int(radius))} for m, h in maps.items()]
@@ -125,7 +125,7 @@ else:
     st.info("Choose at least one CAM method.")
 
 method_all = st.selectbox("CAM method for the data set", list(FAST_METHODS), key="explain_ds_method")
-labels_target = card.get("target") or "melanoma"
+labels_target = card.target or "melanoma"
 if st.button("Score agreement over the whole data set", key="explain_run_all"):
     st.session_state["explain_ran"] = True
 if st.session_state.get("explain_ran"):

@@ -24,7 +24,7 @@ require_domain(ds, "derm", "This page fuses dermoscopy classifiers over several 
 
 from lesion.infer.fusion import ONE_VIEW, Cases, case_columns, case_keys  # noqa: E402
 from ui.classify import checked_target, classifier_cards, run_gate  # noqa: E402
-from ui.fusion import roc_figure, run_fusion  # noqa: E402
+from ui.fusion import fusion_roc_figure, run_fusion  # noqa: E402
 
 # ------------------------------------------------------------------ cases
 columns = case_columns(ds.records)
@@ -68,7 +68,7 @@ if not cards:
     st.info(f"No classifier checkpoints for the '{ds.domain}' domain in `weights/`. Train one with "
             "`lesion train cls …` (see the README).")
     finish_page(stop=True)
-names = [c["name"] for c in cards]
+names = [c.name for c in cards]
 if "fus_members" not in st.session_state:
     st.session_state["fus_members"] = names[:1]
 c1, c2 = st.columns([3, 1])
@@ -98,7 +98,7 @@ if report.auc.empty:
 else:
     left, right = st.columns([3, 2])
     try:
-        left.plotly_chart(roc_figure(report, f"Per-view vs fused ROC: {target}, cases by {column}"), width="stretch")
+        left.plotly_chart(fusion_roc_figure(report, f"Per-view vs fused ROC: {target}, cases by {column}"), width="stretch")
     except LesionError as e:
         left.error(str(e))
     auc = report.auc.copy()

@@ -1,11 +1,10 @@
 """Models: the shipped and user checkpoints, seed 004's comparison table and per-epoch curves."""
 from __future__ import annotations
 
-import json
-
 import plotly.express as px
 import streamlit as st
 
+from lesion.card import metric_rows
 from lesion.train.history import comparison_table, history_frame
 from lesion.weights import list_weights
 from ui.state import page_setup
@@ -15,17 +14,19 @@ st.title("Models")
 st.caption("Checkpoints in `weights/` with their model cards: how each was trained, on which data, and how well it does.")
 
 cards = list_weights()
-tasks = sorted({c.get("task", "?") for c in cards})
+tasks = sorted({c.task for c in cards})
 if not cards:
     st.info("No checkpoints found in `weights/`. Train one with `lesion train seg …` (see the README).")
     finish_page(stop=True)
 
 task = st.radio("Task", tasks, horizontal=True, key="models_task")
-domains = sorted({c.get("domain", "?") for c in cards if c.get("task") == task})
+domains = sorted({c.domain or "?" for c in cards if c.task == task})
 domain = st.radio("Domain", ["all", *domains], horizontal=True, key="models_domain")
-chosen = [c for c in cards if c.get("task") == task and (domain == "all" or c.get("domain") == domain)]
+chosen = [c for c in cards if c.task == task and (domain == "all" or (c.domain or "?") == domain)]
 
 st.subheader("Comparison")
+st.caption("Each metric column names the data it was measured on and how those data relate to training: a "
+           "held-out fold or split of the training data, or an external set the model never saw.")
 table = comparison_table(chosen)
 st.dataframe(table, hide_index=True, width="stretch")
 st.download_button("Download table (CSV)", table.to_csv(index=False).encode(), "models.csv", "text/csv")
@@ -46,9 +47,10 @@ else:
 
 st.subheader("Model cards")
 for card in chosen:
-    with st.expander(card.get("name", "?")):
-        licences = card.get("licences") or card.get("licenses")
-        if licences:
-            st.warning(f"Licences of the training data: {json.dumps(licences) if not isinstance(licences, str) else licences}")
-        st.json({k: v for k, v in card.items() if k not in ("history",)}, expanded=False)
+    with st.expander(card.name):
+        if card.licences:
+            st.warning("Licences of the data: " + " · ".join(card.licences))
+        if card.metrics:
+            st.dataframe(metric_rows(card), hide_index=True, width="stretch")
+        st.json({k: v for k, v in card.to_dict().items() if k != "history"}, expanded=False)
 finish_page()

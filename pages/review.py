@@ -7,7 +7,7 @@ import streamlit as st
 
 from lesion.errors import LesionError
 from lesion.explain.attention import ATTENTION, outline_panel
-from lesion.explain.cam import FAST_METHODS
+from lesion.explain.cam import FAST_METHODS, positive_target
 from lesion.explain.overlay import compare_panel, draw_outline
 from lesion.infer.evaluate import label_vector, resolve_target, score
 from lesion.infer.tta import TTA_NAMES
@@ -16,12 +16,13 @@ from ui.classify import run_ensemble
 from ui.explain import (
     agreement_table,
     classifier_picker,
-    explain_image,
-    load_model,
+    explain_image_cached,
+    meta_key,
     no_classifier_message,
     segment,
     segmentation_choices,
     tag_store,
+    try_load_classifier,
 )
 from ui.state import page_setup, require_dataset, read_sample, st_progress
 
@@ -47,12 +48,12 @@ threshold = c4.slider("Threshold", 0.0, 1.0, 0.5, 0.01, key="review_thr")
 if not members:
     st.warning("Choose at least one member.")
     finish_page(stop=True)
-loaded = [load_model(choices[m]) for m in members]
+loaded = [try_load_classifier(choices[m]) for m in members]
 if any(x is None for x in loaded):
     finish_page(stop=True)
 cards = [c for _, c in loaded]
 try:
-    model_target, target = resolve_target(cards, "melanoma" if cards[0].get("target") == "dx7" else None)
+    model_target, target = resolve_target(cards, "melanoma" if cards[0].target == "dx7" else None)
 except LesionError as e:
     st.error(str(e))
     finish_page(stop=True)
@@ -115,9 +116,9 @@ h1, h2 = st.columns([1, 2])
 n_show = int(h1.number_input("How many", 1, 24, 4, key="review_n"))
 seg_method = h2.selectbox("Predicted mask", segmentation_choices(ds.domain), key="review_seg")
 card0 = cards[0]
-classes0 = list(card0.get("classes") or [])
+classes0 = list(card0.classes)
 # The heatmap explains the positive class: the single logit, or melanoma of a 7-class head.
-cls_index = 1 if len(classes0) <= 1 else (classes0.index("mel") if "mel" in classes0 else 0)
+cls_index = positive_target(classes0)
 
 
 def case_panels(rid: str) -> dict[str, np.ndarray]:
@@ -125,8 +126,8 @@ def case_panels(rid: str) -> dict[str, np.ndarray]:
     rec = ds.by_id(rid)
     image, truth = read_sample(str(rec.image_path), str(rec.mask_path) if rec.mask_path else None)
     pred = segment(image, str(rec.image_path), seg_method, ds.domain)
-    meta_t = tuple(sorted((k, v) for k, v in (rec.meta or {}).items() if k in ("age", "sex", "site")))
-    res = explain_image(explainer, str(rec.image_path), image, pred, meta_t, (method,), cls_index, False,
+    meta_t = meta_key(rec.meta)
+    res = explain_image_cached(explainer, str(rec.image_path), image, pred, meta_t, (method,), cls_index, False,
                         mask_key=seg_method)
     out = {"image": image,
            "truth": draw_outline(image, truth, box=False) if truth is not None else image,

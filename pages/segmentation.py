@@ -35,7 +35,7 @@ with st.sidebar.expander("Otsu pipeline", expanded=False):
     cfg: OtsuConfig = dataclass_form(OtsuConfig, base, key=f"otsu.{ds.domain}")
     show_steps = st.checkbox("Show intermediate images", value=False, key="otsu_steps")
 
-shipped = [c["name"] for c in list_weights(task="segmentation", domain=ds.domain)]
+shipped = [c.name for c in list_weights(task="segmentation", domain=ds.domain)]
 extra = checkpoint_picker()  # user checkpoints: name -> path
 available = shipped + list(extra)
 models = st.sidebar.multiselect(

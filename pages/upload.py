@@ -17,19 +17,20 @@ from lesion.infer.tta import TTA_NAMES
 from ui.explain import (
     class_options,
     classifier_picker,
-    explain_image,
-    load_model,
+    explain_image_cached,
+    meta_key,
     no_classifier_message,
     predict_upload,
     segment,
     segmentation_choices,
+    try_load_classifier,
 )
 from ui.state import current_dataset, page_setup
 
 finish_page = page_setup()
 st.title("Upload")
-st.caption("Analyse an image of your own. It stays in this server's memory and a private temporary folder; "
-           "nothing is written next to the app or your data. Models are those of the domain chosen in the sidebar.")
+st.caption("Analyse an image of your own. It stays in this server's memory; nothing is written to disk. "
+           "Models are those of the domain chosen in the sidebar.")
 
 ds = current_dataset()
 domain = ds.domain if ds is not None else "derm"
@@ -75,10 +76,10 @@ method = c3.selectbox("Heatmap", list(FAST_METHODS), key="upload_method")
 if not members:
     st.warning("Choose at least one classifier.")
     finish_page(stop=True)
-loaded = [load_model(choices[m]) for m in members]
+loaded = [try_load_classifier(choices[m]) for m in members]
 if any(x is None for x in loaded):
     finish_page(stop=True)
-meta = tuple(sorted({"age": age or None, "sex": sex, "site": site}.items(), key=lambda kv: kv[0]))
+meta = meta_key({"age": age or None, "sex": sex, "site": site})
 try:
     pred = predict_upload(tuple(choices[m] for m in members), key, image, meta, tta, "mean_prob")
 except LesionError as e:
@@ -97,7 +98,7 @@ label = st.radio("Explain class", list(options), horizontal=True, key="upload_cl
 seg_method = st.selectbox("Segmentation", segmentation_choices(domain), key="upload_seg")
 try:
     mask = segment(image, key, seg_method, domain)
-    res = explain_image(choices[members[0]], key, image, mask, meta, (method,), options[label], False,
+    res = explain_image_cached(choices[members[0]], key, image, mask, meta, (method,), options[label], False,
                         mask_key=seg_method)
 except LesionError as e:
     st.error(str(e))

@@ -23,13 +23,8 @@ else:
     os.environ["LESION_CACHE"] = _session_cache
     atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-def shared_data_dir() -> Path:
-    """``$LESION_SHARED_DATA`` or ``<repo>/../shared/data`` (may not exist: a fresh clone has no real data)."""
-    env = os.environ.get("LESION_SHARED_DATA")
-    return Path(env) if env else (REPO_ROOT / ".." / "shared" / "data").resolve()
+from lesion.paths import shared_data_dir  # noqa: E402  (after the cache and offline settings above)
 
 
 @pytest.fixture(scope="session")

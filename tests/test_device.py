@@ -25,10 +25,10 @@ def test_pick_device_auto_and_errors():
 def test_segmentation_models_use_the_same_rule():
     import torch
 
-    from lesion.segment.models import pick_device as seg_pick
+    from lesion.segment.models import torch_device
 
-    assert seg_pick("auto") == torch.device(pick_device("auto"))
-    assert seg_pick(torch.device("cpu")) == torch.device("cpu")
+    assert torch_device("auto") == torch.device(pick_device("auto"))
+    assert torch_device(torch.device("cpu")) == torch.device("cpu")
 
 
 def test_quick_description_agrees_with_torch():

@@ -50,11 +50,13 @@ def _weights_folder(root: Path) -> Path | None:
     model (64 px), so the Explain page draws heatmaps in the screenshots. None keeps the default folder."""
     from lesion.weights import list_weights
 
-    if [c for c in list_weights(domain="derm") if c.get("task") in ("classification", "multitask")]:
+    if [c for c in list_weights(domain="derm") if c.task in ("classification", "multitask")]:
         return None
     import torch
 
-    from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
+    from lesion.card import ModelCard, Preprocessing
+    from lesion.classify.classifier import create_model
+    from lesion.classify.multitask import MultiTaskConfig
     from lesion.paths import WEIGHTS_DIR
     from lesion.weights import save_checkpoint
 
@@ -63,11 +65,11 @@ def _weights_folder(root: Path) -> Path | None:
         shutil.copytree(WEIGHTS_DIR, folder)
     torch.manual_seed(0)
     cfg = MultiTaskConfig(arch="resnet10t", size=64)
-    prep = {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "center_crop": True, "clahe": False}
-    save_checkpoint(MultiTaskNet(cfg), folder / "e2e_tiny_multitask_untrained",
-                    {"task": "multitask", "domain": "derm", "classes": ["melanoma"], "target": "melanoma",
-                     "arch": "resnet10t", "model": {**cfg.__dict__}, "preprocessing": prep,
-                     "data": "none (untrained, for the end-to-end test)", "licences": [], "metrics": {}})
+    prep = Preprocessing(size=64, mean=(0.5,) * 3, std=(0.25,) * 3, center_crop=True, clahe=False)
+    save_checkpoint(create_model(cfg), folder / "e2e_tiny_multitask_untrained",
+                    ModelCard(name="e2e_tiny_multitask_untrained", task="multitask", domain="derm",
+                              classes=("melanoma",), target="melanoma", arch="resnet10t", model={**cfg.__dict__},
+                              preprocessing=prep, notes="untrained, for the end-to-end test"))
     return folder
 
 

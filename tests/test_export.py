@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from lesion.classify.models import ClsModelConfig, Preprocessing, create_classifier, load_classifier, normalize, \
+from lesion.card import DataSource, Metric, ModelCard
+from lesion.zoo import load_model
+from lesion.classify.models import ClsModelConfig, Preprocessing, create_classifier, normalize, \
     prepare_image
 from lesion.errors import ConfigError
 from lesion.export import OnnxClassifier, export_onnx, read_card
@@ -58,20 +60,22 @@ def tiny(tmp_path_factory) -> Path:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    card = {"task": "classification", "domain": "derm", "classes": ["melanoma"], "target": "melanoma",
-            "model": asdict(cfg), "preprocessing": prep.to_dict(), "licences": ["synthetic test images"]}
+    card = ModelCard(name="tiny_cls", task="classification", domain="derm", classes=("melanoma",), target="melanoma",
+                     model=asdict(cfg), preprocessing=prep,
+                     data=(DataSource("blobs", synthetic=True, licences=("synthetic test images",)),),
+                     metrics=(Metric("auc", 0.9, "blobs", n=32),))
     return save_checkpoint(model.eval(), tmp_path_factory.mktemp("w") / "tiny_cls", card)
 
 
 @pytest.fixture(scope="module")
 def exported(tiny: Path, tmp_path_factory) -> Path:
-    return Path(export_onnx(str(tiny), tmp_path_factory.mktemp("onnx") / "tiny.onnx")["path"])
+    return Path(export_onnx(str(tiny), tmp_path_factory.mktemp("onnx") / "tiny.onnx").path)
 
 
 def test_onnxruntime_matches_pytorch_for_several_batch_sizes(tiny: Path, exported: Path):
     from lesion.infer.engine import predict
 
-    model, card = load_classifier(str(tiny))
+    model, card = load_model(str(tiny))
     imgs, y = blob_images(11, seed=5)
     ref = predict([(model, card)], imgs, tta="none", device="cpu").probs  # the app's engine, PyTorch fp32
     assert ref.shape == (11, 1) and ref.std() > 0.01  # the model is not constant: agreement means something
@@ -89,37 +93,40 @@ def test_card_describes_the_export(tiny: Path, exported: Path):
 
     src = json.loads(tiny.with_suffix(".json").read_text())
     card = read_card(exported)
+    ex = card.extra
     assert exported.with_suffix(".json").is_file()
-    assert card["preprocessing"] == src["preprocessing"]
-    assert card["source"]["name"] == "tiny_cls"
-    assert card["source"]["sha256"] == hashlib.sha256(tiny.read_bytes()).hexdigest() == src["sha256"]
-    assert card["sha256"] == hashlib.sha256(exported.read_bytes()).hexdigest()
-    assert card["file_size_bytes"] == exported.stat().st_size
-    assert (card["task"], card["classes"], card["multilabel"], card["activation"]) == \
-        ("classification", ["melanoma"], False, "sigmoid")
-    assert card["inputs"] == [{**card["inputs"][0], "name": "input", "shape": ["batch", 3, SIZE, SIZE],
-                               "dtype": "float32", "layout": "NCHW"}]
-    assert [o["name"] for o in card["outputs"]] == ["probabilities", "logits"]
-    assert card["check"]["max_abs_diff_probability"] <= 1e-4
-    assert card["versions"]["onnxruntime"] and card["opset"] == 17
+    assert card.preprocessing.to_dict() == src["preprocessing"]
+    assert ex["source"]["name"] == "tiny_cls"
+    assert ex["source"]["sha256"] == hashlib.sha256(tiny.read_bytes()).hexdigest() == src["provenance"]["sha256"]
+    assert card.sha256 == hashlib.sha256(exported.read_bytes()).hexdigest()
+    assert card.provenance.file_size_bytes == exported.stat().st_size
+    assert (card.task, card.classes, card.multilabel, ex["activation"]) == \
+        ("classification", ("melanoma",), False, "sigmoid")
+    assert ex["inputs"] == [{**ex["inputs"][0], "name": "input", "shape": ["batch", 3, SIZE, SIZE],
+                             "dtype": "float32", "layout": "NCHW"}]
+    assert [o["name"] for o in ex["outputs"]] == ["probabilities", "logits"]
+    assert ex["check"]["max_abs_diff_probability"] <= 1e-4
+    assert card.provenance.versions["onnxruntime"] and ex["opset"] == 17
+    # the source's metrics (with the data they were measured on) and licences travel with the export
+    assert card.metric("auc") == Metric("auc", 0.9, "blobs", n=32) and card.licences == ("synthetic test images",)
     m = onnx.load(str(exported))
     assert m.opset_import[0].version == 17
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch axis
-    assert "/" not in json.dumps(card["source"])  # no machine paths in the card
+    assert "/" not in json.dumps(ex["source"])  # no machine paths in the card
 
 
 def test_size_override_and_overwrite(tiny: Path, exported: Path, tmp_path: Path):
     out = tmp_path / "big.onnx"
     card = export_onnx(str(tiny), out, size=96)
-    assert card["preprocessing"]["size"] == 96 and card["native_size"] == SIZE
-    assert card["inputs"][0]["shape"] == ["batch", 3, 96, 96]
+    assert card.preprocessing.size == 96 and card.extra["native_size"] == SIZE
+    assert card.extra["inputs"][0]["shape"] == ["batch", 3, 96, 96]
     src = json.loads(tiny.with_suffix(".json").read_text())["preprocessing"]
-    assert {k: v for k, v in card["preprocessing"].items() if k != "size"} == \
+    assert {k: v for k, v in card.preprocessing.to_dict().items() if k != "size"} == \
         {k: v for k, v in src.items() if k != "size"}
     assert OnnxClassifier(out).predict(blob_images(2)[0]).shape == (2, 1)
     with pytest.raises(ConfigError, match="already exist"):
         export_onnx(str(tiny), out)
-    assert export_onnx(str(tiny), out, overwrite=True)["preprocessing"]["size"] == SIZE
+    assert export_onnx(str(tiny), out, overwrite=True).preprocessing.size == SIZE
 
 
 def test_runtime_refuses_a_file_changed_after_export(exported: Path, tmp_path: Path):
@@ -142,10 +149,10 @@ def test_multitask_with_metadata_input(tmp_path: Path):
     with torch.no_grad():  # make the metadata matter
         model.meta_head.weight.normal_(0, 1.0)
     prep = Preprocessing(size=SIZE)
-    card = {"name": "tiny_mt", "task": "multitask", "classes": ["melanoma"], "preprocessing": prep.to_dict()}
+    card = ModelCard(name="tiny_mt", task="multitask", classes=("melanoma",), model=asdict(cfg), preprocessing=prep)
     out = tmp_path / "mt.onnx"
     written = export_onnx((model, card), out)
-    assert [i["name"] for i in written["inputs"]] == ["input", "metadata"] and written["uses_metadata"]
+    assert [i["name"] for i in written.extra["inputs"]] == ["input", "metadata"] and written.uses_metadata
     clf = OnnxClassifier(out)
     imgs = blob_images(3)[0]
     x = clf.preprocess(imgs)
@@ -182,10 +189,11 @@ def test_cli_int8_is_smaller_and_ranks_like_fp32(tiny: Path, tmp_path: Path, cap
     assert "m.int8.onnx" in capsys.readouterr().out
     assert q.stat().st_size < 0.4 * out.stat().st_size
     qcard = read_card(q)
-    assert qcard["dtype"] == "int8" and qcard["quantization"]["method"] == "static"
-    assert qcard["quantization"]["calibration_images"] == 16
-    assert qcard["quantization"]["from"]["sha256"] == read_card(out)["sha256"]
-    assert qcard["preprocessing"] == read_card(out)["preprocessing"]
+    assert qcard.provenance.dtype == "int8" and qcard.extra["quantization"]["method"] == "static"
+    assert qcard.extra["quantization"]["calibration_images"] == 16
+    assert qcard.extra["quantization"]["from"]["sha256"] == read_card(out).sha256
+    assert qcard.preprocessing == read_card(out).preprocessing
+    assert qcard.metrics == read_card(out).metrics
     imgs, y = blob_images(24, seed=11)
     p32, p8 = OnnxClassifier(out).predict(imgs)[:, 0], OnnxClassifier(q).predict(imgs)[:, 0]
     assert spearmanr(p32, p8).statistic >= 0.9
@@ -253,8 +261,7 @@ def test_seed001_recipe_resolves_and_its_inception_v3_exports(tmp_path: Path):
     prep = Preprocessing(size=cfg.size)
     torch.manual_seed(0)
     model, section = build_model(cfg, 1, prep)
-    card = {"name": "seed001", "task": "classification", "classes": ["malignant"], "model": section,
-            "preprocessing": prep.to_dict()}
+    card = ModelCard(name="seed001", task="classification", classes=("malignant",), model=section, preprocessing=prep)
     written = export_onnx((model.eval(), card), tmp_path / "seed001.onnx")
-    assert written["check"]["max_abs_diff_probability"] <= 1e-4
+    assert written.extra["check"]["max_abs_diff_probability"] <= 1e-4
     assert OnnxClassifier(tmp_path / "seed001.onnx").predict(blob_images(2)[0]).shape == (2, 1)

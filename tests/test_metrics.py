@@ -224,3 +224,46 @@ def test_curves_need_both_classes_and_drop_unlabelled():
         curve_table([1, 1, 1], {"m": [0.1, 0.2, 0.3]})
     t = calibration_table([0, 1, np.nan, 1, 0, 1], {"m": [0.1, 0.9, 0.5, 0.8, 0.2, 0.7]}, n_bins=2)
     assert t["brier"].iloc[0] == pytest.approx(np.mean(np.square([0.1, 0.1, 0.2, 0.2, 0.3])))
+
+
+# ------------------------------------------------------------------ AUC tables
+def test_auc_table_rows_are_roc_auc_ci_on_the_labelled_images():
+    from lesion.metrics import auc_table
+
+    y = np.array([0, 0, 1, 1, np.nan])
+    s = {"a": np.array([0.1, 0.4, 0.35, 0.8, 0.99]), "b": np.array([0.9, 0.8, 0.2, 0.1, 0.0])}
+    t = auc_table(y, s, n_boot=200)
+    assert list(t.columns) == ["model", "auc", "ci_lo", "ci_hi", "n"] and list(t["model"]) == ["a", "b"]
+    assert t["auc"].tolist() == pytest.approx([0.75, 0.0]) and (t["n"] == 4).all()
+    auc, lo, hi = roc_auc_ci([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], n_boot=200)
+    assert (t.loc[0, "auc"], t.loc[0, "ci_lo"], t.loc[0, "ci_hi"]) == (auc, lo, hi)
+    with pytest.raises(DataError):
+        auc_table([1, 1, np.nan], {"a": [0.1, 0.2, 0.3]})
+
+
+def test_label_auc_table_per_column_with_unlabelled_images():
+    from lesion.metrics import label_auc_table
+
+    # column A: MONAI's four-sample case (0.75) plus an unlabelled image; column B: positives only.
+    y = np.array([[0, 1], [0, 1], [1, 1], [1, np.nan], [np.nan, 1]])
+    s = np.array([[0.1, 0.5], [0.4, 0.5], [0.35, 0.5], [0.8, 0.5], [0.0, 0.5]])
+    t = label_auc_table(y, s, ["A", "B"], n_boot=300)
+    assert list(t.columns) == ["label", "n", "positives", "auc", "ci_lo", "ci_hi"]
+    a, b = t.iloc[0], t.iloc[1]
+    assert (a["label"], a["n"], a["positives"]) == ("A", 4, 2)
+    assert (a["auc"], a["ci_lo"], a["ci_hi"]) == roc_auc_ci([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], n_boot=300)
+    assert (b["n"], b["positives"]) == (4, 4) and pd.isna(b["auc"]) and pd.isna(b["ci_lo"])
+
+
+def test_label_curve_table_matches_curve_table_per_column():
+    from lesion.metrics import curve_table, label_curve_table
+
+    y = np.array([[0, 1], [0, 1], [1, 1], [1, np.nan]])
+    s = np.array([[0.1, 0.5], [0.4, 0.5], [0.35, 0.5], [0.8, 0.5]])
+    t = label_curve_table(y, s, ["A", "B"])
+    assert set(t["model"]) == {"A"}  # B has positives only
+    assert t["label"].iloc[0] == "A (AUC 0.750, n+=2)" and (t["positives"] == 2).all()
+    ref = curve_table(y[:, 0], {"A": s[:, 0]}, "roc")
+    np.testing.assert_array_equal(t["x"], ref["x"])
+    np.testing.assert_array_equal(t["y"], ref["y"])
+    assert label_curve_table(y[:, 1:], s[:, 1:], ["B"]).empty

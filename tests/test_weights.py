@@ -1,6 +1,7 @@
 """Checkpoints + cards (save, resolve, strict load, corrupt files) and the offline EfficientNet-Lite port."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -8,15 +9,16 @@ import pytest
 import torch
 from torch import nn
 
+from lesion.card import ModelCard
 from lesion.errors import CheckpointError, ConfigError
 from lesion.weights import (
     LITE_MEAN,
     LITE_STD,
     init_encoder_from_imagenet,
     list_weights,
-    load_state,
     load_strict,
     port_efficientnet_lite,
+    read_state_file,
     resolve_weights,
     save_checkpoint,
 )
@@ -113,15 +115,25 @@ def test_load_strict_names_missing_unexpected_and_shape():
     assert "0.weight: checkpoint (4, 3, 5, 5) vs model (4, 3, 3, 3)" in msg
 
 
+def load_state_and_card(name_or_path):
+    wpath, card = resolve_weights(name_or_path)
+    return read_state_file(wpath), card
+
+
+def _card(task="segmentation", domain="", **kw) -> ModelCard:
+    return ModelCard(name="x", task=task, domain=domain, **kw)
+
+
 def test_save_and_load_roundtrip_fp16(tmp_path):
     model = _tiny()
-    path = save_checkpoint(model, tmp_path / "tiny", {"task": "segmentation", "domain": "derm"})
+    path = save_checkpoint(model, tmp_path / "tiny", _card(domain="derm"))
     assert path == tmp_path / "tiny.safetensors"
     card = json.loads((tmp_path / "tiny.json").read_text())
-    assert card["name"] == "tiny" and card["dtype"] == "float16"
-    assert card["file_size_bytes"] == path.stat().st_size
-    state, card2 = load_state(tmp_path / "tiny")
-    assert card2["path"] == str(path)
+    assert card["schema"] == 2 and card["name"] == "tiny" and card["provenance"]["dtype"] == "float16"
+    assert card["provenance"]["file_size_bytes"] == path.stat().st_size
+    assert card["provenance"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    state, card2 = load_state_and_card(tmp_path / "tiny")
+    assert card2.path == str(path) and card2.name == "tiny"
     w = model.state_dict()["0.weight"]
     assert state["0.weight"].dtype == torch.float32
     # fp16 keeps ~3 significant digits: |x| < 1 -> error < 2**-11.
@@ -130,15 +142,16 @@ def test_save_and_load_roundtrip_fp16(tmp_path):
 
 
 def test_save_refuses_to_overwrite(tmp_path):
-    save_checkpoint(_tiny(), tmp_path / "m", {"task": "segmentation"})
+    save_checkpoint(_tiny(), tmp_path / "m", _card())
     with pytest.raises(CheckpointError, match="already exists"):
-        save_checkpoint(_tiny(), tmp_path / "m", {"task": "segmentation"})
-    save_checkpoint(_tiny(), tmp_path / "m", {"task": "segmentation", "v": 2}, overwrite=True)
-    assert json.loads((tmp_path / "m.json").read_text())["v"] == 2
+        save_checkpoint(_tiny(), tmp_path / "m", _card())
+    save_checkpoint(_tiny(), tmp_path / "m", _card(notes="second"), overwrite=True)
+    assert json.loads((tmp_path / "m.json").read_text())["notes"] == "second"
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic writes leave no temporary file behind
 
 
 def test_resolve_by_bare_name_and_by_path(tmp_path):
-    save_checkpoint(_tiny(), tmp_path / "net", {"task": "segmentation"})
+    save_checkpoint(_tiny(), tmp_path / "net", _card())
     by_name, _ = resolve_weights("net", weights_dir=tmp_path)
     by_stem, _ = resolve_weights(tmp_path / "net")
     by_file, _ = resolve_weights(str(tmp_path / "net.safetensors"))
@@ -149,40 +162,40 @@ def test_resolve_by_bare_name_and_by_path(tmp_path):
 def test_resolve_missing_file_and_missing_card(tmp_path):
     with pytest.raises(CheckpointError, match="No weights file found for 'nope'"):
         resolve_weights("nope", weights_dir=tmp_path)
-    save_checkpoint(_tiny(), tmp_path / "lonely", {"task": "segmentation"})
+    save_checkpoint(_tiny(), tmp_path / "lonely", _card())
     (tmp_path / "lonely.json").unlink()
     with pytest.raises(CheckpointError, match="has no card lonely.json"):
         resolve_weights(tmp_path / "lonely")
 
 
 def test_truncated_and_corrupt_files_raise_checkpoint_error(tmp_path):
-    path = save_checkpoint(_tiny(), tmp_path / "cut", {"task": "segmentation"})
+    path = save_checkpoint(_tiny(), tmp_path / "cut", _card())
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        load_state(tmp_path / "cut")
+        load_state_and_card(tmp_path / "cut")
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        load_state(tmp_path / "cut")
+        load_state_and_card(tmp_path / "cut")
 
 
 def test_pth_state_dict_with_module_prefix(tmp_path):
     model = _tiny()
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "user.pth")
-    (tmp_path / "user.json").write_text(json.dumps({"task": "segmentation"}))
-    state, card = load_state(tmp_path / "user.pth")
+    (tmp_path / "user.json").write_text(json.dumps({"task": "segmentation"}))  # an old, schema-less card
+    state, card = load_state_and_card(tmp_path / "user.pth")
     assert set(state) == set(model.state_dict())
-    assert card["name"] == "user"
+    assert card.name == "user" and card.task == "segmentation"
 
 
 def test_list_weights_filters_by_task_and_domain(tmp_path):
-    save_checkpoint(_tiny(), tmp_path / "a", {"task": "segmentation", "domain": "derm"})
-    save_checkpoint(_tiny(), tmp_path / "b", {"task": "classification", "domain": "derm"})
-    save_checkpoint(_tiny(), tmp_path / "c", {"task": "segmentation", "domain": "cxr"})
+    save_checkpoint(_tiny(), tmp_path / "a", _card(domain="derm"))
+    save_checkpoint(_tiny(), tmp_path / "b", _card("classification", "derm"))
+    save_checkpoint(_tiny(), tmp_path / "c", _card(domain="cxr"))
     (tmp_path / "orphan.json").write_text("{}")  # a card without weights is skipped
-    assert [c["name"] for c in list_weights(weights_dir=tmp_path)] == ["a", "b", "c"]
-    assert [c["name"] for c in list_weights("segmentation", weights_dir=tmp_path)] == ["a", "c"]
-    assert [c["name"] for c in list_weights("segmentation", "cxr", weights_dir=tmp_path)] == ["c"]
+    assert [c.name for c in list_weights(weights_dir=tmp_path)] == ["a", "b", "c"]
+    assert [c.name for c in list_weights("segmentation", weights_dir=tmp_path)] == ["a", "c"]
+    assert [c.name for c in list_weights("segmentation", "cxr", weights_dir=tmp_path)] == ["c"]
 
 
 def test_cards_name_data_sets_not_machine_paths():

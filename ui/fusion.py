@@ -2,23 +2,20 @@
 cache) fused per case, and the one ROC chart of per-view vs fused curves."""
 from __future__ import annotations
 
+from lesion.infer.fusion import PER_VIEW, evaluate_predictions
 from ui.classify import run_ensemble
 
 
 def run_fusion(ds, members: list[str], tta: str, target: str, column: str, progress=None):
     """``(prediction result, fusion report)``: the members' mean-probability ensemble over the data set (cached on
     disk per model, data set and TTA), fused per case of ``column``. Raises LesionError subclasses."""
-    from lesion.infer.fusion import evaluate_predictions
-
     result = run_ensemble(ds, members, tta, "mean_prob", progress=progress)
     return result, evaluate_predictions(ds.records, result, target, column)
 
 
-def roc_figure(report, title: str):
+def fusion_roc_figure(report, title: str):
     """One plotly chart: the per-view ROC (images of the multi-view cases) dashed, fused ROCs (cases) solid."""
     import plotly.express as px
-
-    from lesion.infer.fusion import PER_VIEW
 
     roc = report.roc_table()
     roc["level"] = (roc["model"] == PER_VIEW).map({True: "per view (images)", False: "fused (cases)"})

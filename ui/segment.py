@@ -9,28 +9,31 @@ import numpy as np
 import streamlit as st
 
 from lesion.errors import CheckpointError
+from lesion.segment.compare import threshold_counts
+from lesion.segment.models import SegModelSegmenter
+from lesion.segment.otsu import OtsuSegmenter
+from lesion.zoo import load_model
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def load_segmenter_cached(name_or_path: str):
+def load_segmenter_cached(name_or_path: str) -> SegModelSegmenter:
     """A trained segmenter, shared by all sessions (it holds no per-user state)."""
     import torch
 
-    from lesion.segment.models import load_segmenter
-
     # The app server, its sessions and inference share few cores: one thread per forward keeps the UI live.
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    return load_segmenter(name_or_path)
+    return SegModelSegmenter(*load_model(name_or_path, task="segmentation"))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _probability(name_or_path: str, image_key: str, _image: np.ndarray) -> np.ndarray:
+def network_probability(name_or_path: str, image_key: str, _image: np.ndarray) -> np.ndarray:
+    """Probability map ``[H, W]`` in 0..1 of one network on one image (cached by model and ``image_key``)."""
     return load_segmenter_cached(name_or_path)(_image).astype(np.float32)
 
 
-def network_probability(name_or_path: str, image_key: str, image: np.ndarray) -> np.ndarray:
-    """Probability map ``[H, W]`` in 0..1 of one network on one image (cached by model and image path)."""
-    return _probability(name_or_path, image_key, image)
+def network_mask(name_or_path: str, image_key: str, image: np.ndarray) -> np.ndarray:
+    """Bool mask ``[H, W]`` of one network on one image, at the threshold of its card."""
+    return network_probability(name_or_path, image_key, image) > load_segmenter_cached(name_or_path).threshold
 
 
 def image_picker(ds):
@@ -52,9 +55,6 @@ def dataset_counts(ds, name: str, ref, cfg, progress: Callable[[int, int], None]
         ref: checkpoint name or path for networks; None for Otsu.
         cfg: the Otsu configuration (part of the key, so a changed setting runs again).
     """
-    from lesion.segment.compare import threshold_counts
-    from lesion.segment.otsu import OtsuSegmenter
-
     key = ("seg_counts", ds.fingerprint(), name, str(ref), repr(cfg) if ref is None else "")
     store = st.session_state.setdefault("_seg_counts", {})
     if key not in store:

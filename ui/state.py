@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable
 
 import streamlit as st
@@ -10,32 +9,23 @@ import streamlit as st
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from lesion.data.io import read_image, read_mask  # noqa: E402
+from lesion.data.spec import DEMO_SOURCES, open_data  # noqa: E402
+from lesion.device import describe_device_quick  # noqa: E402
 from lesion.errors import LesionError  # noqa: E402
 
-DEMO_SOURCES = {
-    "demo:derm": "Demo dermoscopy (synthetic)",
-    "demo:cxr": "Demo chest X-ray (synthetic)",
-}
 SOURCE_KEY = "dataset_source"
 
 
 @st.cache_data(show_spinner="Loading data set…", max_entries=8)
-def load_source(source: str):
-    """Load a data set from ``demo:derm``, ``demo:cxr`` or a folder path (cached per source string)."""
-    from lesion.data import load_dataset
-
-    if source in DEMO_SOURCES:
-        from lesion.data.demo import load_demo
-
-        return load_demo(source.split(":", 1)[1])
-    return load_dataset(Path(source).expanduser())
+def open_data_cached(source: str):
+    """:func:`lesion.data.spec.open_data` of ``demo:derm``, ``demo:cxr`` or a folder path, cached per source string."""
+    return open_data(source)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def read_sample(image_path: str, mask_path: str | None):
-    """Read one image (RGB uint8) and its mask (bool) or None; errors come back as a message, not raised."""
-    from lesion.data.io import read_image, read_mask
-
+    """One image (RGB uint8) and its mask (bool) or None. Raises LesionError subclasses (unreadable files)."""
     image = read_image(image_path)
     mask = read_mask(mask_path, image.shape[:2]) if mask_path else None
     return image, mask
@@ -43,8 +33,6 @@ def read_sample(image_path: str, mask_path: str | None):
 
 @st.cache_data(show_spinner=False)
 def device_label() -> str:
-    from lesion.device import describe_device_quick
-
     return describe_device_quick()
 
 
@@ -52,7 +40,7 @@ def current_dataset():
     """The data set chosen in the sidebar, or None after showing why it cannot be loaded."""
     source = st.session_state.get(SOURCE_KEY, "demo:derm")
     try:
-        return load_source(source)
+        return open_data_cached(source)
     except LesionError as e:
         st.error(f"Cannot load the data set: {e}")
         return None

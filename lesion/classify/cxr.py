@@ -16,12 +16,13 @@ the classes a model was trained on; :func:`class_table` is the table the UI show
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lesion.classify.models import normalize, prepare_image
+from lesion.card import ModelCard
 from lesion.data.cxr import NIH_LABELS  # the 14 NIH ChestX-ray14 labels (Data_Entry_2017.csv spelling)
+from lesion.data.labels import tb_label
 from lesion.errors import DataError, unknown_option
 
 #: Seed 002's small classes (bold italics in its table 2), merged into "Other" or dropped.
@@ -85,10 +86,10 @@ class LabelSet:
         return LabelSet("drop", self.small, tuple(present_big))
 
     @classmethod
-    def from_card(cls, card: Mapping[str, Any]) -> "LabelSet":
-        d = dict(card.get("label_set") or {})
+    def from_card(cls, card: ModelCard) -> "LabelSet":
+        d = dict(card.extra.get("label_set") or {})
         if not d:
-            return cls("all", SEED002_SMALL, tuple(card.get("classes") or ()))
+            return cls("all", SEED002_SMALL, tuple(card.classes))
         return cls(d.get("mode", "all"), tuple(d.get("small", SEED002_SMALL)), tuple(d.get("classes", ())))
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,16 +136,6 @@ class LabelSet:
 
     def select(self, records: Sequence[Any]) -> list:
         return [r for r in records if self.keeps(r)]
-
-
-def tb_label(record: Any) -> int | None:
-    """1 = tuberculosis, 0 = normal, None = unknown (from ``diagnosis``, else ``target`` of a TB layout)."""
-    dx = (getattr(record, "diagnosis", None) or "").strip().lower()
-    if dx in ("tuberculosis", "tb"):
-        return 1
-    if dx in ("normal", "no finding"):
-        return 0
-    return None
 
 
 def class_table(records: Sequence[Any], label_set: LabelSet) -> "pandas.DataFrame":  # noqa: F821
@@ -196,7 +187,7 @@ def view_warnings(records: Sequence[Any]) -> list[str]:
             "so their scores on these are not meaningful."]
 
 
-def labels_for_model(card: Mapping[str, Any], records: Sequence[Any]) -> tuple[np.ndarray | None, list[str]]:
+def labels_for_model(card: ModelCard, records: Sequence[Any]) -> tuple[np.ndarray | None, list[str]]:
     """Ground truth of ``records`` in a model's output columns, or None with the reason.
 
     Returns:
@@ -205,7 +196,7 @@ def labels_for_model(card: Mapping[str, Any], records: Sequence[Any]) -> tuple[n
         lines for the page (why there are no labels, unknown findings, lateral views).
     """
     ls = LabelSet.from_card(card)
-    classes = tuple(card.get("classes") or ls.classes)
+    classes = tuple(card.classes or ls.classes)
     ls = LabelSet(ls.mode, ls.small, classes)
     notes = view_warnings(records)
     if ls.mode == "tb":
@@ -225,32 +216,3 @@ def labels_for_model(card: Mapping[str, Any], records: Sequence[Any]) -> tuple[n
     if keep:
         y[keep] = ls.encode([records[i] for i in keep])
     return y, notes
-
-
-def label_heatmap(model: Any, card: Mapping[str, Any], image: np.ndarray, class_index: int,
-                  method: str = "gradcam") -> np.ndarray:
-    """CAM of one output column over a radiograph, at the image's own resolution.
-
-    Args:
-        model: the chest X-ray classifier (eval mode).
-        card: its card (preprocessing).
-        image: RGB or grey uint8 ``[H, W(, 3)]``.
-        class_index: the output column (finding) to explain.
-        method: a :data:`lesion.explain.cam.METHODS` name.
-
-    Returns:
-        float32 ``[H, W]`` in [0, 1].
-    """
-    import cv2
-
-    from lesion.classify.models import Preprocessing
-    from lesion.explain.cam import compute_cams
-
-    prep = Preprocessing.from_card(card)
-    x = normalize(prepare_image(image, prep)[None], prep)
-    k = len(card.get("classes") or ()) or 1
-    # one-logit heads: BinaryLogitTarget(1) explains the positive class; multi-label: the column itself
-    target = 1 if k == 1 else int(class_index)
-    heat = compute_cams(model, x, target, methods=(method,))[method][0]
-    h, w = image.shape[:2]
-    return cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -12,60 +12,26 @@ torch and timm are imported inside the functions (importing this module stays ch
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
-from lesion.errors import ConfigError, DataError, unknown_option
+from lesion.card import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from lesion.data.labels import HAM7, MELANOMA_DX, TARGETS, Target, classes_for_target, make_targets, record_label
+from lesion.errors import CheckpointError, ConfigError, unknown_option
+from lesion.weights import LITE_MEAN, LITE_STD, port_efficientnet_lite
 
-#: HAM10000 diagnosis codes, in the order of the multi-class head.
-HAM7: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+__all__ = [  # the label rules live in lesion.data.labels; re-exported here for the classifier's users
+    "HAM7", "MELANOMA_DX", "TARGETS", "Target", "classes_for_target", "make_targets", "record_label",
+    "IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "LITE_PORTS", "INITS", "Preprocessing",
+    "ClsModelConfig", "apply_clahe", "center_crop_square", "check_arch", "create_classifier", "load_lite_port",
+    "normalize", "prepare_image",
+]
 
-#: Diagnosis names that count as melanoma (HAM/ISIC code and PH2 name).
-MELANOMA_DX = frozenset({"mel", "melanoma"})
-
-TARGETS: tuple[str, ...] = ("melanoma", "malignant", "dx7")
 INITS: tuple[str, ...] = ("imagenet-lite-port", "random")
 #: Architectures whose ImageNet weights can be ported offline (lesion.weights.port_efficientnet_lite).
 LITE_PORTS: dict[str, int] = {"efficientnet_lite0": 0, "efficientnet_lite1": 1, "efficientnet_lite2": 2}
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: efficientnet-lite was trained with inputs scaled to [-1, 1].
-LITE_MEAN = (0.5, 0.5, 0.5)
-LITE_STD = (0.5, 0.5, 0.5)
-
-Target = Literal["melanoma", "malignant", "dx7"]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes a network input; stored in the card as ``preprocessing``."""
-
-    size: int = 224  # side of the square network input, pixels
-    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel mean of the 0-1 input
-    std: tuple[float, ...] = IMAGENET_STD  # per-channel std of the 0-1 input
-    center_crop: bool = True  # crop the central square before resizing (lesions sit mid-image; seed 003)
-    clahe: bool = False  # CLAHE on the L channel of the resized image (seed 003 preprocessing)
-    channels: int = 3  # 3 = RGB input; 1 = grey (radiographs, seed 002): RGB is converted to grey first
-
-    @classmethod
-    def from_card(cls, card: Mapping[str, Any]) -> "Preprocessing":
-        p = dict(card.get("preprocessing") or {})
-        return cls(
-            size=int(p.get("size", 224)),
-            mean=tuple(float(x) for x in p.get("mean", IMAGENET_MEAN)),
-            std=tuple(float(x) for x in p.get("std", IMAGENET_STD)),
-            center_crop=bool(p.get("center_crop", True)),
-            clahe=bool(p.get("clahe", False)),
-            channels=int(p.get("channels", 3)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
 
 
 @dataclass(frozen=True)
@@ -140,68 +106,6 @@ def normalize(images_uint8: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------------------
-# Targets
-# -------------------------------------------------------------------------------------------------------
-
-
-def classes_for_target(target: str) -> tuple[str, ...]:
-    """Class names of the head: ``("melanoma",)``, ``("malignant",)`` or :data:`HAM7`."""
-    if target not in TARGETS:
-        raise unknown_option("target", target, TARGETS)
-    return HAM7 if target == "dx7" else (target,)
-
-
-def record_label(record: Any, target: str) -> float | int | None:
-    """The label of one record for ``target`` (None when the record has no usable label)."""
-    dx = (record.diagnosis or "").strip().lower() or None
-    if target == "melanoma":
-        return None if dx is None else float(dx in MELANOMA_DX)
-    if target == "malignant":
-        if record.target is not None:
-            return float(record.target)
-        from lesion.data.records import MALIGNANT_DX
-
-        return None if dx is None else float(dx in MALIGNANT_DX)
-    if target == "dx7":
-        return HAM7.index(dx) if dx in HAM7 else None
-    if target == "tb":  # chest X-ray models (lesion train cxr --labels tb): tuberculosis vs normal
-        from lesion.classify.cxr import tb_label
-
-        v = tb_label(record)
-        return None if v is None else float(v)
-    raise unknown_option("target", target, TARGETS)
-
-
-def make_targets(records: Sequence[Any], target: str) -> np.ndarray:
-    """Labels of records for a head.
-
-    Args:
-        records: :class:`lesion.data.records.Record` list.
-        target: ``melanoma`` (diagnosis mel/melanoma = 1), ``malignant`` (Record.target, else diagnosis in
-            MALIGNANT_DX) or ``dx7`` (index into :data:`HAM7`).
-
-    Returns:
-        float32 ``[N]`` of 0/1 for binary targets, int64 ``[N]`` of class indices for ``dx7``.
-
-    Raises:
-        DataError: some records have no usable label (the message names a few).
-    """
-    if target not in TARGETS:
-        raise unknown_option("target", target, TARGETS)
-    labels = [record_label(r, target) for r in records]
-    missing = [r.id for r, y in zip(records, labels) if y is None]
-    if missing:
-        extra = "" if target != "dx7" else f" (dx7 needs one of {', '.join(HAM7)})"
-        raise DataError(
-            f"{len(missing)} of {len(labels)} images have no label for target '{target}'{extra}: "
-            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}."
-        )
-    if target == "dx7":
-        return np.asarray(labels, dtype=np.int64)
-    return np.asarray(labels, dtype=np.float32)
-
-
-# -------------------------------------------------------------------------------------------------------
 # Factory
 # -------------------------------------------------------------------------------------------------------
 
@@ -230,9 +134,6 @@ def load_lite_port(model, arch: str, skip_prefixes: Iterable[str] = ("classifier
         raise ConfigError(
             f"init 'imagenet-lite-port' exists only for {', '.join(LITE_PORTS)}; use init 'random' for '{arch}'."
         )
-    from lesion.errors import CheckpointError
-    from lesion.weights import port_efficientnet_lite
-
     state = port_efficientnet_lite(LITE_PORTS[arch])
     skip = tuple(skip_prefixes)
     state = {k: v for k, v in state.items() if not k.startswith(skip)}
@@ -271,46 +172,3 @@ def create_classifier(cfg: ClsModelConfig):
         head = model.default_cfg.get("classifier", "classifier")
         load_lite_port(model, cfg.arch, skip_prefixes=(head + ".",))
     return model
-
-
-def model_config_from_card(card: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``model`` section of a card (constructor kwargs), tolerating tuples stored as lists."""
-    m = dict(card.get("model") or {})
-    for k in ("mean", "std", "decoder_channels"):
-        if k in m and isinstance(m[k], list):
-            m[k] = tuple(m[k])
-    return m
-
-
-def build_from_card(card: Mapping[str, Any]):
-    """Rebuild an untrained module of the right shape from a card (``task`` + ``model`` section)."""
-    task = card.get("task")
-    kw = model_config_from_card(card)
-    kw["init"] = "random"  # the checkpoint holds every weight; never re-port
-    if task == "classification":
-        return create_classifier(ClsModelConfig(**kw))
-    if task == "multitask":
-        from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
-
-        return MultiTaskNet(MultiTaskConfig(**kw))
-    raise ConfigError(f"Card '{card.get('name')}' has task '{task}', not 'classification' or 'multitask'.")
-
-
-def load_classifier(name_or_path: str):
-    """Load a shipped or saved classifier / multi-task model.
-
-    Args:
-        name_or_path: bare name in ``weights/`` or a path (see :func:`lesion.weights.resolve_weights`).
-
-    Returns:
-        ``(model in eval mode, card)``; the card carries ``path`` (the weights file, used by cache keys).
-
-    Raises:
-        CheckpointError: missing/corrupt file, or weights that do not match the card's architecture.
-    """
-    from lesion.weights import load_strict, read_state_file, resolve_weights
-
-    path, card = resolve_weights(name_or_path)
-    model = build_from_card(card)
-    load_strict(model, read_state_file(path), what=f"weights '{card.get('name', name_or_path)}'")
-    return model.eval(), card

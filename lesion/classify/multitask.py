@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lesion.classify.metadata import METADATA_DIM
+from lesion.classify.metadata import METADATA_DIM, encode_metadata
 from lesion.classify.models import IMAGENET_MEAN, IMAGENET_STD, INITS, check_arch, load_lite_port
 from lesion.errors import unknown_option
 
@@ -121,8 +121,6 @@ class MultiTaskNet(nn.Module):
 
     def unknown_metadata(self, batch: int, device=None) -> torch.Tensor:
         """``[batch, meta_dim]`` "all unknown" metadata (sex, site unknown, age missing)."""
-        from lesion.classify.metadata import encode_metadata
-
         v = torch.from_numpy(encode_metadata({}))
         return v.to(device).unsqueeze(0).expand(batch, -1)
 
@@ -140,26 +138,3 @@ class MultiTaskNet(nn.Module):
             logits = logits + self.meta_head(self.meta_encoder(meta.to(x.dtype)))
         mask_full = F.interpolate(mask, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return {"logits": logits, "mask_logits": mask_full, "attention": att}
-
-
-class ClassifierOutput(nn.Module):
-    """Thin output wrapper: ``forward(x) -> logits [B, K]`` for Grad-CAM, TTA and ONNX export.
-
-    Works for plain classifiers (returned as is) and :class:`MultiTaskNet` (takes ``["logits"]``). A fixed
-    metadata vector ``meta [D]`` or ``[B, D]`` can be bound for metadata models (default: all unknown).
-    """
-
-    def __init__(self, model: nn.Module, meta: torch.Tensor | None = None):
-        super().__init__()
-        self.model = model
-        self.meta = meta
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, MultiTaskNet):
-            meta = self.meta
-            if meta is not None:
-                meta = meta.to(x.device)
-                meta = meta.expand(x.shape[0], -1) if meta.dim() == 1 or meta.shape[0] == 1 else meta
-            return self.model(x, meta)["logits"]
-        out = self.model(x)
-        return out["logits"] if isinstance(out, dict) else out

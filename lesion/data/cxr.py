@@ -21,7 +21,9 @@ from lesion.data._common import (
     tick,
 )
 from lesion.data.records import Dataset, Record
-from lesion.errors import DataError
+from lesion.errors import DataError, MaskShapeError
+from lesion.data.io import read_mask
+from lesion.paths import cache_dir
 
 _TB_DIGIT = re.compile(r"_([01])$")
 _SOURCES = {"MCUCXR": "Montgomery", "CHNCXR": "Shenzhen"}
@@ -116,9 +118,6 @@ def _merged_mask(left: Path | None, right: Path | None, cache: Path, stem: str) 
     import numpy as np
     from PIL import Image
 
-    from lesion.data.io import read_mask
-    from lesion.errors import MaskShapeError
-
     out = cache / f"{stem}.png"
     sources = [p for p in (left, right) if p is not None]
     if out.is_file() and all(out.stat().st_mtime >= p.stat().st_mtime for p in sources):
@@ -158,7 +157,6 @@ def load_montgomery(root: Path, csv: Path | None = None, progress: Progress | No
     ``lesion.paths.cache_dir()/masks/montgomery-<hash of root>/`` on the first load (the user's folder stays
     read-only); ``Record.mask_path`` points at the cached PNG. ``progress`` reports the merge.
     """
-    from lesion.paths import cache_dir
 
     images = index_images([root / "CXR_png"])
     lefts = index_images([root / "ManualMask" / "leftMask"])

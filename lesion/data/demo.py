@@ -33,6 +33,11 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
+from lesion.data import _draw
+from lesion.data.layouts import load_dataset
+from lesion.errors import ConfigError, unknown_option
+from lesion.paths import cache_dir as default_cache
+
 Domain = Literal["derm", "cxr"]
 
 #: Bump when the pictures or tables change: the cache folder is named after it, so old caches are ignored.
@@ -151,7 +156,6 @@ def generate_derm(n: int = 200, seed: int = 0, size: int = 256) -> Iterator[tupl
         (image uint8 [size, size, 3] RGB, mask bool [size, size], row) where row holds the labels.csv
         columns: image, diagnosis, target, group, patient_id, lesion_id, age, sex, site, split, art_*.
     """
-    from lesion.data import _draw
 
     current: tuple[int, Any] = (-1, None)
     for row in _derm_table(n, seed):
@@ -211,7 +215,6 @@ def generate_cxr(n: int = 60, seed: int = 0, size: int = 256) -> Iterator[tuple[
         the labels.csv columns: image, findings ('|'-joined, '' = No Finding), target, group, patient_id,
         age, sex, view, split.
     """
-    from lesion.data import _draw
 
     for i, row in enumerate(_cxr_table(n, seed)):
         found = set(row["findings"].split("|")) - {""}
@@ -231,8 +234,6 @@ GENERATORS: dict[str, Callable[..., Iterator[tuple[np.ndarray, np.ndarray, dict[
 
 def _check_domain(domain: str) -> None:
     if domain not in GENERATORS:
-        from lesion.errors import unknown_option
-
         raise unknown_option("demo domain", domain, list(GENERATORS))
 
 
@@ -329,8 +330,6 @@ def demo_root(domain: Domain, cache_dir: Path | None = None, seed: int = 0, n: i
     """
     _check_domain(domain)
     if cache_dir is None:
-        from lesion.paths import cache_dir as default_cache
-
         cache_dir = default_cache()
     n = DEFAULT_N[domain] if n is None else int(n)
     root = Path(cache_dir) / VERSION / _folder_name(domain, seed, n)
@@ -339,7 +338,6 @@ def demo_root(domain: Domain, cache_dir: Path | None = None, seed: int = 0, n: i
 
 def load_demo(domain: Domain, cache_dir: Path | None = None, seed: int = 0, n: int | None = None):
     """The demo data set as a :class:`lesion.data.records.Dataset` (generated on first use)."""
-    from lesion.data import load_dataset
 
     return load_dataset(demo_root(domain, cache_dir=cache_dir, seed=seed, n=n))
 
@@ -358,17 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="regenerate even when a complete set exists")
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
-        from lesion.errors import ConfigError
-
         raise ConfigError(f"--n must be at least 1, got {args.n}.")
     from tqdm import tqdm
 
     for domain in (["derm", "cxr"] if args.domain == "all" else [args.domain]):
         n = DEFAULT_N[domain] if args.n is None else args.n
         if args.out is None:
-            from lesion.paths import cache_dir
-
-            base = cache_dir() / VERSION
+            base = default_cache() / VERSION
         else:
             base = args.out
         root = base / (domain if args.out is not None else _folder_name(domain, args.seed, n))

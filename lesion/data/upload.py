@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lesion.errors import ImageReadError
+from lesion.data.io import to_uint8_rgb
 
 #: Smallest accepted side, pixels (networks downsample by 32; a smaller image holds nothing to look at).
 MIN_SIDE = 32
@@ -91,7 +92,6 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXEL
     Raises:
         ImageReadError: empty, corrupt or unsupported file, or an image too small to analyse.
     """
-    from lesion.data.io import to_uint8_rgb
 
     if not data:
         raise ImageReadError(f"{name} is empty (0 bytes).")

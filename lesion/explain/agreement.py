@@ -19,8 +19,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lesion.errors import MaskShapeError
-from lesion.explain.attention import binarize_heatmap
+from lesion.card import ModelCard
+from lesion.classify.classifier import as_classifier
+from lesion.classify.metadata import encode_metadata
+from lesion.classify.models import normalize, prepare_image
+from lesion.data.io import read_image, read_mask
+from lesion.errors import LesionError, MaskShapeError
+from lesion.explain.attention import binarize_heatmap, heat_inside
+from lesion.explain.cam import compute_cams
+from lesion.metrics import roc_auc_ci
 
 Progress = Callable[[int, int], None]
 
@@ -79,11 +86,8 @@ def agreement_score(
     out["focus"] = 0.0 if np.isnan(s) else float(np.clip(1.0 - s, 0.0, 1.0))
     out["overlap"] = float("nan")
     if reference is not None:
-        r = np.asarray(reference).astype(bool)
-        if r.shape != h.shape:
-            raise MaskShapeError(f"Reference mask {r.shape} and heatmap {h.shape} differ in size.")
-        total = h.sum()
-        out["overlap"] = float(h[r].sum() / total) if total > 0 else 0.0
+        # heat_inside is NaN for an all-zero map; here such a map points at nothing, so its overlap counts as 0
+        out["overlap"] = float(np.nan_to_num(heat_inside(h, reference), nan=0.0))
     out["cam_attention_iou"] = out["cam_attention_corr"] = float("nan")
     if attention is not None:
         a = np.asarray(attention, dtype=np.float64)
@@ -109,43 +113,15 @@ def wrongness_auc(agreement_scores: Sequence[float], is_wrong: Sequence[bool], n
     Raises:
         DataError: all predictions right (or all wrong): the AUC is undefined.
     """
-    from lesion.metrics import roc_auc_ci
-
     a = np.asarray(agreement_scores, dtype=np.float64)
     w = np.asarray(is_wrong).astype(bool)
     keep = np.isfinite(a)
     return roc_auc_ci(w[keep], -a[keep], n_boot=n_boot, seed=seed)
 
 
-def explain_batch(model, card: Mapping[str, Any], images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
-                  metas: Sequence[Mapping[str, Any]] | None = None, method: str = "gradcam",
-                  class_index: int | None = None, opening_radius: int = 3) -> list[dict[str, Any]]:
-    """CAM, attention (multi-task) and agreement for a few images, at the network's input view.
-
-    Images are centre-cropped / resized as the model's card says (:func:`lesion.classify.models.prepare_image`),
-    and the masks with them, so heatmaps, masks and the shown image line up pixel for pixel.
-
-    Args:
-        model, card: a loaded classifier (``lesion.classify.models.load_classifier``).
-        images: RGB uint8 ``[H, W, 3]`` each.
-        masks: bool ``[H, W]`` reference per image, or None.
-        metas: Record.meta per image (age, sex, site) for metadata models.
-        method: a CAM method (:data:`lesion.explain.cam.METHODS`).
-        class_index: class to explain; None = the predicted class (binary: positive if p >= 0.5).
-
-    Returns:
-        one dict per image: ``view`` (uint8 ``[S, S, 3]``), ``mask`` (bool or None), ``heat`` ``[S, S]``,
-        ``attention`` ``[S, S]`` or None, ``logits`` ``[K]``, ``class_index`` and the :func:`agreement_score` parts.
-    """
-    import torch
-
-    from lesion.classify.metadata import encode_metadata
-    from lesion.classify.models import Preprocessing, normalize, prepare_image
-    from lesion.classify.multitask import ClassifierOutput, MultiTaskNet
-    from lesion.explain.attention import attention_maps
-    from lesion.explain.cam import compute_cams
-
-    prep = Preprocessing.from_card(card)
+def _input_views(card: ModelCard, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]):
+    """Each image (and its mask) at the network's input view: ``(views uint8 [S, S, C], masks bool or None)``."""
+    prep = card.preprocessing
     views, refs = [], []
     for im, m in zip(images, masks):
         if m is None:
@@ -155,32 +131,83 @@ def explain_batch(model, card: Mapping[str, Any], images: Sequence[np.ndarray], 
             v, r = prepare_image(im, prep, m)
             views.append(v)
             refs.append(r)
-    x = torch.from_numpy(normalize(np.stack(views), prep))
-    is_mt = isinstance(model, MultiTaskNet)
+    return views, refs
+
+
+def explain_batch(model, card: ModelCard, images: Sequence[np.ndarray],
+                  masks: Sequence[np.ndarray | None] | None = None,
+                  metas: Sequence[Mapping[str, Any] | None] | None = None, methods: Sequence[str] = ("gradcam",),
+                  class_index: int | None = None, aug_smooth: bool = False,
+                  opening_radius: int = 3) -> list[dict[str, Any]]:
+    """CAMs, attention (models with a mask) and agreement for a few images, at the network's input view.
+
+    Images are centre-cropped / resized as the model's card says (:func:`lesion.classify.models.prepare_image`),
+    and the masks with them, so heatmaps, masks and the shown image line up pixel for pixel.
+
+    Args:
+        model, card: a loaded classifier (:func:`lesion.zoo.load_model`).
+        images: RGB uint8 ``[H, W, 3]`` each.
+        masks: bool ``[H, W]`` reference per image, or None (no references).
+        metas: metadata per image (``age``, ``sex``, ``site``) for models that use it; None = all unknown.
+        methods: CAM methods (:data:`lesion.explain.cam.METHODS`); the first one is scored for agreement
+            (none: logits and attention only).
+        class_index: class to explain; None = the predicted class (binary: positive if p >= 0.5).
+        aug_smooth: average each CAM over pytorch-grad-cam's TTA (flips x brightness).
+
+    Returns:
+        one dict per image: ``view`` (uint8 ``[S, S, C]``), ``mask`` (bool ``[S, S]`` or None), ``heats``
+        {method: ``[S, S]``}, ``heat`` (the first method's, or None), ``attention`` ``[S, S]`` or None, ``logits``
+        ``[K]``, ``class_index`` and (with a method) the :func:`agreement_score` parts of ``heat``.
+    """
+    import torch
+
+    methods = list(methods)
+    clf = as_classifier(model)
+    views, refs = _input_views(card, images, masks if masks is not None else [None] * len(images))
+    x = torch.from_numpy(normalize(np.stack(views), card.preprocessing))
     meta = None
-    if is_mt and model.cfg.use_metadata:
-        meta = torch.from_numpy(np.stack([encode_metadata(m or {}) for m in (metas or [{}] * len(views))]))
-    wrapped = ClassifierOutput(model, meta).eval()
-    p = next(wrapped.parameters())
+    if clf.uses_metadata:
+        meta = torch.from_numpy(np.stack([encode_metadata(m or {}) for m in (metas or [None] * len(views))]))
+    dev = next(clf.parameters()).device  # the engine may have moved a shared model to the GPU
     with torch.inference_mode():
-        logits = wrapped(x.to(p.device)).float().cpu().numpy()
+        out = clf.eval()(x.to(dev), meta)
+    logits = out.logits.float().cpu().numpy()
+    # the attention map is the mask branch's sigmoid at the input size (lesion.explain.attention.attention_maps)
+    att = torch.sigmoid(out.mask_logits[:, 0].float()).cpu().numpy() if out.mask_logits is not None else None
     if class_index is None:
         cls = (logits[:, 0] >= 0).astype(int) if logits.shape[1] == 1 else logits.argmax(axis=1)
     else:
         cls = np.full(len(views), int(class_index))
-    heat = compute_cams(wrapped, x, [int(c) for c in cls], [method])[method]
-    att = attention_maps(model, x, meta) if is_mt else None
+    heats = compute_cams(clf, x, [int(c) for c in cls], methods, aug_smooth=aug_smooth, meta=meta) if methods else {}
     rows = []
     for i in range(len(views)):
         a = None if att is None else att[i]
-        row = {"view": views[i], "mask": refs[i], "heat": heat[i], "attention": a, "logits": logits[i],
+        row = {"view": views[i], "mask": refs[i], "heats": {m: heats[m][i] for m in methods},
+               "heat": heats[methods[0]][i] if methods else None, "attention": a, "logits": logits[i],
                "class_index": int(cls[i])}
-        row.update(agreement_score(heat[i], a, refs[i], opening_radius))
+        if methods:
+            row.update(agreement_score(row["heat"], a, refs[i], opening_radius))
         rows.append(row)
     return rows
 
 
-def agreement_over_dataset(model, card: Mapping[str, Any], records: Sequence[Any], method: str = "gradcam",
+def explain_image(model, card: ModelCard, image: np.ndarray, meta: Mapping[str, Any] | None = None,
+                  mask: np.ndarray | None = None, methods: Sequence[str] = ("gradcam",),
+                  class_index: int | None = None, aug_smooth: bool = False, opening_radius: int = 3) -> dict[str, Any]:
+    """:func:`explain_batch` of one image held in memory (an upload, or an image a page has read).
+
+    Args:
+        image: RGB uint8 ``[H, W, 3]``.
+        meta: its metadata (``age``, ``sex``, ``site``), or None.
+        mask: bool ``[H, W]`` reference (truth or a segmentation), or None.
+
+    Returns:
+        the one dict :func:`explain_batch` returns for it.
+    """
+    return explain_batch(model, card, [image], [mask], [meta], methods, class_index, aug_smooth, opening_radius)[0]
+
+
+def agreement_over_dataset(model, card: ModelCard, records: Sequence[Any], method: str = "gradcam",
                            batch_size: int = 8, use_masks: bool = True, opening_radius: int = 3,
                            progress: Progress | None = None):
     """Agreement parts of every record (one batched CAM call per ``batch_size`` images).
@@ -195,9 +222,6 @@ def agreement_over_dataset(model, card: Mapping[str, Any], records: Sequence[Any
         :func:`agreement_score` columns. Unreadable images get NaN and an ``error`` message.
     """
     import pandas as pd
-
-    from lesion.data.io import read_image, read_mask
-    from lesion.errors import LesionError
 
     cols = ["n_components", "compactness", "spread", "focus", "overlap", "cam_attention_iou",
             "cam_attention_corr", "agreement"]
@@ -216,7 +240,7 @@ def agreement_over_dataset(model, card: Mapping[str, Any], records: Sequence[Any
             except LesionError as e:
                 rows.append({"id": r.id, "error": str(e), **{c: float("nan") for c in cols}})
         if good:
-            out = explain_batch(model, card, images, masks, [dict(r.meta or {}) for r in good], method,
+            out = explain_batch(model, card, images, masks, [dict(r.meta or {}) for r in good], (method,),
                                 opening_radius=opening_radius)
             for r, o in zip(good, out):
                 rows.append({"id": r.id, "logit": float(o["logits"].max()), "class_index": o["class_index"],

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from lesion.classify.classifier import LogitsOnly, as_classifier
 from lesion.errors import ConfigError, MaskShapeError
+from lesion.explain.overlay import draw_outline, heatmap_overlay
 
 #: Name of the attention "method" next to the CAM methods.
 ATTENTION = "attention"
 
 
 def attention_maps(model, images, meta=None) -> np.ndarray:
-    """``σ(mask logits)`` of a :class:`MultiTaskNet`, at the input size.
+    """``σ(mask logits)`` of a classifier with a mask (the multi-task network), at the input size.
 
     Args:
-        model: a MultiTaskNet (or ``ClassifierOutput`` around one).
+        model: a :class:`~lesion.classify.classifier.Classifier` (or a raw network, or its ``logits_module``).
         images: normalised ``[B, 3, H, W]`` tensor or array.
         meta: ``[B, D]`` metadata or None (all unknown).
 
@@ -30,16 +32,14 @@ def attention_maps(model, images, meta=None) -> np.ndarray:
     """
     import torch
 
-    from lesion.classify.multitask import ClassifierOutput, MultiTaskNet
-
-    net = model.model if isinstance(model, ClassifierOutput) else model
-    if not isinstance(net, MultiTaskNet):
-        raise ConfigError(f"{type(net).__name__} has no attention mask: only multi-task models have one.")
-    p = next(net.parameters())
+    clf = model.classifier if isinstance(model, LogitsOnly) else as_classifier(model)
+    if not clf.has_mask:
+        raise ConfigError(f"{type(clf.net).__name__} has no attention mask: only multi-task models have one.")
+    p = next(clf.parameters())
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).float().to(p.device)
     with torch.inference_mode():
         m = meta.to(p.device) if meta is not None else None
-        out = net.eval()(x, m)["mask_logits"]
+        out = clf.eval()(x, m).mask_logits
     return torch.sigmoid(out[:, 0].float()).cpu().numpy()
 
 
@@ -92,8 +92,24 @@ def heatmap_scores(heat: np.ndarray, lesion_mask: np.ndarray, opening_radius: in
     iou = 1.0 if union == 0 else float((b & m).sum() / union)
     total = float(h.sum())
     pointing = float(m.flat[int(np.argmax(h))]) if total > 0 else 0.0
-    inside = float(h[m].sum() / total) if total > 0 else float("nan")
-    return {"iou": iou, "pointing_game": pointing, "heat_inside": inside}
+    return {"iou": iou, "pointing_game": pointing, "heat_inside": heat_inside(h, m)}
+
+
+def heat_inside(heat: np.ndarray, mask: np.ndarray) -> float:
+    """Share of a heatmap's mass inside a mask: ``sum(heat in mask) / sum(heat)`` (negative heat counts as 0).
+
+    NaN for an all-zero heatmap: a map that points nowhere has no share to report (callers that need a number
+    decide what it means, e.g. 0 = "not inside").
+
+    Raises:
+        MaskShapeError: the two differ in size.
+    """
+    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float64), nan=0.0), 0, None)
+    m = np.asarray(mask).astype(bool)
+    if h.shape != m.shape:
+        raise MaskShapeError(f"Heatmap {h.shape} and mask {m.shape} differ in size.")
+    total = float(h.sum())
+    return float(h[m].sum() / total) if total > 0 else float("nan")
 
 
 def outline_panel(image: np.ndarray, heat: np.ndarray, opening_radius: int = 3, alpha: float = 0.45,
@@ -102,7 +118,6 @@ def outline_panel(image: np.ndarray, heat: np.ndarray, opening_radius: int = 3, 
 
     ``truth`` (optional) is outlined in cyan underneath. Returns RGB uint8 ``[H, W, 3]``.
     """
-    from lesion.explain.overlay import draw_outline, heatmap_overlay
 
     out = heatmap_overlay(image, heat, alpha=alpha)
     if truth is not None:

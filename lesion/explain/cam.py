@@ -1,13 +1,13 @@
 """Class activation maps through pytorch-grad-cam (adapters, not rewrites: STYLE habit 9).
 
 One front door, :func:`compute_cams`, runs any of :data:`METHODS` on a batch for a timm classifier or the
-multi-task network (wrapped in :class:`lesion.classify.multitask.ClassifierOutput`, so the library sees a
-plain ``x -> logits [B, K]`` model). The target layer is found by :func:`find_target_layer`.
+multi-task network: every model is a :class:`lesion.classify.classifier.Classifier`, whose
+``logits_module`` gives the library a plain ``x -> logits [B, K]`` model. The target layer is found by :func:`find_target_layer`.
 
 Binary heads (one logit) have no "class 0" column: :class:`BinaryLogitTarget` explains class 1 with the
 logit itself and class 0 with its negation (the logit of "not positive").
 
-pytorch_grad_cam and torch are imported inside the functions: importing this module stays cheap.
+pytorch_grad_cam is imported inside the functions (it is slow to import).
 """
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
+from lesion.card import ModelCard
+from lesion.classify.classifier import Classifier, LogitsOnly, as_classifier, submodule
+from lesion.classify.models import normalize, prepare_image
+from lesion.data.labels import melanoma_column
 from lesion.errors import ConfigError, unknown_option
 
 #: Method name -> pytorch_grad_cam class name (resolved lazily by :func:`cam_class`).
@@ -60,22 +64,11 @@ class BinaryLogitTarget:
         return z if self.category == 1 else -z
 
 
-def _unwrap(model):
-    """The network inside output wrappers (ClassifierOutput keeps it as ``.model``)."""
-    from lesion.classify.multitask import ClassifierOutput
-
-    while isinstance(model, ClassifierOutput):
-        model = model.model
-    return model
-
-
-def _submodule(model, name: str):
-    for candidate in (name, name.replace(".", "_")):
-        try:
-            return model.get_submodule(candidate)
-        except AttributeError:
-            continue
-    return None
+def _unwrap(model) -> Classifier:
+    """The :class:`Classifier` behind ``model`` (a logits-only view, a Classifier, or a raw network)."""
+    if isinstance(model, LogitsOnly):
+        return model.classifier
+    return as_classifier(model)
 
 
 def _last_spatial_conv(model, size: int = 224):
@@ -106,34 +99,36 @@ def _last_spatial_conv(model, size: int = 224):
 def find_target_layer(model, size: int = 224):
     """The layer whose activations the CAM methods weight: the network's last spatial stage.
 
-    Order of preference: the multi-task encoder's last feature stage; a timm EfficientNet's ``bn2`` (conv_head
-    + BN + activation: the last spatial features); the last entry of timm's ``feature_info`` (``layer4`` of a
-    ResNet, ``features.norm5`` of a DenseNet); else the last ``nn.Conv2d`` with an output wider than 1x1.
+    Order of preference: what the classifier names (:meth:`Classifier.feature_layer`: the multi-task
+    encoder's last stage, a timm EfficientNet's ``bn2``); the last entry of timm's ``feature_info``
+    (``layer4`` of a ResNet, ``features.norm5`` of a DenseNet); else the last ``nn.Conv2d`` with an output
+    wider than 1x1.
 
     Args:
-        model: a timm classifier, :class:`MultiTaskNet`, or either wrapped in ``ClassifierOutput``.
+        model: a :class:`Classifier` (or its ``logits_module``, or a raw timm network).
         size: input side used only by the generic fallback's probe forward pass.
     """
-    from lesion.classify.multitask import MultiTaskNet
-
-    net = _unwrap(model)
-    if isinstance(net, MultiTaskNet):
-        info = net.encoder.feature_info
-        names = info.module_name() if hasattr(info, "module_name") else [i["module"] for i in info]
-        layer = _submodule(net.encoder, names[-1])
-        return layer if layer is not None else _last_spatial_conv(net.encoder, size)
-    if hasattr(net, "conv_head") and hasattr(net, "bn2"):
-        return net.bn2
+    clf = _unwrap(model)
+    layer = clf.feature_layer()
+    if layer is not None:
+        return layer
+    net = clf.net
     info = getattr(net, "feature_info", None)
     if info:
         try:
             name = info.module_name()[-1] if hasattr(info, "module_name") else info[-1]["module"]
         except (KeyError, IndexError, TypeError):
             name = None
-        layer = _submodule(net, name) if name else None
+        layer = submodule(net, name) if name else None
         if layer is not None:
             return layer
     return _last_spatial_conv(net, size)
+
+
+def positive_target(classes) -> int:
+    """The class index that explains "positive" for :func:`targets_for`: 1 (the logit itself) for a binary head,
+    the melanoma column of a multi-class head (:func:`lesion.data.labels.melanoma_column`)."""
+    return 1 if len(classes) <= 1 else melanoma_column(classes)
 
 
 def targets_for(model, class_index: "int | Sequence[int]", batch: int) -> list:
@@ -156,20 +151,14 @@ def targets_for(model, class_index: "int | Sequence[int]", batch: int) -> list:
 
 
 def _num_outputs(model) -> int:
-    net = _unwrap(model)
-    cfg = getattr(net, "cfg", None)
-    if cfg is not None and hasattr(cfg, "num_classes"):
-        return int(cfg.num_classes)
-    return int(getattr(net, "num_classes", 0) or 0) or 1
+    return _unwrap(model).num_classes
 
 
-def as_logit_model(model, meta=None):
-    """Wrap a classifier / multi-task network as ``x -> logits [B, K]`` (metadata bound for multi-task)."""
-    from lesion.classify.multitask import ClassifierOutput
-
-    if isinstance(model, ClassifierOutput):
+def as_logit_model(model, meta=None) -> LogitsOnly:
+    """``model`` as ``x -> logits [B, K]`` (metadata bound for models that take it)."""
+    if isinstance(model, LogitsOnly):
         return model
-    return ClassifierOutput(model, meta).eval()
+    return as_classifier(model).logits_module(meta)
 
 
 def compute_cams(
@@ -186,7 +175,7 @@ def compute_cams(
     """Heatmaps of several CAM methods for one class over a batch, one library call per method.
 
     Args:
-        model: timm classifier, :class:`MultiTaskNet`, or a ``ClassifierOutput`` around either.
+        model: a :class:`Classifier` (or its ``logits_module``, or a raw timm network).
         images: preprocessed (normalised) ``[B, 3, H, W]`` float tensor or array.
         class_index: class to explain, one for the batch or one per image (binary heads: 1 = positive,
             0 = negative).
@@ -231,3 +220,29 @@ def compute_cams(
         wrapped.train(was_training)
         wrapped.zero_grad(set_to_none=True)
     return out
+
+
+def label_heatmap(model: Classifier, card: ModelCard, image: np.ndarray, class_index: int,
+                  method: str = "gradcam") -> np.ndarray:
+    """CAM of one output column over a radiograph, at the image's own resolution.
+
+    Args:
+        model: the chest X-ray classifier (eval mode).
+        card: its card (preprocessing).
+        image: RGB or grey uint8 ``[H, W(, 3)]``.
+        class_index: the output column (finding) to explain.
+        method: a :data:`lesion.explain.cam.METHODS` name.
+
+    Returns:
+        float32 ``[H, W]`` in [0, 1].
+    """
+    import cv2
+
+    prep = card.preprocessing
+    x = normalize(prepare_image(image, prep)[None], prep)
+    k = len(card.classes) or 1
+    # one-logit heads: BinaryLogitTarget(1) explains the positive class; multi-label: the column itself
+    target = 1 if k == 1 else int(class_index)
+    heat = compute_cams(model, x, target, methods=(method,))[method][0]
+    h, w = image.shape[:2]
+    return cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from lesion.errors import ConfigError, MaskShapeError, unknown_option
+from lesion.data.io import to_uint8_rgb
 
 RGB = tuple[int, int, int]
 
@@ -33,7 +34,6 @@ COLORMAPS: dict[str, str] = {
 
 def _rgb(image: np.ndarray) -> np.ndarray:
     """A contiguous RGB uint8 copy of ``image`` (grey is repeated to three channels)."""
-    from lesion.data.io import to_uint8_rgb
 
     out = to_uint8_rgb(np.asarray(image))
     return out.copy() if out is image else np.ascontiguousarray(out)

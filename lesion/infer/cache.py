@@ -21,19 +21,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lesion.classify.models import Preprocessing
+from lesion.card import ModelCard
 from lesion.infer.engine import PredictionResult, _members, predict
 from lesion.infer.ensemble import check_merge, merge_members
+from lesion.paths import dataset_cache_dir
 
 CACHE_VERSION = 1
 
 
-def weights_identity(model: Any, card: Mapping[str, Any]) -> str:
+def weights_identity(model: Any, card: ModelCard) -> str:
     """A string that changes whenever the weights change."""
-    path = card.get("path") or card.get("weights_path")
+    path = card.path
     if path and Path(path).is_file():
         st = Path(path).stat()
-        return f"file:{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}:{card.get('sha256', '')}"
+        return f"file:{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}:{card.sha256 or ''}"
     h = hashlib.sha1()
     for k, v in model.state_dict().items():
         h.update(k.encode())
@@ -41,18 +42,18 @@ def weights_identity(model: Any, card: Mapping[str, Any]) -> str:
     return f"state:{h.hexdigest()}"
 
 
-def member_key(model: Any, card: Mapping[str, Any], fingerprint: str, tta: str, tta_merge: str) -> str:
+def member_key(model: Any, card: ModelCard, fingerprint: str, tta: str, tta_merge: str) -> str:
     """Cache key (hex) of one member's predictions on one data set."""
     blob = json.dumps(
         {
             "v": CACHE_VERSION,
-            "name": card.get("name"),
+            "name": card.name,
             "weights": weights_identity(model, card),
             "data": fingerprint,
             "tta": tta,
             "tta_merge": tta_merge,
-            "prep": Preprocessing.from_card(card).to_dict(),
-            "classes": list(card.get("classes") or []),
+            "prep": card.preprocessing.to_dict(),
+            "classes": list(card.classes),
         },
         sort_keys=True,
     )
@@ -61,7 +62,6 @@ def member_key(model: Any, card: Mapping[str, Any], fingerprint: str, tta: str, 
 
 def cache_folder(fingerprint: str, root: str | Path | None = None) -> Path:
     """Folder of a data set's cached predictions (``root`` overrides the lesion cache, for tests)."""
-    from lesion.paths import dataset_cache_dir
 
     base = Path(root) / "datasets" / fingerprint if root is not None else dataset_cache_dir(fingerprint)
     d = base / "cls_predictions"
@@ -111,7 +111,7 @@ def cached_predict(
                 member_probs[m.name] = z["probs"]
                 notes.append(f"{m.name}: from cache")
                 continue
-        todo.append(((model, dict(card, name=m.name)), m.name))
+        todo.append(((model, card.replace(name=m.name)), m.name))
     if todo:
         res = predict([t[0] for t in todo], dataset, tta=tta, merge=merge, tta_merge=tta_merge,
                       batch_size=batch_size, device=device, progress=progress)
@@ -123,9 +123,9 @@ def cached_predict(
     elif progress is not None:
         progress(len(ids), len(ids))
     ordered = [member_probs[m.name] for m in members]
-    ml = bool(members[0].card.get("multilabel", False))
+    ml = members[0].card.multilabel
     probs = merge_members(ordered, merge, ml) if len(ordered) > 1 else ordered[0]
-    classes = tuple(members[0].card.get("classes") or ()) or tuple(f"class{j}" for j in range(probs.shape[1]))
+    classes = members[0].card.classes or tuple(f"class{j}" for j in range(probs.shape[1]))
     ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(ids))
     return PredictionResult(probs, {m.name: member_probs[m.name] for m in members}, ids, classes, device_used, ms,
                             tta, merge, tta_merge, notes)

@@ -24,7 +24,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lesion.classify.models import Preprocessing, normalize, prepare_image
+from lesion.card import ModelCard, Preprocessing
+from lesion.classify.classifier import Classifier, as_classifier
+from lesion.classify.metadata import encode_metadata
+from lesion.classify.models import normalize, prepare_image
+from lesion.data.io import read_image
+from lesion.device import pick_device
 from lesion.errors import DataError
 from lesion.infer.ensemble import check_merge, merge_logits, merge_members
 from lesion.infer.tta import augment_views, n_views, tta_transforms, view_list
@@ -84,18 +89,19 @@ class _Item:
     def load(self) -> np.ndarray:
         if self.image is not None:
             return self.image
-        from lesion.data.io import read_image
-
         return read_image(self.path)
 
 
 def as_items(data: Any) -> list[_Item]:
-    """Accept a Dataset, a list of Records, a list of RGB uint8 arrays, or a list of image paths."""
+    """Accept a Dataset, a list of Records, of RGB uint8 arrays, of ``(array, metadata dict)`` pairs (an
+    upload with its age / sex / site), or of image paths."""
     records = getattr(data, "records", data)
     items: list[_Item] = []
     for i, r in enumerate(records):
         if isinstance(r, np.ndarray):
             items.append(_Item(f"image_{i:05d}", r, None, {}))
+        elif isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], np.ndarray) and isinstance(r[1], Mapping):
+            items.append(_Item(f"image_{i:05d}", r[0], None, dict(r[1])))
         elif isinstance(r, (str, Path)):
             items.append(_Item(Path(r).stem, None, Path(r), {}))
         elif hasattr(r, "image_path"):
@@ -110,49 +116,41 @@ def as_items(data: Any) -> list[_Item]:
 @dataclass
 class _Member:
     name: str
-    model: Any
-    card: Mapping[str, Any]
+    model: Classifier
+    card: ModelCard
     prep: Preprocessing
     uses_meta: bool
 
 
-def uses_metadata(model: Any, card: Mapping[str, Any]) -> bool:
-    """True for multi-task models built with the metadata encoder."""
-    from lesion.classify.multitask import MultiTaskNet
-
-    return isinstance(model, MultiTaskNet) and bool(model.cfg.use_metadata)
-
-
-def _members(models: Sequence[tuple[Any, Mapping[str, Any]]]) -> list[_Member]:
+def _members(models: Sequence[tuple[Any, ModelCard]]) -> list[_Member]:
     if not models:
         raise DataError("No models given: pass at least one (model, card) pair.")
     out, seen = [], {}
     for i, (model, card) in enumerate(models):
-        name = str(card.get("name") or f"model{i}")
+        name = card.name or f"model{i}"
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             name = f"{name}#{seen[name]}"
-        out.append(_Member(name, model, card, Preprocessing.from_card(card), uses_metadata(model, card)))
-    classes = {(tuple(m.card.get("classes") or ()), is_multilabel(m.card)) for m in out}
+        clf = as_classifier(model)
+        out.append(_Member(name, clf, card, card.preprocessing, clf.uses_metadata))
+    classes = {(m.card.classes, m.card.multilabel) for m in out}
     if len(classes) > 1:
         raise DataError(
             "Ensemble members predict different classes: "
-            + "; ".join(f"{m.name}: {list(m.card.get('classes') or [])}" for m in out)
+            + "; ".join(f"{m.name}: {list(m.card.classes)}" for m in out)
             + ". Combine only models trained for the same target."
         )
     return out
 
 
 def _classes(members: list[_Member], k: int) -> tuple[str, ...]:
-    c = tuple(members[0].card.get("classes") or ())
+    c = members[0].card.classes
     return c if len(c) == k else tuple(f"class{j}" for j in range(k))
 
 
 def _forward(member: _Member, x, meta, device: str):
     """Logits ``[B, K]`` float32 on CPU for a (views) batch ``x`` on ``device``."""
     import torch
-
-    from lesion.classify.multitask import MultiTaskNet
 
     with torch.inference_mode():
         if device.startswith("cuda"):
@@ -164,12 +162,8 @@ def _forward(member: _Member, x, meta, device: str):
 
             ctx = contextlib.nullcontext()
         with ctx:
-            if isinstance(member.model, MultiTaskNet):
-                m = meta.to(x.device) if (meta is not None and member.uses_meta) else None
-                out = member.model(x, m)["logits"]
-            else:
-                out = member.model(x)
-                out = out["logits"] if isinstance(out, dict) else out
+            m = meta.to(x.device) if (meta is not None and member.uses_meta) else None
+            out = member.model(x, m).logits
     return out.float().cpu().numpy()
 
 
@@ -186,18 +180,11 @@ def _place(members: list[_Member], device: str) -> None:
 def _meta_tensor(items: Sequence[_Item]):
     import torch
 
-    from lesion.classify.metadata import encode_metadata
-
     return torch.from_numpy(np.stack([encode_metadata(it.meta) for it in items]))
 
 
-def is_multilabel(card: Mapping[str, Any]) -> bool:
-    """True when the card's head is multi-label (independent sigmoids, e.g. chest X-ray findings)."""
-    return bool(card.get("multilabel", False))
-
-
 def _finish(members, logits, items, tta, merge, tta_merge, device, t0) -> PredictionResult:
-    ml = is_multilabel(members[0].card)
+    ml = members[0].card.multilabel
     member_probs = {m.name: merge_logits(np.concatenate(logits[m.name], axis=1), tta_merge, ml) for m in members}
     probs = (merge_members(list(member_probs.values()), merge, ml) if len(members) > 1
              else next(iter(member_probs.values())))
@@ -221,7 +208,7 @@ def auto_batch_size(device: str, tta: str) -> int:
 
 
 def predict(
-    models: Sequence[tuple[Any, Mapping[str, Any]]],
+    models: Sequence[tuple[Any, ModelCard]],
     data: Any,
     tta: str = "d4",
     merge: str = "mean_prob",
@@ -247,8 +234,6 @@ def predict(
         :class:`PredictionResult`.
     """
     import torch
-
-    from lesion.device import pick_device
 
     tta_transforms(tta)
     check_merge(merge)
@@ -284,7 +269,7 @@ def predict(
 
 
 def predict_naive(
-    models: Sequence[tuple[Any, Mapping[str, Any]]],
+    models: Sequence[tuple[Any, ModelCard]],
     data: Any,
     tta: str = "d4",
     merge: str = "mean_prob",
@@ -297,9 +282,6 @@ def predict_naive(
     Same arguments and result as :func:`predict`; exists to check it and to measure the speed-up.
     """
     import torch
-
-    from lesion.classify.multitask import MultiTaskNet
-    from lesion.device import pick_device
 
     tta_transforms(tta)
     check_merge(merge)
@@ -319,11 +301,7 @@ def predict_naive(
             per_view = []
             for xv in view_list(x, tta):
                 with torch.inference_mode():
-                    if isinstance(m.model, MultiTaskNet):
-                        out = m.model(xv, meta.to(device) if (meta is not None and m.uses_meta) else None)
-                    else:
-                        out = m.model(xv)
-                out = out["logits"] if isinstance(out, dict) else out
+                    out = m.model(xv, meta.to(device) if (meta is not None and m.uses_meta) else None).logits
                 per_view.append(out.float().cpu().numpy())
             logits[m.name].append(np.stack(per_view))  # [V, 1, K]
         if progress is not None:

@@ -15,36 +15,43 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lesion.classify.models import HAM7, TARGETS, record_label
-from lesion.errors import ConfigError, DataError, LesionError
-from lesion.infer.ensemble import MERGE_MODES
-from lesion.infer.tta import TTA_NAMES
+from lesion.card import ModelCard
+from lesion.classify.classifier import as_classifier
+from lesion.classify.cxr import labels_for_model
+from lesion.classify.metadata import METADATA_KEYS, metadata_coverage
+from lesion.data.labels import HAM7, TARGETS, melanoma_column, record_label
+from lesion.data.spec import open_data
+from lesion.errors import ConfigError, DataError, LesionError, unknown_option
+from lesion.infer.cache import cached_predict
+from lesion.infer.engine import predict
+from lesion.infer.ensemble import MERGE_MODES, check_merge
+from lesion.infer.tta import TTA_NAMES, tta_transforms
+from lesion.metrics import logits_auc, mean_auc, per_label_auc, roc_auc_ci
+from lesion.zoo import CLASSIFIER_TASKS, load_model
 
 
 def _warn(msg: str) -> None:
     print(f"lesion: warning: {msg}", file=sys.stderr)
 
 
-def resolve_target(cards: Sequence[Mapping[str, Any]], requested: str | None) -> tuple[str, str]:
+def resolve_target(cards: Sequence[ModelCard], requested: str | None) -> tuple[str, str]:
     """``(model_target, eval_target)``: what the models predict and what is scored.
 
     Raises:
         DataError: members trained for different targets, or a requested target the models cannot give.
     """
-    targets = {c.get("target") for c in cards}
+    targets = {c.target for c in cards}
     if len(targets) > 1:
         raise DataError("The models were trained for different targets: "
-                        + ", ".join(f"{c.get('name')}={c.get('target')}" for c in cards) + ".")
+                        + ", ".join(f"{c.name}={c.target}" for c in cards) + ".")
     model_target = targets.pop() or "melanoma"
     if requested is None:
         return model_target, model_target
     if requested not in TARGETS:
-        from lesion.errors import unknown_option
-
         raise unknown_option("target", requested, TARGETS)
     if requested == model_target or (model_target == "dx7" and requested == "melanoma"):
         return model_target, requested
@@ -72,12 +79,9 @@ def check_label_classes(dataset, target: str) -> None:
         )
 
 
-def metadata_warnings(members: Sequence[tuple[Any, Mapping[str, Any]]], records: Sequence[Any]) -> list[str]:
+def metadata_warnings(members: Sequence[tuple[Any, ModelCard]], records: Sequence[Any]) -> list[str]:
     """Readable notes for metadata models when the data lacks age / sex / site."""
-    from lesion.classify.metadata import METADATA_KEYS, metadata_coverage
-    from lesion.infer.engine import uses_metadata
-
-    users = [c.get("name") for m, c in members if uses_metadata(m, c)]
+    users = [c.name for m, c in members if as_classifier(m).uses_metadata]
     if not users:
         return []
     cov = metadata_coverage(records)
@@ -99,18 +103,14 @@ def score(probs: np.ndarray, classes: Sequence[str], target: str) -> np.ndarray:
     if probs.shape[1] == 1:
         return probs[:, 0]
     if target == "melanoma":
-        return probs[:, list(classes).index("mel")]
+        return probs[:, melanoma_column(classes)]
     return probs
 
 
 def auc_for(y: np.ndarray, s: np.ndarray, target: str, n_boot: int = 1000) -> tuple[float, float, float]:
     """AUC (+ bootstrap CI for binary targets) over the labelled images."""
-    from lesion.metrics import roc_auc_ci
-
     if target == "dx7":
-        from lesion.train.cls import auc_of
-
-        return auc_of(np.log(np.clip(s, 1e-7, 1)), y.astype(int)), float("nan"), float("nan")
+        return logits_auc(np.log(np.clip(s, 1e-7, 1)), y.astype(int)), float("nan"), float("nan")
     return roc_auc_ci(y, s, n_boot=n_boot)
 
 
@@ -127,23 +127,16 @@ def evaluate_classifiers(
     warn: Callable[[str], None] = _warn,
 ) -> tuple[Any, dict[str, Any]]:
     """Load models, predict, score. Returns ``(per-image DataFrame, summary dict)`` (the CLI's JSON line)."""
-    from lesion.classify.models import load_classifier
-    from lesion.infer.cache import cached_predict
-    from lesion.infer.engine import predict
-    from lesion.infer.tta import tta_transforms
-    from lesion.infer.ensemble import check_merge
-    from lesion.train.cls import resolve_data
-
     tta_transforms(tta)
     check_merge(merge)
     if not model_names:
         raise ConfigError("--models needs at least one model name or path.")
-    members = [load_classifier(n) for n in model_names]
-    if any(c.get("multilabel") and len(c.get("classes") or ()) > 1 for _, c in members):
-        return _evaluate_multilabel(members, resolve_data(data), tta, merge, device, batch_size, use_cache,
+    members = [load_model(n, task=CLASSIFIER_TASKS) for n in model_names]
+    if any(c.multilabel and len(c.classes) > 1 for _, c in members):
+        return _evaluate_multilabel(members, open_data(data), tta, merge, device, batch_size, use_cache,
                                     progress, warn)
     model_target, eval_target = resolve_target([c for _, c in members], target)
-    dataset = resolve_data(data)
+    dataset = open_data(data)
     records = dataset.records
     for note in metadata_warnings(members, records):
         warn(note)
@@ -182,18 +175,13 @@ def evaluate_classifiers(
 def _evaluate_multilabel(members, dataset, tta, merge, device, batch_size, use_cache, progress, warn):
     """Multi-label (chest X-ray findings) models: per-finding AUC against the labels the model's label set
     gives the data (:func:`lesion.classify.cxr.labels_for_model`); the summary's ``auc`` is their mean."""
-    from lesion.classify.cxr import labels_for_model
-    from lesion.infer.cache import cached_predict
-    from lesion.infer.engine import predict
-    from lesion.train.cxr import mean_auc, per_label_auc
-
     run = cached_predict if use_cache else predict
     res = run(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device, progress=progress)
     y, notes = labels_for_model(members[0][1], dataset.records)
     for note in notes:
         warn(note)
     df = res.to_frame()
-    summary: dict[str, Any] = {"n": len(dataset.records), "target": members[0][1].get("target"), "tta": tta,
+    summary: dict[str, Any] = {"n": len(dataset.records), "target": members[0][1].target, "tta": tta,
                                "merge": merge, "device": res.device, "ms_per_image": round(res.ms_per_image, 2)}
     if y is None:
         summary["labels"] = False

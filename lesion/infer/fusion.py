@@ -29,7 +29,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lesion.errors import DataError
+from lesion.errors import DataError, unknown_option
+from lesion.infer.evaluate import label_vector, score
+from lesion.metrics import curve_table, roc_auc_ci
 
 FUSION_METHODS = ("mean", "max", "log_mean", "stacker")
 #: Name of the per-image baseline row in the AUC table and on the ROC chart.
@@ -181,7 +183,6 @@ def fuse(scores: Any, cases: Cases, method: str) -> np.ndarray:
         return np.exp(np.bincount(cases.index, weights=logs, minlength=c) / cases.n_views)
     if method == "stacker":
         raise DataError("The stacker is fitted, not computed: use fit_stacker / oof_stacker (or evaluate_fusion).")
-    from lesion.errors import unknown_option
 
     raise unknown_option("fusion method", method, FUSION_METHODS)
 
@@ -358,8 +359,6 @@ class FusionReport:
         cases, for one chart: per-view curves are over images, fused curves over cases."""
         import pandas as pd
 
-        from lesion.metrics import curve_table
-
         v = self.views[(self.views["n_views"] >= 2) & self.views["label"].notna()]
         c = self.cases[(self.cases["n_views"] >= 2) & self.cases["label"].notna()]
         if not len(v) or v["label"].nunique() < 2 or c["label"].nunique() < 2:
@@ -381,7 +380,6 @@ def random_view_auc(scores: Any, cases: Cases, labels: Any, keep: np.ndarray | N
     Args:
         keep: boolean ``[C]`` of the cases to score (default: all labelled cases).
     """
-    from lesion.metrics import roc_auc_ci
 
     s = _check_scores(scores, cases)
     y, _ = case_labels(labels, cases)
@@ -398,8 +396,6 @@ def random_view_auc(scores: Any, cases: Cases, labels: Any, keep: np.ndarray | N
 
 
 def _auc_row(name: str, level: str, y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> dict:
-    from lesion.metrics import roc_auc_ci
-
     auc, lo, hi = roc_auc_ci(y, s, n_boot=n_boot, seed=seed)
     return {"method": name, "level": level, "n": int(y.size), "positives": int(y.sum()), "auc": auc,
             "ci_lo": lo, "ci_hi": hi}
@@ -435,8 +431,6 @@ def evaluate_fusion(
             multi-view cases hold only one class.
     """
     import pandas as pd
-
-    from lesion.errors import unknown_option
 
     for m in methods:
         if m not in FUSION_METHODS:
@@ -523,7 +517,6 @@ def evaluate_predictions(records: Sequence[Any], result: Any, target: str, colum
         column: case-id column (:func:`case_keys`).
         kwargs: passed to :func:`evaluate_fusion` (methods, stacker, n_boot...).
     """
-    from lesion.infer.evaluate import label_vector, score
 
     records = list(getattr(records, "records", records))
     if [r.id for r in records] != list(result.ids):

@@ -12,9 +12,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from lesion.data.io import read_image, read_mask, resize_image
 from lesion.data.records import Dataset
 from lesion.errors import DataError, LesionError
 from lesion.metrics import SEG_METRICS, metrics_from_counts
+from lesion.segment.evaluate import to_mask
 
 Progress = Callable[[int, int], None]
 
@@ -27,8 +29,6 @@ def counts_over_thresholds(output: np.ndarray, truth: np.ndarray, thresholds: Se
 
     A bool ``output`` (Otsu) gives the same counts at every threshold.
     """
-    from lesion.segment.evaluate import to_mask
-
     truth = np.asarray(truth, dtype=bool)
     out = np.asarray(output)
     n_true = int(truth.sum())
@@ -63,8 +63,6 @@ def threshold_counts(
         an unreadable image has one row with the message in ``error`` and no counts).
     """
     import pandas as pd
-
-    from lesion.data.io import read_image, read_mask, resize_image
 
     records = [r for r in dataset.records if r.mask_path is not None]
     if not records:

@@ -21,9 +21,13 @@ from typing import Callable
 
 import numpy as np
 
+from lesion.data.io import read_image, read_mask, resize_image
 from lesion.data.records import Dataset
+from lesion.data.spec import open_data
 from lesion.errors import ConfigError, DataError, LesionError
 from lesion.metrics import SEG_METRICS, seg_metrics, summarize
+from lesion.segment.otsu import OtsuSegmenter, preset
+from lesion.zoo import load_segmenter
 
 Segmenter = Callable[[np.ndarray], np.ndarray]
 Progress = Callable[[int, int], None]
@@ -38,8 +42,6 @@ def to_mask(output: np.ndarray, shape: tuple[int, int], threshold: float = 0.5) 
     Bool outputs are kept; numeric ones are foreground where ``> threshold`` (probabilities in [0, 1]; a
     {0, 1} integer mask works the same). A ``[1, h, w]`` or ``[h, w, 1]`` output is squeezed.
     """
-    from lesion.data.io import resize_image
-
     out = np.asarray(output)
     if out.ndim == 3 and 1 in (out.shape[0], out.shape[-1]):
         out = out.squeeze(0) if out.shape[0] == 1 else out[..., 0]
@@ -80,8 +82,6 @@ def evaluate_segmentation(
     """
     import pandas as pd
 
-    from lesion.data.io import read_image, read_mask, resize_image
-
     records = [r for r in dataset.records if r.mask_path is not None]
     if not records:
         raise DataError(
@@ -117,19 +117,10 @@ def resolve_segmenter(name_or_path: str, domain: str) -> tuple[str, Segmenter]:
         ``(display_name, segmenter)``.
 
     Raises:
-        ConfigError: the model loader is not available in this installation.
+        CheckpointError: unknown or unreadable checkpoint.
     """
     if name_or_path.lower() == "otsu":
-        from lesion.segment.otsu import OtsuSegmenter, preset
-
         return "otsu", OtsuSegmenter(preset(domain))
-    try:
-        from lesion.segment.models import load_segmenter
-    except ImportError as e:
-        raise ConfigError(
-            f"Cannot load model '{name_or_path}': trained segmentation models are not available "
-            f"in this installation ({e}). Use --model otsu."
-        ) from e
     seg = load_segmenter(name_or_path)
     name = getattr(seg, "name", None) or Path(str(name_or_path)).stem
     return str(name), seg
@@ -168,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from lesion.data import load_dataset
-
-    dataset = load_dataset(args.data)
+    dataset = open_data(args.data)
     if not dataset.has_masks:
         raise DataError(f"Data set at {args.data} has no masks, so a segmentation cannot be scored.")
     name, segmenter = resolve_segmenter(args.model, args.domain or dataset.domain)

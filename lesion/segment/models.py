@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from lesion.card import ModelCard, Preprocessing
+from lesion.data.io import to_uint8_rgb
+from lesion.device import pick_device
 from lesion.errors import CheckpointError, ConfigError, LesionError, unknown_option
-from lesion.weights import LITE_MEAN, LITE_STD
+from lesion.weights import LITE_MEAN, LITE_STD, init_encoder_from_imagenet
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -148,8 +150,6 @@ def create_seg_model(cfg: SegModelConfig, load_imagenet: bool = True) -> "torch.
     if cfg.init == "imagenet-lite-port" and load_imagenet:
         if cfg.in_channels != 3:
             raise ConfigError("The ImageNet port needs in_channels=3 (use init='random' otherwise).")
-        from lesion.weights import init_encoder_from_imagenet
-
         report = init_encoder_from_imagenet(model, cfg.encoder)
         if report["init"] != "imagenet-lite-port":
             warnings.warn(f"{report.get('note')}; ported encoders: {', '.join(PORTED_ENCODERS)}", stacklevel=2)
@@ -161,32 +161,34 @@ def create_seg_model(cfg: SegModelConfig, load_imagenet: bool = True) -> "torch.
 # Cards and loading
 # ----------------------------------------------------------------------------------------------------------
 def cfg_to_card(cfg: SegModelConfig) -> dict[str, Any]:
-    """The card fields that rebuild ``cfg`` (``model`` block + top-level arch/encoder/preprocessing)."""
-    d = asdict(cfg)
+    """The :class:`~lesion.card.ModelCard` fields that rebuild ``cfg`` (``ModelCard(name=…, task="segmentation",
+    **cfg_to_card(cfg), …)``)."""
     return {
         "arch": cfg.arch,
         "encoder": cfg.encoder,
         "init": cfg.init,
-        "model": d,
-        "preprocessing": {"size": cfg.size, "mean": list(cfg.mean), "std": list(cfg.std),
-                          "resize": "square, cv2 INTER_AREA (down) / INTER_LINEAR (up)", "threshold": 0.5},
+        "classes": ("foreground",) if cfg.classes == 1 else tuple(f"class{i}" for i in range(cfg.classes)),
+        "model": asdict(cfg),
+        "preprocessing": Preprocessing(size=cfg.size, mean=tuple(cfg.mean), std=tuple(cfg.std), center_crop=False,
+                                       channels=cfg.in_channels, threshold=0.5,
+                                       resize="square, cv2 INTER_AREA (down) / INTER_LINEAR (up)"),
     }
 
 
-def cfg_from_card(card: Mapping[str, Any]) -> SegModelConfig:
-    """Rebuild the :class:`SegModelConfig` a card describes.
+def cfg_from_card(card: ModelCard) -> SegModelConfig:
+    """Rebuild the :class:`SegModelConfig` a card describes (``init='random'``: the checkpoint holds the weights).
 
     Raises:
         CheckpointError: the card lacks ``arch``/``encoder`` or the preprocessing size.
     """
-    model = dict(card.get("model") or {})
-    pre = dict(card.get("preprocessing") or {})
-    arch = model.get("arch", card.get("arch"))
-    encoder = model.get("encoder", card.get("encoder"))
-    size = pre.get("size", model.get("size"))
+    model = dict(card.model)
+    pre = card.preprocessing
+    arch = model.get("arch", card.arch)
+    encoder = model.get("encoder", card.encoder)
+    size = pre.size or model.get("size")
     if not arch or not encoder or not size:
         raise CheckpointError(
-            f"Card '{card.get('name', '?')}' must give arch, encoder and preprocessing.size "
+            f"Card '{card.name}' must give arch, encoder and preprocessing.size "
             f"(found arch={arch!r}, encoder={encoder!r}, size={size!r})."
         )
     dc = model.get("decoder_channels")
@@ -196,65 +198,27 @@ def cfg_from_card(card: Mapping[str, Any]) -> SegModelConfig:
         in_channels=int(model.get("in_channels", 3)),
         classes=int(model.get("classes", 1)),
         size=int(size if not isinstance(size, (list, tuple)) else size[0]),
-        mean=tuple(float(v) for v in pre.get("mean", model.get("mean", LITE_MEAN))),
-        std=tuple(float(v) for v in pre.get("std", model.get("std", LITE_STD))),
+        mean=tuple(float(v) for v in pre.mean),
+        std=tuple(float(v) for v in pre.std),
         init="random",  # the checkpoint holds the weights; never re-run the ImageNet port on load
         encoder_depth=int(model.get("encoder_depth", 5)),
         decoder_channels=tuple(int(c) for c in dc) if dc else None,
     )
 
 
-def pick_device(device: "str | torch.device | None" = None) -> "torch.device":
-    """:func:`lesion.device.pick_device` (the one device rule) as a ``torch.device``."""
+def torch_device(device: "str | torch.device | None" = None) -> "torch.device":
+    """:func:`lesion.device.pick_device` (the one device rule, a string) as a ``torch.device``."""
     import torch
 
-    from lesion.device import pick_device as pick
-
-    return torch.device(pick(device))
+    return torch.device(pick_device(device))
 
 
-def load_seg_model(
-    name_or_path: str | Path,
-    device: "str | torch.device | None" = None,
-    cfg: SegModelConfig | None = None,
-) -> tuple["torch.nn.Module", dict]:
-    """Rebuild a segmentation model from its card and load its weights strictly.
-
-    Args:
-        name_or_path: a shipped name (``"derm_unet_efficientnet_lite0"``) or a path to a
-            ``.safetensors``/``.pth`` with a ``.json`` card next to it. A ``.pth`` state dict without a card
-            is accepted when ``cfg`` is given.
-        device: ``None``/``"auto"`` picks CUDA when present.
-        cfg: explicit model config; overrides the card's (for users' own smp checkpoints).
-
-    Returns:
-        ``(model in eval mode on device, card)``.
-
-    Raises:
-        CheckpointError: missing/corrupt file or card, or weights that do not fit the card's model (the
-            message names the missing/unexpected keys and shape mismatches).
-    """
-    from lesion.weights import load_strict, read_state_file, resolve_weights
-
-    path = Path(name_or_path)
-    if cfg is not None and path.suffix in (".pth", ".pt", ".safetensors") and not path.with_suffix(".json").exists():
-        card: dict[str, Any] = {"name": path.stem, "task": "segmentation", "path": str(path), **cfg_to_card(cfg)}
-        state = read_state_file(path)
-    else:
-        wpath, card = resolve_weights(name_or_path)
-        if card.get("task", "segmentation") != "segmentation":
-            raise CheckpointError(f"'{card.get('name')}' is a {card.get('task')} checkpoint, not a segmentation model.")
-        state = read_state_file(wpath)
-        if cfg is not None:
-            card = {**card, **cfg_to_card(cfg)}
-    model_cfg = cfg_from_card(card) if cfg is None else cfg
+def build_from_card(card: ModelCard) -> "torch.nn.Module":
+    """An untrained smp model of the shape the card describes (:func:`lesion.zoo.load_model` loads its weights)."""
     try:
-        model = create_seg_model(model_cfg, load_imagenet=False)
+        return create_seg_model(cfg_from_card(card), load_imagenet=False)
     except ConfigError as e:
-        raise CheckpointError(f"Card of '{card.get('name')}' describes a model that cannot be built: {e}") from e
-    load_strict(model, state, what=f"checkpoint '{card.get('name')}' ({model_cfg.arch}/{model_cfg.encoder})")
-    model.to(pick_device(device)).eval()
-    return model, card
+        raise CheckpointError(f"Card of '{card.name}' describes a model that cannot be built: {e}") from e
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -263,8 +227,6 @@ def load_seg_model(
 def _preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """RGB uint8 images (any sizes) -> float32 ``[B, 3, size, size]`` normalised."""
     import cv2
-
-    from lesion.data.io import to_uint8_rgb
 
     out = np.empty((len(images), 3, size, size), np.float32)
     m = np.asarray(mean, np.float32).reshape(1, 1, 3)
@@ -297,7 +259,7 @@ def check_image_size(image: np.ndarray, size: int) -> None:
 def predict_batch(
     model: "torch.nn.Module",
     images: Sequence[np.ndarray],
-    card: Mapping[str, Any],
+    card: ModelCard,
     device: "str | torch.device | None" = None,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
@@ -321,7 +283,7 @@ def predict_batch(
     cfg = cfg_from_card(card)
     for img in images:
         check_image_size(np.asarray(img), cfg.size)
-    dev = pick_device(device) if device is not None else next(model.parameters()).device
+    dev = torch_device(device) if device is not None else next(model.parameters()).device
     out: list[np.ndarray] = []
     total = len(images)
     with torch.inference_mode():
@@ -354,13 +316,14 @@ class SegModelSegmenter:
         name: the card's name.
     """
 
-    def __init__(self, model: "torch.nn.Module", card: Mapping[str, Any], device: "str | torch.device | None" = None):
+    def __init__(self, model: "torch.nn.Module", card: ModelCard, device: "str | torch.device | None" = None):
         self.model = model
-        self.card = dict(card)
-        self.device = pick_device(device) if device is not None else next(model.parameters()).device
+        self.card = card
+        self.device = torch_device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device).eval()
-        self.threshold = float((self.card.get("preprocessing") or {}).get("threshold", 0.5))
-        self.name = str(self.card.get("name", "model"))
+        threshold = card.preprocessing.threshold
+        self.threshold = 0.5 if threshold is None else float(threshold)
+        self.name = card.name
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return predict_batch(self.model, [np.asarray(image)], self.card, self.device)[0]
@@ -376,10 +339,3 @@ class SegModelSegmenter:
 
     def __repr__(self) -> str:
         return f"SegModelSegmenter({self.name!r}, device={self.device})"
-
-
-def load_segmenter(name_or_path: str | Path, device: "str | torch.device | None" = None,
-                   cfg: SegModelConfig | None = None) -> SegModelSegmenter:
-    """Load a checkpoint (see :func:`load_seg_model`) as a :class:`SegModelSegmenter`."""
-    model, card = load_seg_model(name_or_path, device=device, cfg=cfg)
-    return SegModelSegmenter(model, card, device=device)

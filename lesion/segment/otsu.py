@@ -1,7 +1,6 @@
 """Classical Otsu segmentation, configured step by step as a researcher would (seed 000; seed 004 for lungs).
 
 Pipeline (every step switchable in :class:`OtsuConfig`)::
-
     input -> working size -> vignette exclusion -> hair removal -> channel -> blur -> Otsu threshold
           -> opening -> closing -> hole filling -> clear border -> component selection -> mask at input size
 
@@ -20,6 +19,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from lesion.errors import ConfigError, unknown_option
+from lesion.data.io import to_uint8_rgb
 
 Channel = Literal["grey", "red", "green", "blue", "L", "a*", "b*", "saturation", "value", "min_rgb"]
 Selection = Literal["central", "largest", "two_largest", "all"]
@@ -338,8 +338,6 @@ def otsu_segment(image: np.ndarray, cfg: OtsuConfig | None = None, return_steps:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     if img.dtype != np.uint8:
-        from lesion.data.io import to_uint8_rgb
-
         img = to_uint8_rgb(img)
     img = np.ascontiguousarray(img[..., :3])
     H, W = img.shape[:2]

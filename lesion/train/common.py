@@ -15,7 +15,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from lesion.data.records import Record
-from lesion.device import pick_device  # noqa: F401  (re-exported: one device rule everywhere)
+from lesion.errors import ConfigError, unknown_option
 
 
 def seed_everything(seed: int) -> None:
@@ -53,8 +53,6 @@ def grouped_split(
         ``(train_indices, val_indices)``, each sorted.
     """
     if not 0.0 < val_fraction < 1.0:
-        from lesion.errors import ConfigError
-
         raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -153,8 +151,6 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float):
         ConfigError: unknown name.
     """
     import torch
-
-    from lesion.errors import unknown_option
 
     options = {
         "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from lesion.errors import ConfigError
+
 
 def make_ema(model: torch.nn.Module, decay: float = 0.999, warmup: bool = True):
     """Create the EMA copy of ``model`` (a deep copy held in ``.module``).
@@ -25,7 +27,5 @@ def make_ema(model: torch.nn.Module, decay: float = 0.999, warmup: bool = True):
     from timm.utils import ModelEmaV3
 
     if not 0.0 <= decay < 1.0:
-        from lesion.errors import ConfigError
-
         raise ConfigError(f"EMA decay must be in [0, 1), got {decay}.")
     return ModelEmaV3(model, decay=decay, use_warmup=warmup)

@@ -1,7 +1,7 @@
 """Tables and curves from model cards: seed 004's comparison table and per-epoch training curves.
 
-Pure functions over card dicts (as returned by :func:`lesion.weights.list_weights`), so the Models page only
-renders what these return.
+Pure functions over :class:`~lesion.card.ModelCard` lists (as returned by :func:`lesion.weights.list_weights`),
+so the Models page only renders what these return.
 """
 from __future__ import annotations
 
@@ -9,66 +9,67 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from lesion.card import Metric, ModelCard
 
-def _last(history: list[Mapping[str, Any]], key: str) -> float | None:
-    for row in reversed(history or []):
-        if row.get(key) is not None:
-            return float(row[key])
-    return None
+#: Metrics shown as comparison columns, with their display names (per-label and median rows stay on the card).
+COLUMN_METRICS: dict[str, str] = {"iou": "IoU", "dice": "Dice", "auc": "AUC", "auc_mean": "mean AUC",
+                                  "mask_dice": "mask Dice"}
 
 
-def _best_row(card: Mapping[str, Any]) -> Mapping[str, Any]:
+def _best_row(card: ModelCard) -> Mapping[str, Any]:
     """The history row of the kept (best-by-validation) epoch, or the last row."""
-    history = card.get("history") or []
-    best = card.get("best_epoch")
-    for row in history:
+    best = card.training.best_epoch
+    for row in card.history:
         if best is not None and row.get("epoch") == best:
             return row
-    return history[-1] if history else {}
+    return card.history[-1] if card.history else {}
 
 
-def comparison_table(cards: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per model: architecture, data, epochs, time, train/val loss and metric, external metrics.
+def metric_column(card: ModelCard, m: Metric) -> str:
+    """Column name that says what a number is, on which data, and how that data relates to training:
+    ``val AUC (HAM10000, held-out fold)``, ``external IoU (PH2, never trained on)``."""
+    if m.split == "external":
+        relation = "never trained on"
+    else:
+        relation = "held-out fold" if "fold" in card.split.method else "held-out split"
+    return f"{m.split} {COLUMN_METRICS.get(m.name, m.name)} ({m.data}, {relation})"
 
-    Columns follow seed 004's table (train/val metric and loss, time, epochs), plus the external
-    validation (e.g. PH2) where the card has one. Metric columns are IoU and Dice for segmentation and ROC-AUC
-    for classification; missing values are NaN.
+
+def comparison_table(cards: Iterable[ModelCard]) -> pd.DataFrame:
+    """One row per model: architecture, data, epochs, time, train/val loss of the kept epoch, and its metrics.
+
+    Columns follow seed 004's table (train/val metric and loss, time, epochs); every metric column names its
+    data and split (:func:`metric_column`), so a held-out fold and an external set never share a column.
+    Missing values are NaN; columns no card fills are dropped.
     """
     rows = []
     for card in cards:
-        metrics = card.get("metrics") or {}
-        val = metrics.get("val") or {}
         best = _best_row(card)
-        row = {
-            "model": card.get("name"),
-            "task": card.get("task"),
-            "domain": card.get("domain"),
-            "arch": card.get("arch"),
-            "encoder": card.get("encoder"),
-            "init": card.get("init"),
-            "loss": card.get("loss"),
-            "epochs": card.get("epochs"),
-            "time_min": round(float(card["wall_time_s"]) / 60.0, 1) if card.get("wall_time_s") else None,
-            "device": card.get("device"),
+        wall = card.training.wall_time_s
+        row: dict[str, Any] = {
+            "model": card.name,
+            "task": card.task,
+            "domain": card.domain,
+            "arch": card.arch,
+            "encoder": card.encoder,
+            "init": card.init,
+            "loss": card.training.loss,
+            "epochs": card.training.epochs,
+            "time_min": round(float(wall) / 60.0, 1) if wall else None,
+            "device": card.provenance.device,
             "train_loss": best.get("train_loss"),
             "val_loss": best.get("val_loss"),
             "train_iou": best.get("train_iou"),
-            "val_iou": val.get("iou", best.get("val_iou")),
-            "val_dice": val.get("dice", best.get("val_dice")),
-            "val_auc": val.get("auc", metrics.get("val_auc", metrics.get("val_auc_mean", best.get("val_auc")))),
         }
-        for ext_name, ext in (metrics.get("external") or {}).items():
-            if isinstance(ext, Mapping):
-                for k in ("iou", "dice", "auc"):
-                    if k in ext:
-                        row[f"{ext_name}_{k}"] = ext[k]
+        for m in card.metrics:
+            if m.name in COLUMN_METRICS and m.label is None:
+                row.setdefault(metric_column(card, m), m.value)
         rows.append(row)
     df = pd.DataFrame(rows)
-    # Drop columns no model fills (e.g. AUC for a segmentation-only list).
     return df.dropna(axis=1, how="all") if len(df) else df
 
 
-def history_frame(cards: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def history_frame(cards: Iterable[ModelCard]) -> pd.DataFrame:
     """Long table of per-epoch values: columns ``model, epoch, split ('train'|'val'), metric, value``.
 
     History rows are dicts such as ``{"epoch": 3, "train_loss": …, "val_loss": …, "val_iou": …}``; a key
@@ -76,7 +77,7 @@ def history_frame(cards: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """
     rows = []
     for card in cards:
-        for h in card.get("history") or []:
+        for h in card.history:
             epoch = h.get("epoch")
             for key, value in h.items():
                 if "_" not in key or value is None or key == "epoch":
@@ -84,6 +85,6 @@ def history_frame(cards: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 split, metric = key.split("_", 1)
                 if split not in ("train", "val") or not isinstance(value, (int, float)):
                     continue
-                rows.append({"model": card.get("name"), "epoch": epoch, "split": split, "metric": metric,
+                rows.append({"model": card.name, "epoch": epoch, "split": split, "metric": metric,
                              "value": float(value)})
     return pd.DataFrame(rows, columns=["model", "epoch", "split", "metric", "value"])

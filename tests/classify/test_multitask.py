@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lesion.classify.metadata import AGE_SCALE, METADATA_DIM, SEX_VOCAB, SITE_VOCAB, encode_metadata
-from lesion.classify.multitask import ClassifierOutput, MultiTaskConfig, MultiTaskNet, attention_pool
+from lesion.classify.classifier import Classifier
+from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet, attention_pool
 
 
 def test_attention_pool_by_hand():
@@ -69,9 +70,13 @@ def test_without_metadata_and_wrapper():
     net = MultiTaskNet(MultiTaskConfig(arch="resnet10t", num_classes=1, size=64, use_metadata=False)).eval()
     assert not hasattr(net, "meta_encoder")
     x = torch.randn(3, 3, 64, 64)
-    out = ClassifierOutput(net)(x)
-    assert isinstance(out, torch.Tensor) and out.shape == (3, 1)
-    torch.testing.assert_close(out, net(x)["logits"])
+    clf = Classifier(net).eval()
+    out = clf(x)
+    assert out.logits.shape == (3, 1) and out.mask_logits.shape == (3, 1, 64, 64)
+    torch.testing.assert_close(out.logits, net(x)["logits"])
+    logits = clf.logits_module()(x)
+    assert isinstance(logits, torch.Tensor)
+    torch.testing.assert_close(logits, net(x)["logits"])
 
 
 def test_lite_port_initialises_the_shared_encoder():

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lesion.card import ModelCard
 from lesion.classify.cxr import (
     OTHER,
     SEED002_SMALL,
@@ -100,12 +101,14 @@ def test_class_table_counts_and_roles():
 
 
 def test_labels_for_model_follow_the_card():
-    card = {"classes": ["Effusion", OTHER], "label_set": {"mode": "merge", "classes": ["Effusion", OTHER]}}
+    card = ModelCard(name="m", task="classification", multilabel=True, classes=("Effusion", OTHER),
+                     extra={"label_set": {"mode": "merge", "classes": ["Effusion", OTHER]}})
     y, notes = labels_for_model(card, RECS)
     np.testing.assert_array_equal(y[:, 0], [1, 0, 0, 1, 0, 0])
     np.testing.assert_array_equal(y[:, 1], [1, 1, 0, 0, 1, 0])
     assert notes == []
-    tb_card = {"classes": ["tuberculosis"], "label_set": {"mode": "tb", "classes": ["tuberculosis"]}}
+    tb_card = ModelCard(name="tb", task="classification", multilabel=True, classes=("tuberculosis",),
+                        extra={"label_set": {"mode": "tb", "classes": ["tuberculosis"]}})
     y, notes = labels_for_model(tb_card, RECS)
     assert y is None and "no tuberculosis" in notes[0]
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from lesion.cli import main as cli
-from lesion.classify.models import Preprocessing, load_classifier, prepare_image
-from lesion.train.cxr import CxrTrainConfig, per_label_auc, train_cxr
+from lesion.classify.models import prepare_image
+from lesion.metrics import per_label_auc
+from lesion.train.cxr import CxrTrainConfig, config_from_argv, train_cxr
+from lesion.zoo import load_model
 
 
 def test_per_label_auc_against_sklearn():
@@ -62,26 +64,29 @@ def trained(tmp_path_factory):
 def test_training_writes_a_multilabel_card(trained):
     out, card = trained
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["multilabel"] is True and saved["domain"] == "cxr"
-    assert saved["classes"] == ["Effusion", "Nodule"]
-    assert saved["preprocessing"]["channels"] == 1 and saved["preprocessing"]["size"] == 48
-    split = saved["split"]["sets"]["xr"]
-    assert split["n_val"] == 24 and split["n_train"] == 72
-    assert set(saved["pos_weight"]) == {"Effusion", "Nodule"}
-    assert len(saved["history"]) == 6
+    assert saved["schema"] == 2 and saved["multilabel"] is True and saved["domain"] == "cxr"
+    assert saved["classes"] == ["Effusion", "Nodule"] and card.classes == ("Effusion", "Nodule")
+    assert card.preprocessing.channels == 1 and card.preprocessing.size == 48
+    split = card.split.sets["xr"]
+    assert split["n_val"] == 24 and split["n_train"] == 72 and card.split.n_val == 24
+    assert set(card.extra["pos_weight"]) == {"Effusion", "Nodule"}
+    assert len(card.history) == 6 == card.training.epochs and card.training.optimizer == "adam"
+    assert card.provenance.command.startswith("lesion train cxr") and card.provenance.versions["torch"]
 
 
 def test_trained_model_learns_each_finding_on_held_out_images(trained):
     _, card = trained
-    per = card["metrics"]["val_per_label"]
-    assert per["Effusion"]["auc"] > 0.8 and per["Nodule"]["auc"] > 0.7, per
+    eff, nod = card.metric("auc", label="Effusion"), card.metric("auc", label="Nodule")
+    assert eff.value > 0.8 and nod.value > 0.7, card.metrics
+    assert eff.data == "xr" and eff.n == 24 and eff.ci is not None
+    assert card.metric("auc_mean").value == pytest.approx((eff.value + nod.value) / 2)
 
 
 def test_demo_xrays_train_end_to_end(tmp_path):
     card = train_cxr(CxrTrainConfig(data=("demo:cxr",), labels="merge", arch="resnet10t", size=32, epochs=1,
                                     batch_size=8, out=str(tmp_path / "demo")))
-    assert card["classes"][-1] == "Other"  # Cardiomegaly is one of seed 002's small classes
-    assert {r["finding"]: r["becomes"] for r in card["class_table"]}["Cardiomegaly"] == "merged into 'Other'"
+    assert card.classes[-1] == "Other"  # Cardiomegaly is one of seed 002's small classes
+    assert {r["finding"]: r["becomes"] for r in card.extra["class_table"]}["Cardiomegaly"] == "merged into 'Other'"
 
 
 def test_engine_predicts_independent_sigmoids(trained):
@@ -89,13 +94,13 @@ def test_engine_predicts_independent_sigmoids(trained):
     from lesion.infer.engine import predict
 
     out, _ = trained
-    model, card = load_classifier(str(out))
+    model, card = load_model(str(out), task="classification")
     ds = load_demo("cxr")
     res = predict([(model, card)], ds.records[:6], tta="hflip", batch_size=4, device="cpu")
     assert res.probs.shape == (6, 2)
     assert not np.allclose(res.probs.sum(axis=1), 1.0)  # not a softmax
     # one-channel input really is grey: the first conv takes 1 channel
-    x = prepare_image(np.zeros((50, 70, 3), np.uint8), Preprocessing.from_card(card))
+    x = prepare_image(np.zeros((50, 70, 3), np.uint8), card.preprocessing)
     assert x.shape == (48, 48, 1)
 
 
@@ -110,12 +115,18 @@ def test_cli_bad_input(tmp_path, capsys):
     assert existing.read_text() == "keep"
 
 
+def test_cli_options_match_the_other_trainers():
+    cfg, threads = config_from_argv(["--data", "a", "--data", "b", "--no-aug", "--ema", "0.9", "--threads", "3"])
+    assert cfg.data == ("a", "b") and not cfg.augment and cfg.ema_decay == 0.9 and threads == 3
+    assert config_from_argv([])[0].data == ("demo:cxr",)  # a repeatable option keeps its default when absent
+
+
 def test_seed002_recipe_trains_on_the_real_nih_sample(shared_data, tmp_path):
     """DenseNet-121, one channel, merged label set, on the 17-image NIH sample: the plumbing, not the quality."""
     import torch
 
-    from lesion.classify.cxr import OTHER, label_heatmap
-    from lesion.explain.cam import find_target_layer
+    from lesion.classify.cxr import OTHER
+    from lesion.explain.cam import find_target_layer, label_heatmap
 
     folder = shared_data / "NIH_ChestXray14_mini"
     if not folder.is_dir():
@@ -123,15 +134,15 @@ def test_seed002_recipe_trains_on_the_real_nih_sample(shared_data, tmp_path):
     torch.set_num_threads(1)
     card = train_cxr(CxrTrainConfig(data=(str(folder),), labels="merge", arch="densenet121", size=64, epochs=1,
                                     batch_size=4, val_fraction=0.3, out=str(tmp_path / "nih_dn121")))
-    assert card["arch"] == "densenet121" and card["multilabel"] and card["classes"][-1] == OTHER
-    assert card["optimizer"] == "adam" and card["loss"] == "weighted_bce"
-    model, card = load_classifier(str(tmp_path / "nih_dn121"))
-    assert model.features.conv0.in_channels == 1
-    assert find_target_layer(model, 64) is model.features.norm5
+    assert card.arch == "densenet121" and card.multilabel and card.classes[-1] == OTHER
+    assert card.training.optimizer == "adam" and card.training.loss == "weighted_bce"
+    model, card = load_model(str(tmp_path / "nih_dn121"), task="classification")
+    assert model.net.features.conv0.in_channels == 1
+    assert find_target_layer(model, 64) is model.net.features.norm5
     from lesion.data.io import read_image
 
     image = read_image(next((folder / "images").glob("*.png")))
-    heat = label_heatmap(model, card, image, class_index=len(card["classes"]) - 1)
+    heat = label_heatmap(model, card, image, class_index=len(card.classes) - 1)
     assert heat.shape == image.shape[:2] and 0.0 <= heat.min() and heat.max() <= 1.0
 
 

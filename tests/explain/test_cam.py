@@ -90,12 +90,14 @@ def test_unknown_method_lists_options(trained):
 
 def test_multitask_and_timm_layers():
     from lesion.classify.models import ClsModelConfig, create_classifier
-    from lesion.classify.multitask import ClassifierOutput, MultiTaskConfig, MultiTaskNet
+    from lesion.classify.classifier import Classifier
+    from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
 
     res = create_classifier(ClsModelConfig("resnet10t", num_classes=3, size=64))
     assert find_target_layer(res) is res.layer4
     mt = MultiTaskNet(MultiTaskConfig(arch="resnet10t", size=64)).eval()
-    assert find_target_layer(ClassifierOutput(mt)) is mt.encoder.layer4
+    assert find_target_layer(Classifier(mt)) is mt.encoder.layer4
+    assert find_target_layer(Classifier(mt).logits_module()) is mt.encoder.layer4
     heat = compute_cams(mt, torch.randn(2, 3, 64, 64), [0, 1], ["gradcam", "scorecam"])
     assert heat["gradcam"].shape == heat["scorecam"].shape == (2, 64, 64)
     with pytest.raises(ConfigError, match="out of range"):

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from lesion.card import ModelCard, Preprocessing
 from lesion.classify.models import ClsModelConfig, create_classifier
 from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
 from lesion.data.records import Dataset, Record
 from lesion.infer.engine import predict, predict_naive
 
 
-def _card(name: str, size: int, crop: bool = True) -> dict:
-    return {"name": name, "classes": ["melanoma"], "task": "classification",
-            "preprocessing": {"size": size, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
-                              "center_crop": crop, "clahe": False}}
+def _card(name: str, size: int, crop: bool = True, task: str = "classification") -> ModelCard:
+    return ModelCard(name=name, classes=("melanoma",), task=task,
+                     preprocessing=Preprocessing(size=size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                                                 center_crop=crop, clahe=False))
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def members():
     torch.manual_seed(0)
     a = create_classifier(ClsModelConfig("resnet10t", num_classes=1)).eval()
     mt = MultiTaskNet(MultiTaskConfig(arch="resnet10t", num_classes=1, size=32)).eval()
-    card_mt = dict(_card("mt", 32, crop=False), task="multitask")
+    card_mt = _card("mt", 32, crop=False, task="multitask")
     return [(a, _card("a", 32)), (mt, card_mt)]
 
 
@@ -66,7 +67,7 @@ def test_metadata_reaches_multitask_model(members, dataset):
 def test_mismatched_classes_rejected(members, dataset):
     from lesion.errors import DataError
 
-    other = (members[0][0], dict(members[0][1], name="b", classes=["malignant"]))
+    other = (members[0][0], members[0][1].replace(name="b", classes=("malignant",)))
     with pytest.raises(DataError, match="different classes"):
         predict([members[0], other], dataset, tta="none", device="cpu")
 

@@ -18,6 +18,7 @@ def setup(tmp_path_factory):
 
     from lesion.classify.models import ClsModelConfig, create_classifier
     from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
+    from lesion.card import ModelCard, Preprocessing
     from lesion.weights import save_checkpoint
 
     root = tmp_path_factory.mktemp("eval")
@@ -33,17 +34,17 @@ def setup(tmp_path_factory):
     (unlabelled / "images").mkdir(parents=True)
     for i in range(3):
         cv2.imwrite(str(unlabelled / "images" / f"u{i}.png"), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    prep = {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "center_crop": True, "clahe": False}
+    prep = Preprocessing(size=32, mean=(0.5,) * 3, std=(0.25,) * 3, center_crop=True, clahe=False)
     torch.manual_seed(0)
     paths = []
     for name in ("m_a", "m_b"):
         cfg = ClsModelConfig("resnet10t", num_classes=1, size=32)
-        card = {"task": "classification", "domain": "derm", "classes": ["melanoma"], "target": "melanoma",
-                "arch": "resnet10t", "model": {**cfg.__dict__}, "preprocessing": prep}
+        card = ModelCard(name=name, task="classification", domain="derm", classes=("melanoma",), target="melanoma",
+                         arch="resnet10t", model={**cfg.__dict__}, preprocessing=prep)
         paths.append(str(save_checkpoint(create_classifier(cfg), root / "w" / name, card)))
     mcfg = MultiTaskConfig(arch="resnet10t", size=32)
-    card = {"task": "multitask", "domain": "derm", "classes": ["melanoma"], "target": "melanoma",
-            "arch": "resnet10t", "model": {**mcfg.__dict__}, "preprocessing": prep}
+    card = ModelCard(name="m_mt", task="multitask", domain="derm", classes=("melanoma",), target="melanoma",
+                     arch="resnet10t", model={**mcfg.__dict__}, preprocessing=prep)
     mt = str(save_checkpoint(MultiTaskNet(mcfg), root / "w" / "m_mt", card))
     return {"root": root, "data": data, "unlabelled": unlabelled, "models": paths, "mt": mt}
 

@@ -112,5 +112,5 @@ def test_findings_models_stay_off_the_single_target_pages(monkeypatch, cxr_weigh
 
     monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", cxr_weights)
     # the one-column TB model serves Classification / Explain / Review / Upload; the 5-finding model does not
-    assert [c["name"] for c in classifier_cards("cxr")] == ["zz_tb_tiny"]
+    assert [c.name for c in classifier_cards("cxr")] == ["zz_tb_tiny"]
     assert classifier_cards("derm") == []

@@ -21,20 +21,23 @@ def tiny_weights(tmp_path_factory):
     """A multi-task and a plain resnet10t (64 px, random init) carded for the derm demo (melanoma)."""
     import torch
 
-    from lesion.classify.models import ClsModelConfig, create_classifier
-    from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
+    from lesion.card import ModelCard, Preprocessing
+    from lesion.classify.classifier import create_model
+    from lesion.classify.models import ClsModelConfig
+    from lesion.classify.multitask import MultiTaskConfig
     from lesion.weights import save_checkpoint
 
     folder = tmp_path_factory.mktemp("weights")
-    prep = {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "center_crop": True, "clahe": False}
+    prep = Preprocessing(size=64, mean=(0.5,) * 3, std=(0.25,) * 3, center_crop=True, clahe=False)
     torch.manual_seed(0)
-    common = {"domain": "derm", "classes": ["melanoma"], "target": "melanoma", "arch": "resnet10t",
-              "preprocessing": prep, "licences": [], "metrics": {}}
+    common = {"domain": "derm", "classes": ("melanoma",), "target": "melanoma", "arch": "resnet10t",
+              "preprocessing": prep}
     mcfg = MultiTaskConfig(arch="resnet10t", size=64)
-    save_checkpoint(MultiTaskNet(mcfg), folder / "tiny_mt", {"task": "multitask", "model": {**mcfg.__dict__}, **common})
+    save_checkpoint(create_model(mcfg), folder / "tiny_mt",
+                    ModelCard(name="tiny_mt", task="multitask", model={**mcfg.__dict__}, **common))
     ccfg = ClsModelConfig("resnet10t", num_classes=1, size=64)
-    save_checkpoint(create_classifier(ccfg), folder / "tiny_cls",
-                    {"task": "classification", "model": {**ccfg.__dict__}, **common})
+    save_checkpoint(create_model(ccfg), folder / "tiny_cls",
+                    ModelCard(name="tiny_cls", task="classification", model={**ccfg.__dict__}, **common))
     return folder
 
 

@@ -77,6 +77,26 @@ def test_models_page(run_page):
     assert at.title[0].value == "Models"
 
 
+def test_models_page_columns_name_the_data_and_split_of_each_metric(run_page):
+    """The comparison table shows each card's own numbers, in columns that say on which data and split."""
+    from lesion.weights import list_weights
+
+    cards = {c.name: c for c in list_weights(task="classification", domain="derm")}
+    if not cards:
+        pytest.skip("no derm classifier checkpoints shipped")
+    at = run_page("pages/models.py")
+    at.radio(key="models_task").set_value("classification").run()
+    at.radio(key="models_domain").set_value("derm").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = [d.value for d in at.dataframe if "model" in d.value.columns][0].set_index("model")
+    for name, card in cards.items():
+        val, ext = card.metric("auc"), card.metric("auc", split="external")
+        assert table.loc[name, f"val AUC ({val.data}, held-out fold)"] == val.value
+        if ext is not None:
+            assert table.loc[name, f"external AUC ({ext.data}, never trained on)"] == ext.value
+    assert any("Licences of the data" in w.value for w in at.warning)
+
+
 def test_classification_page_without_or_with_models(run_page):
     """With no classifier for the domain it says so; with shipped ones it offers members, TTA and merge."""
     at = run_page("pages/classification.py")

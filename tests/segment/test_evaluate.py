@@ -110,9 +110,9 @@ def test_resolve_segmenter_otsu_and_missing_model():
 
 def test_cli_writes_csv_refuses_overwrite_and_prints_json(tmp_path, monkeypatch, capsys):
     ds = _dataset(tmp_path)
-    import lesion.data
+    import lesion.segment.evaluate
 
-    monkeypatch.setattr(lesion.data, "load_dataset", lambda path: ds, raising=False)
+    monkeypatch.setattr(lesion.segment.evaluate, "open_data", lambda spec: ds)
     out = tmp_path / "res.csv"
     assert main(["--model", "otsu", "--data", str(tmp_path), "--out", str(out)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]

@@ -16,11 +16,15 @@ from lesion.segment.models import (
     cfg_from_card,
     cfg_to_card,
     create_seg_model,
-    load_seg_model,
-    load_segmenter,
     predict_batch,
 )
+from lesion.card import ModelCard
 from lesion.weights import save_checkpoint
+from lesion.zoo import load_model, load_segmenter
+
+
+def load_seg_model(path, device=None, cfg=None):
+    return load_model(path, device=device, task="segmentation", seg_config=cfg)
 
 TINY = dict(encoder="resnet18", encoder_depth=3, init="random", size=64)
 
@@ -28,7 +32,7 @@ TINY = dict(encoder="resnet18", encoder_depth=3, init="random", size=64)
 def _save(tmp_path, cfg: SegModelConfig, name: str = "tiny"):
     torch.manual_seed(0)
     model = create_seg_model(cfg).eval()
-    save_checkpoint(model, tmp_path / name, {"task": "segmentation", "domain": "derm", **cfg_to_card(cfg)})
+    save_checkpoint(model, tmp_path / name, ModelCard(name=name, task="segmentation", domain="derm", **cfg_to_card(cfg)))
     return model
 
 
@@ -60,10 +64,11 @@ def test_unknown_arch_and_encoder_list_the_options():
 def test_card_roundtrip_rebuilds_the_config():
     cfg = SegModelConfig(arch="unet_scse", encoder="resnet18", encoder_depth=3, size=96, init="random",
                          mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
-    card = json.loads(json.dumps(cfg_to_card(cfg)))  # through JSON, as on disk (tuples become lists)
+    card = ModelCard(name="x", task="segmentation", **cfg_to_card(cfg))
+    card = ModelCard.from_dict(json.loads(json.dumps(card.to_dict())))  # through JSON, as on disk
     assert cfg_from_card(card) == cfg
     with pytest.raises(CheckpointError, match="must give arch, encoder and preprocessing.size"):
-        cfg_from_card({"name": "x", "arch": "unet"})
+        cfg_from_card(ModelCard(name="x", task="segmentation", arch="unet"))
 
 
 def test_reload_is_strict_and_predicts_the_same(tmp_path):
@@ -75,7 +80,7 @@ def test_reload_is_strict_and_predicts_the_same(tmp_path):
     with torch.no_grad():
         # fp16 storage: relative error ~1e-3 per weight, a few 1e-3 on the logits of a random net.
         assert torch.allclose(torch.sigmoid(model(x)), torch.sigmoid(loaded(x)), atol=1e-2)
-    assert card["arch"] == "unet"
+    assert card.arch == "unet"
 
 
 def test_checkpoint_that_does_not_match_its_card_is_a_checkpoint_error(tmp_path):
@@ -98,7 +103,7 @@ def test_user_pth_with_explicit_config(tmp_path):
     model = create_seg_model(cfg)
     torch.save(model.state_dict(), tmp_path / "mine.pth")
     loaded, card = load_seg_model(tmp_path / "mine.pth", cfg=cfg)
-    assert card["name"] == "mine" and card["preprocessing"]["size"] == 64
+    assert card.name == "mine" and card.preprocessing.size == 64
     with pytest.raises(CheckpointError, match="has no card"):
         load_seg_model(tmp_path / "mine.pth")
 
@@ -131,6 +136,7 @@ def test_segmenter_refuses_huge_images_before_any_work(tmp_path):
 
 def test_classification_card_is_refused(tmp_path):
     cfg = SegModelConfig(arch="unet", **TINY)
-    save_checkpoint(create_seg_model(cfg), tmp_path / "cls", {"task": "classification", **cfg_to_card(cfg)})
-    with pytest.raises(CheckpointError, match="not a segmentation model"):
+    save_checkpoint(create_seg_model(cfg), tmp_path / "cls", ModelCard(name="cls", task="classification",
+                                                                       **cfg_to_card(cfg)))
+    with pytest.raises(CheckpointError, match="is a classification model; this needs segmentation"):
         load_seg_model(tmp_path / "cls")

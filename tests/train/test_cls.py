@@ -42,23 +42,26 @@ def blob_dataset(root: Path, n: int = 48, size: int = 48, seed: int = 0) -> Data
 
 
 def test_tiny_classifier_learns_and_reloads(tmp_path: Path):
-    from lesion.classify.models import load_classifier
+    from lesion.zoo import load_model
 
     ds = blob_dataset(tmp_path / "data")
     out = tmp_path / "w" / "blob_cls"
     cfg = ClsTrainConfig(target="melanoma", arch="resnet10t", size=32, epochs=4, patience=0, batch_size=8,
                          lr=3e-3, augment=NO_AUG, n_splits=4, ema_decay=0.9, drop_rate=0.0, device="cpu",
-                         out=str(out), log_csv=str(tmp_path / "hist.csv"))
+                         out=str(out), runs_dir=str(tmp_path / "runs"))
     card = train_classifier(cfg, dataset=ds)
-    assert card["metrics"]["val_auc"] > 0.9
-    assert card["task"] == "classification" and card["classes"] == ["melanoma"] and card["target"] == "melanoma"
-    assert card["preprocessing"]["size"] == 32 and card["split"]["method"] == "stratified_group_kfold"
-    assert len(card["history"]) == 4 and all("val_auc" in h for h in card["history"])
-    assert (tmp_path / "hist.csv").read_text().count("\n") == 5  # header + 4 epochs
+    auc = card.metric("auc")
+    assert auc.value > 0.9 and auc.data == "blobs" and auc.n == 12 and auc.positives == 6 and auc.ci is not None
+    assert card.task == "classification" and card.classes == ("melanoma",) and card.target == "melanoma"
+    assert card.preprocessing.size == 32 and card.split.method == "stratified_group_kfold" and card.split.fold == 0
+    assert len(card.history) == 4 and all("val_auc" in h for h in card.history)
+    assert card.extra["ema_decay"] == 0.9 and card.training.optimizer == "radam"
+    assert (tmp_path / "runs" / "blob_cls" / "log.csv").read_text().count("\n") == 5  # header + 4 epochs
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["licences"] and saved["metrics"]["val_auc"] == card["metrics"]["val_auc"]
+    assert saved["schema"] == 2 and card.licences and card.path == str(out.with_suffix(".safetensors"))
+    assert [m for m in saved["metrics"] if m["name"] == "auc"][0]["value"] == auc.value
     # the checkpoint reloads strictly and still separates the classes
-    model, card2 = load_classifier(str(out))
+    model, card2 = load_model(str(out), task="classification")
     from lesion.infer.engine import predict
 
     res = predict([(model, card2)], ds, tta="none", device="cpu")
@@ -73,23 +76,24 @@ def test_tiny_multitask_with_masks_runs(tmp_path: Path):
     cfg = ClsTrainConfig(target="melanoma", model="multitask", arch="resnet10t", size=32, epochs=1, batch_size=8,
                          augment=AugmentConfig(p=0.5), n_splits=3, loss="ohem", flood=0.01, device="cpu")
     card = train_classifier(cfg, dataset=ds)
-    assert card["task"] == "multitask" and card["uses_metadata"]
-    assert "val_mask_dice" in card["history"][0]
-    assert 0.0 <= card["history"][0]["val_mask_dice"] <= 1.0
+    assert card.task == "multitask" and card.uses_metadata and card.path is None  # no --out: not saved
+    assert "val_mask_dice" in card.history[0]
+    assert 0.0 <= card.history[0]["val_mask_dice"] <= 1.0
+    assert card.metric("mask_dice").value == card.history[0]["val_mask_dice"]
 
 
 def test_output_layer_starts_at_the_prior():
-    from lesion.classify.models import ClsModelConfig, create_classifier
-    from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
+    from lesion.classify.classifier import create_model
+    from lesion.classify.models import ClsModelConfig
+    from lesion.classify.multitask import MultiTaskConfig
     from lesion.train.cls import init_output_layer
     from lesion.train.splits import prior_logit
 
     prior = prior_logit(np.array([1, 0, 0, 0]))  # 25 % positives
     x = torch.randn(3, 3, 32, 32)
-    for model in (create_classifier(ClsModelConfig("resnet10t")), MultiTaskNet(MultiTaskConfig(arch="resnet10t"))):
+    for model in (create_model(ClsModelConfig("resnet10t")), create_model(MultiTaskConfig(arch="resnet10t"))):
         init_output_layer(model, prior, weight_std=0.0)
-        out = model.eval()(x)
-        logits = out["logits"] if isinstance(out, dict) else out
+        logits = model.eval()(x).logits
         torch.testing.assert_close(torch.sigmoid(logits), torch.full((3, 1), 0.25))
 
 
@@ -103,14 +107,27 @@ def test_init_from_continues_a_checkpoint_at_a_larger_size_and_guards_the_split(
     base = dict(target="melanoma", arch="resnet10t", epochs=3, patience=0, batch_size=8, lr=3e-3, augment=NO_AUG,
                 n_splits=4, drop_rate=0.0, device="cpu")
     card = train_classifier(ClsTrainConfig(**base, size=32, out=str(first)), dataset=ds)
-    assert card["metrics"]["val_auc"] > 0.9
+    assert card.metric("auc").value > 0.9
     cont = ClsTrainConfig(**{**base, "epochs": 1, "lr": 1e-12}, size=48, init_from=str(first))
     card2 = train_classifier(cont, dataset=ds)
     # a fresh start at lr ≈ 0 would predict the prior for every image (AUC 0.5); the loaded weights do not
-    assert card2["metrics"]["val_auc"] > 0.9
-    assert card2["init"].startswith("continued from first")
-    assert card2["init_from"]["preprocessing"]["size"] == 32 and card2["preprocessing"]["size"] == 48
+    assert card2.metric("auc").value > 0.9
+    assert card2.init.startswith("continued from first") and card2.training.init_from == "first"
+    assert card2.extra["init_from"]["size"] == 32 and card2.preprocessing.size == 48
     with pytest.raises(ConfigError, match="arch"):
         train_classifier(ClsTrainConfig(**{**base, "arch": "resnet18"}, size=48, init_from=str(first)), dataset=ds)
     with pytest.raises(ConfigError, match="another split"):
         train_classifier(ClsTrainConfig(**{**base, "fold": 1}, size=48, init_from=str(first)), dataset=ds)
+
+
+def test_cli_spells_every_field_and_keeps_the_old_spellings():
+    from lesion.train.cls import config_from_argv
+
+    cfg, threads = config_from_argv(["--data", "x", "--no-aug", "flips,cutout", "--ema", "0.99", "--no-metadata",
+                                     "--no-center-crop", "--external", "a", "--external", "b", "--threads", "1"])
+    assert cfg.ema_decay == 0.99 and not cfg.use_metadata and not cfg.center_crop and threads == 1
+    assert not cfg.augment.flips and not cfg.augment.cutout and cfg.augment.gamma
+    assert cfg.external == ("a", "b") and cfg.command.startswith("lesion train cls --data x")
+    assert not any(getattr(config_from_argv(["--no-aug"])[0].augment, n) for n in ("flips", "affine", "microscope"))
+    with pytest.raises(Exception, match="flip"):
+        config_from_argv(["--no-aug", "flip"])

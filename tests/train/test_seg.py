@@ -8,10 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from lesion.card import EXTERNAL, TRAIN_VAL
 from lesion.data.records import Record
 from lesion.errors import ConfigError
 from lesion.train.common import EarlyStopping, grouped_split
-from lesion.train.seg import SegTrainConfig, main, train_segmentation
+from lesion.train.seg import SegTrainConfig, config_from_argv, main, train_segmentation
 
 
 def _blob_folder(root, n: int = 24, size: int = 64, seed: int = 0):
@@ -46,7 +47,7 @@ def trained(tmp_path_factory):
     cfg = SegTrainConfig(
         data=(str(data),), external=(str(ext),), arch="unet", encoder="resnet18", encoder_depth=3, init="random",
         size=64, loss="bce_jaccard", lr=3e-3, epochs=4, batch_size=4, patience=0, val_fraction=0.25, augment=0.0,
-        name="blob_unet", out_dir=str(root / "weights"), runs_dir=str(root / "runs"), seed=0, device="cpu",
+        out=str(root / "weights" / "blob_unet"), runs_dir=str(root / "runs"), seed=0, device="cpu",
     )
     calls = []
     card = train_segmentation(cfg, progress=lambda d, t: calls.append((d, t)))
@@ -55,38 +56,42 @@ def trained(tmp_path_factory):
 
 def test_loss_falls_and_val_iou_beats_trivial_masks(trained):
     cfg, card, root, _ = trained
-    hist = card["history"]
-    assert len(hist) == 4 == card["epochs"]
+    hist = card.history
+    assert len(hist) == 4 == card.training.epochs
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     # All-background scores IoU 0 on every image (each has a lesion); all-foreground scores the lesion's
     # share of the image, at most pi * 0.3 * 0.3 = 0.28 here.
-    assert card["metrics"]["val"]["iou"] > 0.5
+    assert card.headline().name == "iou" and card.headline().value > 0.5
+    assert card.headline().data == "Blobs" and card.headline().split == "val"
     # strata by label of a lesion's first image: 6 "mel" + 6 "nv" lesions; round(0.25 * 6) = 2 of each
     # -> 4 lesions of two images = 8 validation images.
-    assert card["metrics"]["val"]["n"] == 8
-    assert set(card["metrics"]["external"]) == {"Blobs"}
+    assert card.metric("iou").n == 8
+    assert {(m.data, m.n) for m in card.metrics_where(split="external")} == {("Blobs", 6)}
 
 
 def test_card_log_and_files(trained):
     cfg, card, root, calls = trained
     w = root / "weights" / "blob_unet.safetensors"
     assert w.is_file() and (root / "weights" / "blob_unet.json").is_file()
-    assert card["file_size_bytes"] == w.stat().st_size
-    for key in ("name", "task", "domain", "arch", "encoder", "init", "data", "licences", "split", "epochs",
-                "wall_time_s", "device", "metrics", "preprocessing", "history"):
-        assert key in card, key
-    assert card["task"] == "segmentation" and card["domain"] == "derm" and card["init"] == "random"
-    assert card["preprocessing"]["size"] == 64
-    assert {d["role"] for d in card["data"]} == {"train+val", "external validation (never trained on)"}
+    assert card.provenance.file_size_bytes == w.stat().st_size and card.path == str(w)
+    saved = json.loads((root / "weights" / "blob_unet.json").read_text())
+    assert saved["schema"] == 2 and saved["provenance"]["sha256"] == card.sha256
+    assert card.task == "segmentation" and card.domain == "derm" and card.init == "random"
+    assert card.preprocessing.size == 64 and card.licences and card.synthetic_only
+    assert {d.role for d in card.data} == {TRAIN_VAL, EXTERNAL}
+    assert set(card.provenance.versions) >= {"python", "torch", "timm", "segmentation_models_pytorch"}
+    assert card.provenance.device.startswith("CPU") and card.provenance.command.startswith("lesion train seg")
+    assert card.training.loss == "bce_jaccard" and card.training.config["epochs"] == 4
     with open(root / "runs" / "blob_unet" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert calls[-1] == (4, 4)  # 16 train images // batch 4 = 4 steps per epoch
+    # 16 train images // batch 4 = 4 steps per epoch, 4 epochs: progress counts 16 steps, one at a time
+    assert calls == [(i, 16) for i in range(1, 17)]
 
 
 def test_split_groups_never_straddle(trained):
     cfg, card, root, _ = trained
-    val_ids = set(card["split"]["sets"]["Blobs"]["val_ids"])
+    val_ids = set(card.split.sets["Blobs"]["val_ids"])
     lesion_of = {f"b{i:02d}": f"L{i // 2:02d}" for i in range(24)}
     val_lesions = {lesion_of[i] for i in val_ids}
     assert all((lesion_of[i] in val_lesions) == (i in val_ids) for i in lesion_of)
@@ -96,13 +101,13 @@ def test_reload_reproduces_the_card_metrics(trained):
     from lesion.data import load_dataset
     from lesion.data.io import read_image, read_mask
     from lesion.metrics import seg_metrics
-    from lesion.segment.models import load_segmenter
+    from lesion.zoo import load_segmenter
 
     cfg, card, root, _ = trained
     seg = load_segmenter(root / "weights" / "blob_unet", device="cpu")
     ds = load_dataset(root / "ext")
     ious = [seg_metrics(seg(read_image(r.image_path)) > 0.5, read_mask(r.mask_path))["iou"] for r in ds.records]
-    assert np.mean(ious) == pytest.approx(card["metrics"]["external"]["Blobs"]["iou"], abs=0.01)
+    assert np.mean(ious) == pytest.approx(card.metric("iou", split="external").value, abs=0.01)
 
 
 def test_refuses_to_overwrite_before_training(trained):
@@ -114,22 +119,32 @@ def test_refuses_to_overwrite_before_training(trained):
 def test_init_from_continues_training_and_refuses_another_architecture(trained):
     cfg, card, root, _ = trained
     src = str(root / "weights" / "blob_unet")
-    more = train_segmentation(replace(cfg, init_from=src, epochs=1, lr=1e-4, name="blob_unet_more",
-                                      external=()))
-    assert more["init"] == "continued from blob_unet" and more["init_from"]["epochs"] == 4
+    more = train_segmentation(replace(cfg, init_from=src, epochs=1, lr=1e-4, out=src + "_more", external=()))
+    assert more.init == "continued from blob_unet" and more.extra["init_from"]["epochs"] == 4
+    assert more.training.init_from == "blob_unet"
     # one gentle epoch from the trained weights starts where the first run ended, not from scratch
-    assert more["history"][0]["val_iou"] > card["history"][0]["val_iou"]
-    assert more["history"][0]["val_iou"] > 0.5
+    assert more.history[0]["val_iou"] > card.history[0]["val_iou"]
+    assert more.history[0]["val_iou"] > 0.5
     with pytest.raises(ConfigError, match="linknet"):
-        train_segmentation(replace(cfg, arch="linknet", init_from=src, epochs=1, name="blob_linknet_more"))
+        train_segmentation(replace(cfg, arch="linknet", init_from=src, epochs=1, out=src + "_linknet"))
 
 
 def test_cli_reports_bad_options(tmp_path):
     from lesion.cli import main as lesion_main
 
-    assert lesion_main(["train", "seg", "--data", str(tmp_path / "missing"), "--out-dir", str(tmp_path)]) == 2
+    assert lesion_main(["train", "seg", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
     with pytest.raises(SystemExit):
         main(["--data", "x", "--loss", "nope"])
+
+
+def test_cli_options_are_the_config_fields(tmp_path):
+    cfg, threads = config_from_argv(["--data", "a", "--data", "demo:derm", "--batch-size", "3", "--no-aug",
+                                     "--overwrite", "--threads", "2", "--out", "w/x", "--ema-decay", "0.9"])
+    assert cfg.data == ("a", "demo:derm") and cfg.batch_size == 3 and cfg.augment == 0.0 and cfg.overwrite
+    assert threads == 2 and cfg.out == "w/x" and cfg.ema_decay == 0.9
+    assert cfg.command.startswith("lesion train seg --data a")
+    # the old spellings still land in --out
+    assert config_from_argv(["--data", "a", "--name", "n", "--out-dir", str(tmp_path)])[0].out == str(tmp_path / "n")
 
 
 def _rec(i: int, group: str, label: int) -> Record:

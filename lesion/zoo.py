@@ -1,0 +1,98 @@
+"""The one front door for models: :func:`load_model` loads any checkpoint by name or path.
+
+Like ``timm.create_model(..., pretrained_cfg=…)`` and smp's ``from_pretrained``, the card says what to build:
+:data:`BUILDERS` maps the card's ``task`` to the function that rebuilds an untrained network of the right
+shape, and the weights are then loaded strictly (a mismatch names the keys, never a raw traceback).
+
+* ``segmentation`` -> the smp network (logits ``[B, 1, H, W]``); wrap it in
+  :class:`lesion.segment.models.SegModelSegmenter` for the image-in, probability-out API;
+* ``classification`` / ``multitask`` (plain, multi-label chest X-ray, and the multi-task attention model)
+  -> a :class:`lesion.classify.classifier.Classifier`: ``forward(x, meta=None) -> ClassifierOutput``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from lesion.card import ModelCard
+from lesion.classify import classifier
+from lesion.errors import CheckpointError
+from lesion.segment import models as seg_models
+from lesion.weights import WEIGHT_SUFFIXES, load_strict, read_state_file, resolve_weights
+
+#: card task -> builder of an untrained network from the card.
+BUILDERS: dict[str, Callable[[ModelCard], Any]] = {
+    "segmentation": seg_models.build_from_card,
+    "classification": classifier.build_from_card,
+    "multitask": classifier.build_from_card,
+}
+
+#: The tasks a classifier page / engine / exporter accepts.
+CLASSIFIER_TASKS = ("classification", "multitask")
+
+
+def _check_task(card: ModelCard, task: str | Iterable[str] | None) -> None:
+    if task is None:
+        return
+    wanted = (task,) if isinstance(task, str) else tuple(task)
+    if card.task not in wanted:
+        raise CheckpointError(
+            f"'{card.name}' is a {card.task} model; this needs {' or '.join(wanted)}."
+        )
+
+
+def read_model_card(name_or_path: str | Path, task: str | Iterable[str] | None = None) -> ModelCard:
+    """The card of a checkpoint (no weights read); ``task`` refuses other kinds."""
+    _, card = resolve_weights(name_or_path)
+    _check_task(card, task)
+    return card
+
+
+def load_model(
+    name_or_path: str | Path,
+    device: Any = None,
+    task: str | Iterable[str] | None = None,
+    seg_config: "seg_models.SegModelConfig | None" = None,
+) -> tuple[Any, ModelCard]:
+    """Load a shipped or saved model: ``(network in eval mode on device, card)``.
+
+    Args:
+        name_or_path: a bare name in the weights folder (``"derm_unet_efficientnet_lite0"``) or a path with or
+            without suffix; the card ``NAME.json`` lies next to the weights.
+        device: ``None``/``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda:N"`` or a ``torch.device``;
+            None keeps the model on the CPU.
+        task: refuse any other card task (checked on the card, before the weights are read).
+        seg_config: a user's own smp checkpoint (``.pth``/``.safetensors`` without a card): the
+            :class:`~lesion.segment.models.SegModelConfig` that builds it. With a card next to the file it
+            overrides the card's model section.
+
+    Raises:
+        CheckpointError: unknown name, missing/corrupt file or card, another task than ``task``, or weights that
+            do not fit the model the card describes.
+    """
+    path = Path(name_or_path)
+    if seg_config is not None:
+        _check_task(ModelCard(name=path.stem, task="segmentation"), task)
+        fields = seg_models.cfg_to_card(seg_config)
+        if path.suffix in WEIGHT_SUFFIXES and not path.with_suffix(".json").exists():
+            wpath, card = path, ModelCard(name=path.stem, task="segmentation", path=str(path), **fields)
+        else:
+            wpath, card = resolve_weights(name_or_path)
+            _check_task(card, "segmentation")
+            card = card.replace(**fields)
+    else:
+        wpath, card = resolve_weights(name_or_path)
+        _check_task(card, task)
+    net = BUILDERS[card.task](card)
+    what = f"weights '{card.name}' ({card.arch}{'/' + card.encoder if card.encoder and card.encoder != card.arch else ''})"
+    load_strict(net, read_state_file(wpath), what=what)
+    if device is not None:
+        net.to(seg_models.torch_device(device))
+    return net.eval(), card
+
+
+def load_segmenter(name_or_path: str | Path, device: Any = None,
+                   seg_config: "seg_models.SegModelConfig | None" = None) -> "seg_models.SegModelSegmenter":
+    """:func:`load_model` for a segmentation checkpoint, as an image -> probability callable."""
+    net, card = load_model(name_or_path, device=device, task="segmentation", seg_config=seg_config)
+    return seg_models.SegModelSegmenter(net, card, device=device)
