@@ -23,8 +23,9 @@ SIZE = 256
 
 
 def _models():
-    from lesion.classify.models import ClsModelConfig, create_classifier
-    from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
+    from lesion.classify.classifier import create_model
+    from lesion.classify.models import ClsModelConfig
+    from lesion.classify.multitask import MultiTaskConfig
     from lesion.weights import list_weights
     from lesion.zoo import load_model
 
@@ -35,12 +36,12 @@ def _models():
     if cls:
         out["classifier"] = (load_model(cls.name)[0], f"shipped {cls.name}")
     else:
-        m = create_classifier(ClsModelConfig("efficientnet_lite0", num_classes=1, size=SIZE, init="imagenet-lite-port"))
+        m = create_model(ClsModelConfig("efficientnet_lite0", num_classes=1, size=SIZE, init="imagenet-lite-port"))
         out["classifier"] = (m.eval(), "efficientnet_lite0, offline ImageNet port, untrained head")
     if mt:
         out["multitask"] = (load_model(mt.name)[0], f"shipped {mt.name}")
     else:
-        m = MultiTaskNet(MultiTaskConfig(arch="efficientnet_lite0", size=SIZE, init="imagenet-lite-port"))
+        m = create_model(MultiTaskConfig(arch="efficientnet_lite0", size=SIZE, init="imagenet-lite-port"))
         out["multitask"] = (m.eval(), "efficientnet_lite0 port + random decoder (speed only)")
     return out
 

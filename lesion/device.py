@@ -1,6 +1,10 @@
 """Compute-device choice and description (imports torch lazily: it takes seconds)."""
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+
 from lesion.errors import ConfigError, unknown_option
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -43,16 +47,12 @@ def describe_device(device: str | None = None) -> str:
 
 def nvidia_driver_present() -> bool:
     """True when an NVIDIA kernel driver is loaded (CUDA needs one); a cheap check that avoids importing torch."""
-    import os
-    import shutil
 
     return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
 
 
 def describe_device_quick() -> str:
     """:func:`describe_device`, without the seconds of importing torch on machines that have no NVIDIA driver."""
-    import os
-    import sys
 
     if "torch" in sys.modules or nvidia_driver_present():
         return describe_device()

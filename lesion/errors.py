@@ -6,6 +6,8 @@ not match its card) is raised as a subclass of :class:`LesionError`. Pages and t
 """
 from __future__ import annotations
 
+import difflib
+
 
 class LesionError(Exception):
     """Base class: the message is written for the user, not the developer."""
@@ -33,7 +35,6 @@ class ConfigError(LesionError):
 
 def unknown_option(kind: str, name: str, options: list[str] | tuple[str, ...]) -> ConfigError:
     """Build a ConfigError that lists valid options and suggests the nearest one (MONAI's look_up_option)."""
-    import difflib
 
     near = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
     hint = f" Did you mean '{near[0]}'?" if near else ""

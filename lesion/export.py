@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -36,16 +37,19 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 import lesion
-from lesion.card import ModelCard, Preprocessing, Provenance
+from lesion.card import ModelCard, Preprocessing
 from lesion.classify.classifier import as_classifier
 from lesion.classify.metadata import AGE_CENTER, AGE_SCALE, SEX_VOCAB, SITE_VOCAB, encode_metadata
 from lesion.classify.models import normalize, prepare_image
 from lesion.data.spec import open_data
 from lesion.errors import CheckpointError, ConfigError, unknown_option
-from lesion.paths import file_digest
 from lesion.infer.engine import as_items
-from lesion.weights import card_json, resolve_weights
+from lesion.paths import file_digest
+from lesion.train.loop import library_versions, run_provenance
+from lesion.train.options import command_line
+from lesion.weights import card_json
 from lesion.weights import read_card as read_model_card
+from lesion.weights import resolve_weights
 from lesion.zoo import CLASSIFIER_TASKS, load_model
 
 FORMATS: tuple[str, ...] = ("onnx",)
@@ -79,6 +83,7 @@ class ExportConfig:
     calib_images: int = 64  # images used for calibration (seeded sample)
     overwrite: bool = False  # replace existing output files
     seed: int = 0  # sample of calibration / check images
+    command: str = ""  # the command line, recorded in the cards' provenance
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -216,8 +221,9 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     log: Log | None = None,
+    command: str = "",
     _extra_targets: Sequence[Path] = (),
-) -> dict[str, Any]:
+) -> ModelCard:
     """Export a classifier to ONNX (fp32) and write its card; check it against PyTorch before keeping it.
 
     Args:
@@ -230,7 +236,7 @@ def export_onnx(
         log: receives one line per stage.
 
     Returns:
-        the card written to ``FILE.json`` (plus ``path``: the ``.onnx`` file).
+        the :class:`~lesion.card.ModelCard` written to ``FILE.json`` (its ``path`` is the ``.onnx`` file).
 
     Raises:
         ConfigError: bad option (size, opset, out name), existing files, a segmentation model.
@@ -344,7 +350,7 @@ def export_onnx(
     }
     if size is not None and int(size) != native:
         extra["note"] = f"input size {prep.size} px overrides the model's native {native} px"
-    export_card = exported_card(card, out, prep, extra, dtype="float32")
+    export_card = exported_card(card, out, prep, extra, dtype="float32", command=command)
     _write_card(out, export_card)
     log(f"wrote {out} ({export_card.provenance.file_size_bytes / 1e6:.1f} MB, max |Δp| vs PyTorch "
         f"{check['max_abs_diff_probability']:.1e})")
@@ -352,16 +358,15 @@ def export_onnx(
 
 
 def exported_card(source: ModelCard, out: Path, prep: Preprocessing, extra: Mapping[str, Any],
-                  dtype: str) -> ModelCard:
+                  dtype: str, command: str = "") -> ModelCard:
     """The card of an exported file: the source model's card (data, licences, split, every metric with its
     data) with the file's own preprocessing, provenance (versions, time, sha256) and the export facts in
     ``extra``. The per-epoch history stays with the source weights."""
     return source.replace(
         name=out.stem, preprocessing=prep, history=(), path=str(out), extra={**dict(extra), "source_extra": dict(source.extra)},
-        provenance=Provenance(command=" ".join(["lesion", *sys.argv[1:]]) if sys.argv[0].endswith("lesion") else None,
-                              versions=_versions(), device="CPU (export)",
-                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), sha256=sha256_file(out),
-                              file_size_bytes=out.stat().st_size, dtype=dtype),
+        provenance=replace(run_provenance(command, "cpu"), versions={**library_versions(), **_versions()},
+                           created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), sha256=sha256_file(out),
+                           file_size_bytes=out.stat().st_size, dtype=dtype),
     )
 
 
@@ -447,7 +452,8 @@ def quantize_onnx(
     overwrite: bool = False,
     progress: Progress | None = None,
     log: Log | None = None,
-) -> dict[str, Any]:
+    command: str = "",
+) -> ModelCard:
     """Write an int8 copy of an exported fp32 model (static QDQ quantisation) and its card.
 
     Choices, measured on efficientnet_lite0 (shipped melanoma model) on this project's 2-core AVX2 CPU:
@@ -475,15 +481,19 @@ def quantize_onnx(
         progress: ``progress(done, total)`` while reading calibration images.
 
     Returns:
-        the int8 card (plus ``path``).
+        the int8 card (its ``path`` is the int8 file).
 
     Raises:
         ConfigError: out name, existing files; DataError: unreadable calibration data.
     """
-    import tempfile
 
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     log = log or (lambda s: None)
@@ -554,7 +564,7 @@ def quantize_onnx(
     }
     extra.pop("source_extra", None)
     q_card = exported_card(card.replace(extra={}), out, prep, {**extra, "source_extra": card.extra.get("source_extra", {})},
-                           dtype="int8")
+                           dtype="int8", command=command)
     _write_card(out, q_card)
     log(f"wrote {out} ({q_card.provenance.file_size_bytes / 1e6:.1f} MB, max |Δp| vs fp32 "
         f"{agreement['max_abs_diff_probability']:.3f})")
@@ -713,10 +723,10 @@ def run_export(cfg: ExportConfig, progress: Progress | None = None, log: Log | N
         raise ConfigError(f"--calib-images must be >= 1, got {cfg.calib_images}.")
     extra = [int8_out, card_path(int8_out)] if cfg.int8 else []
     cards = [export_onnx(cfg.model, out, size=cfg.size, opset=cfg.opset, overwrite=cfg.overwrite, log=log,
-                         _extra_targets=extra)]
+                         command=cfg.command, _extra_targets=extra)]
     if cfg.int8:
         cards.append(quantize_onnx(out, int8_out, cfg.calibrate, n_images=cfg.calib_images, seed=cfg.seed,
-                                   overwrite=cfg.overwrite, progress=progress, log=log))
+                                   overwrite=cfg.overwrite, progress=progress, log=log, command=cfg.command))
     return cards
 
 
@@ -748,7 +758,8 @@ def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     cfg = ExportConfig(model=a.model, out=a.out, format=a.format, size=a.size, opset=a.opset, int8=a.int8,
                        int8_out=a.int8_out, calibrate=a.calibrate, calib_images=a.calib_images,
-                       overwrite=a.overwrite, seed=a.seed)
+                       overwrite=a.overwrite, seed=a.seed,
+                       command=command_line("lesion export", list(sys.argv[1:] if argv is None else argv), None))
     bar: list[Any] = []
 
     def progress(done: int, total: int) -> None:

@@ -28,7 +28,7 @@ TAGS: tuple[str, ...] = ("label error", "model error", "image artefact", "ambigu
 TAGS_FILE = "review_tags.json"
 
 
-def bce_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+def case_log_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     """Per-case binary cross-entropy ``-[y log p + (1-y) log(1-p)]`` (p clipped to [eps, 1-eps]); NaN where y is NaN."""
     y = np.asarray(y, dtype=np.float64)
     p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
@@ -74,7 +74,7 @@ def build_review_table(
         raise DataError(f"{len(ids)} ids, {y.size} labels and {p.size} probabilities: lengths must agree.")
     df = pd.DataFrame({"id": list(ids), "truth": y, "prob": p})
     df["pred"] = (p >= threshold).astype(int)
-    df["loss"] = bce_loss(y, p)
+    df["loss"] = case_log_loss(y, p)
     labelled = np.isfinite(y)
     df["wrong"] = labelled & (df["pred"].to_numpy() != np.nan_to_num(y, nan=-1))
     df["false_positive"] = labelled & (df["pred"].to_numpy() == 1) & (y == 0)

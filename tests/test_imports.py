@@ -28,6 +28,30 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+#: The only packages a lesion module may import inside a function, each with the reason: importing them costs
+#: seconds or pulls in a large native library that most uses of the module never need.
+HEAVY: dict[str, str] = {
+    "torch": "2-3 s and ~1 GB of native code; data, metrics and pages that only read files never need it",
+    "torchvision": "imports torch",
+    "timm": "7-9 s (registers every architecture)",
+    "segmentation_models_pytorch": "7-9 s (imports timm and its own encoders)",
+    "pytorch_grad_cam": "7-9 s (imports torch, cv2, ttach, sklearn)",
+    "ttach": "imports torch",
+    "albumentations": "several seconds and checks for updates at import",
+    "cv2": "OpenCV's native library, only for resizing and drawing",
+    "sklearn": "about 1 s; only the functions that fit or score use it",
+    "scipy": "about 0.5 s per submodule",
+    "skimage": "about 1 s (lazy submodules still load scipy)",
+    "pandas": "about 0.5 s; the data layer must stay light (listing a folder needs no DataFrame)",
+    "PIL": "only where an image file is read or written",
+    "safetensors": "imports torch",
+    "onnx": "only the exporter and its runner",
+    "onnxruntime": "only the exporter and its runner (native library)",
+    "tqdm": "only the command-line entry points draw progress bars",
+    "pydicom": "optional: DICOM uploads only",
+}
+
+
 def modules() -> dict[str, Path]:
     out = {}
     for p in LESION.rglob("*.py"):
@@ -143,6 +167,26 @@ def test_imports_follow_the_layer_order():
 
 def test_lesion_modules_are_imported_at_the_top():
     bad = [f"{a} imports {b} inside a function, line {line}" for a, b, line, inside in imports(modules()) if inside]
+    assert bad == []
+
+
+def test_function_level_imports_are_only_heavy_packages():
+    bad = []
+    for mod, path in modules().items():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for n in ast.walk(node):
+                names = []
+                if isinstance(n, ast.Import):
+                    names = [a.name for a in n.names]
+                elif isinstance(n, ast.ImportFrom) and n.level == 0:
+                    names = [n.module or ""]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top != "lesion" and top not in HEAVY:
+                        bad.append(f"{mod} imports {name} inside {node.name}, line {n.lineno}")
     assert bad == []
 
 

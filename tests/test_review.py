@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lesion.errors import ConfigError
-from lesion.review import TagStore, bce_loss, build_review_table, export_tagged, filter_cases
+from lesion.review import TagStore, case_log_loss, build_review_table, export_tagged, filter_cases
 
 
 @pytest.fixture()
@@ -41,7 +41,7 @@ def test_quantile_rule_and_unlabelled():
                            low_quantile=0.5)
     assert list(t["low_agreement"]) == [True, False]
     assert not t["false_positive"].any() and np.isnan(t["loss"][0])
-    assert bce_loss(np.array([1.0]), np.array([0.0]))[0] == pytest.approx(-np.log(1e-7))
+    assert case_log_loss(np.array([1.0]), np.array([0.0]))[0] == pytest.approx(-np.log(1e-7))
 
 
 def test_filters(table):

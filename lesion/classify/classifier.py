@@ -11,7 +11,7 @@ Rebuilding from a card (:func:`build_from_card`) is what :func:`lesion.zoo.load_
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -168,6 +168,9 @@ def build_from_card(card: ModelCard) -> Classifier:
     return create_model(config_from_card(card))
 
 
-def as_classifier(model: nn.Module | Classifier) -> Classifier:
-    """``model`` behind the contract (a raw timm / multi-task network is wrapped; a Classifier is returned as is)."""
+def as_classifier(model: nn.Module | Classifier | LogitsOnly) -> Classifier:
+    """``model`` behind the contract: a Classifier as is, the Classifier of a logits-only view, a raw timm /
+    multi-task network wrapped."""
+    if isinstance(model, LogitsOnly):
+        return model.classifier
     return model if isinstance(model, Classifier) else Classifier(model)

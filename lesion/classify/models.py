@@ -12,6 +12,7 @@ torch and timm are imported inside the functions (importing this module stays ch
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -116,7 +117,6 @@ def check_arch(arch: str) -> None:
 
     if arch in timm.list_models():
         return
-    import difflib
 
     names = timm.list_models()
     near = difflib.get_close_matches(arch, names, n=8, cutoff=0.6)

@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 from lesion.data._common import (
     Progress,
     clean_str,
@@ -20,9 +22,9 @@ from lesion.data._common import (
     read_table,
     tick,
 )
+from lesion.data.io import read_mask
 from lesion.data.records import Dataset, Record
 from lesion.errors import DataError, MaskShapeError
-from lesion.data.io import read_mask
 from lesion.paths import cache_dir
 
 _TB_DIGIT = re.compile(r"_([01])$")
@@ -115,7 +117,6 @@ def _merged_mask(left: Path | None, right: Path | None, cache: Path, stem: str) 
 
     The cached file is rebuilt when a source mask is newer than it.
     """
-    import numpy as np
     from PIL import Image
 
     out = cache / f"{stem}.png"

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
@@ -97,7 +98,6 @@ def _derm_table(n: int, seed: int) -> list[dict[str, Any]]:
     patients = []
     # Stratified draws (ages on normal quantiles, sexes exactly half/half, both shuffled) so that a 60-patient
     # set shows the intended age and sex effects instead of the luck of one seed.
-    from statistics import NormalDist
 
     ages = [NormalDist(50, 17).inv_cdf((i + 0.5) / n_pat) for i in rng.permutation(n_pat)]
     sexes = rng.permutation(n_pat) < n_pat // 2

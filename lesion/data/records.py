@@ -6,6 +6,7 @@ file lists and tables: pixels are read lazily by :mod:`lesion.data.io`.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -93,7 +94,6 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """Stable key for caches: layout, root and the file list (not the pixels)."""
-        import hashlib
 
         h = hashlib.sha1(f"{self.layout}|{self.root}|{len(self.records)}".encode())
         for r in self.records:

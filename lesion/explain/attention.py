@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lesion.classify.classifier import LogitsOnly, as_classifier
+from lesion.classify.classifier import as_classifier
 from lesion.errors import ConfigError, MaskShapeError
 from lesion.explain.overlay import draw_outline, heatmap_overlay
 
@@ -32,7 +32,7 @@ def attention_maps(model, images, meta=None) -> np.ndarray:
     """
     import torch
 
-    clf = model.classifier if isinstance(model, LogitsOnly) else as_classifier(model)
+    clf = as_classifier(model)
     if not clf.has_mask:
         raise ConfigError(f"{type(clf.net).__name__} has no attention mask: only multi-task models have one.")
     p = next(clf.parameters())

@@ -66,8 +66,6 @@ class BinaryLogitTarget:
 
 def _unwrap(model) -> Classifier:
     """The :class:`Classifier` behind ``model`` (a logits-only view, a Classifier, or a raw network)."""
-    if isinstance(model, LogitsOnly):
-        return model.classifier
     return as_classifier(model)
 
 
@@ -155,9 +153,8 @@ def _num_outputs(model) -> int:
 
 
 def as_logit_model(model, meta=None) -> LogitsOnly:
-    """``model`` as ``x -> logits [B, K]`` (metadata bound for models that take it)."""
-    if isinstance(model, LogitsOnly):
-        return model
+    """``model`` as ``x -> logits [B, K]`` with ``meta`` bound for models that take it (a logits-only view is
+    rebuilt around its classifier with this ``meta``)."""
     return as_classifier(model).logits_module(meta)
 
 

@@ -17,6 +17,7 @@ with ``merge`` (:mod:`lesion.infer.ensemble`).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +159,6 @@ def _forward(member: _Member, x, meta, device: str):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             ctx = torch.autocast("cuda", dtype=dtype)
         else:
-            import contextlib
-
             ctx = contextlib.nullcontext()
         with ctx:
             m = meta.to(x.device) if (meta is not None and member.uses_meta) else None

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import platform
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -336,8 +338,6 @@ def run_command(train: Callable[..., ModelCard], config_from_argv: Callable[[lis
                 argv: Sequence[str] | None) -> int:
     """The body of every ``lesion train …`` command: parse, set the threads, train with a tqdm bar over the run's
     optimiser steps and one log line per epoch, and print a last JSON line with the card's summary."""
-    import json
-    import sys
 
     from tqdm import tqdm
 
