@@ -10,7 +10,7 @@ from lesion.infer.ensemble import MERGE_MODES, correlation_matrix, suggest_membe
 from lesion.infer.evaluate import label_vector, score
 from lesion.infer.tta import TTA_NAMES
 from lesion.metrics import auc_table, calibration_table, curve_table, threshold_report
-from ui.classify import checked_target, classifier_cards, run_ensemble, run_gate
+from ui.classify import checked_target, require_classifiers, run_ensemble, run_gate
 from ui.state import page_setup, require_dataset, st_progress
 
 finish_page = page_setup()
@@ -20,13 +20,9 @@ st.caption("Pick ensemble members, test-time augmentation and the merge rule; re
 
 ds = require_dataset(finish_page, need_images=False)
 
-cards = classifier_cards(ds.domain)
 if ds.domain == "cxr":
     st.caption("Multi-label chest X-ray findings models are on the **Chest X-ray** page.")
-if not cards:
-    st.info(f"No classifier checkpoints for the '{ds.domain}' domain in `weights/`. Train one with "
-            "`lesion train cls …` (see the README).")
-    finish_page(stop=True)
+cards = require_classifiers(ds.domain, finish_page)
 
 names = [c.name for c in cards]
 if "cls_members" not in st.session_state:

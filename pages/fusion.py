@@ -23,7 +23,7 @@ require_domain(ds, "derm", "This page fuses dermoscopy classifiers over several 
 
 
 from lesion.infer.fusion import ONE_VIEW, Cases, case_columns, case_keys  # noqa: E402
-from ui.classify import checked_target, classifier_cards, run_gate  # noqa: E402
+from ui.classify import checked_target, require_classifiers, run_gate  # noqa: E402
 from ui.fusion import fusion_roc_figure, run_fusion  # noqa: E402
 
 # ------------------------------------------------------------------ cases
@@ -63,11 +63,7 @@ if not ds.has_labels:
             "fit the stacker.")
 
 # ------------------------------------------------------------------ models
-cards = classifier_cards(ds.domain)
-if not cards:
-    st.info(f"No classifier checkpoints for the '{ds.domain}' domain in `weights/`. Train one with "
-            "`lesion train cls …` (see the README).")
-    finish_page(stop=True)
+cards = require_classifiers(ds.domain, finish_page)
 names = [c.name for c in cards]
 if "fus_members" not in st.session_state:
     st.session_state["fus_members"] = names[:1]

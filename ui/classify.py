@@ -28,6 +28,16 @@ def classifier_cards(domain: str) -> list[ModelCard]:
     return [c for c in list_weights(domain=domain) if c.task in CLASSIFIER_TASKS and not is_findings_model(c)]
 
 
+def require_classifiers(domain: str, finish_page) -> list[ModelCard]:
+    """:func:`classifier_cards`, or a message (and the page stops) when the domain has none."""
+    cards = classifier_cards(domain)
+    if not cards:
+        st.info(f"No classifier checkpoints for the '{domain}' domain in `weights/`. Train one with "
+                "`lesion train cls …` (see the README).")
+        finish_page(stop=True)
+    return cards
+
+
 @st.cache_resource(show_spinner="Loading classifier…", max_entries=16)
 def load_classifier_cached(name_or_path: str):
     """``(Classifier, ModelCard)`` shared by all sessions; models are only read (eval mode), never mutated.
