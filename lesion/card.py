@@ -289,6 +289,15 @@ class ModelCard:
                     return m
         return None
 
+    def domain_warning(self, data_domain: str | None) -> str | None:
+        """One line when this model is used on another image domain than it was trained for (a lung model on
+        dermoscopy, a skin classifier on chest X-rays), else None. Unknown domains give no warning."""
+        if not self.domain or not data_domain or self.domain == data_domain:
+            return None
+        names = {"derm": "dermoscopy", "cxr": "chest X-rays"}
+        return (f"'{self.name}' was trained on {names.get(self.domain, self.domain)} but the data are "
+                f"{names.get(data_domain, data_domain)}: its outputs mean nothing here.")
+
     @property
     def pooled_val_data(self) -> str:
         """Name of the pooled validation data: the trained-on sets joined by `` + ``."""

@@ -110,3 +110,11 @@ def test_shipped_numbers_survive_the_migration():
     assert round(by["cxr_tb_efficientnet_lite0"].metric("auc", label="tuberculosis").value, 4) == 0.8833
     assert round(by["derm_cls_efficientnet_lite1_bce"].metric("auc").value, 4) == 0.845
     assert round(by["lung_unet_efficientnet_lite0"].metric("iou", data="Chest X-ray Masks and Labels").value, 4) == 0.9274
+
+
+def test_domain_warning_names_both_domains():
+    lung = ModelCard(name="lung_unet", task="segmentation", domain="cxr")
+    msg = lung.domain_warning("derm")
+    assert "lung_unet" in msg and "chest X-rays" in msg and "dermoscopy" in msg
+    assert lung.domain_warning("cxr") is None and lung.domain_warning(None) is None
+    assert ModelCard(name="x", task="classification").domain_warning("derm") is None  # domain unknown: no claim
