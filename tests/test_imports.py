@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("infer / explain", ("lesion.infer", "lesion.infer.*", "lesion.explain", "lesion.explain.*",
                          "lesion.segment.evaluate", "lesion.segment.compare", "lesion.review")),
     ("train / export", ("lesion.train", "lesion.train.*", "lesion.export")),
+    ("serving", ("lesion.serving", "lesion.serving.*")),
     ("cli", ("lesion.cli",)),
 ]
 
@@ -49,6 +50,8 @@ HEAVY: dict[str, str] = {
     "onnxruntime": "only the exporter and its runner (native library)",
     "tqdm": "only the command-line entry points draw progress bars",
     "pydicom": "optional: DICOM uploads only",
+    "ray": "several seconds and a cluster client: only the model server and Ray Data evaluation",
+    "fastapi": "the model server's HTTP layer only",
 }
 
 
