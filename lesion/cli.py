@@ -1,4 +1,5 @@
-"""The ``lesion`` command: ``lesion train {seg,cls,cxr} …``, ``lesion evaluate {seg,cls} …``, ``lesion export …``.
+"""The ``lesion`` command: ``lesion train {seg,cls,cxr} …``, ``lesion evaluate {seg,cls} …``, ``lesion export …``,
+``lesion cache {clear,info}``.
 
 Each task module owns its own argument parser (``main(argv) -> int``); this file only routes, so that the
 heavy imports of one task never slow down another. User errors (:class:`lesion.LesionError`) are printed as
@@ -21,9 +22,12 @@ COMMANDS: dict[tuple[str, str], str] = {
     ("train", "cls"): "lesion.train.cls:main",
     ("train", "cxr"): "lesion.train.cxr:main",
     ("evaluate", "seg"): "lesion.segment.evaluate:main",
-    ("evaluate", "cls"): "lesion.infer.evaluate:main",
+    ("evaluate", "cls"): "lesion.serving.evaluate_cls:main",
     ("export", "model"): "lesion.export:main",
     ("demo", "data"): "lesion.data.demo:main",
+    ("cache", "clear"): "lesion.infer.cache:clear_main",
+    ("cache", "info"): "lesion.infer.cache:info_main",
+    ("serve", "models"): "lesion.serving.server:main",
 }
 
 USAGE = """usage: lesion <command> <task> [options]
@@ -36,6 +40,9 @@ commands:
   lesion evaluate cls …      run a classifier ensemble with TTA over a data set
   lesion export MODEL …      export a classifier to ONNX
   lesion demo data …         generate the built-in synthetic demo data set
+  lesion cache clear …       delete the prediction cache (--dry-run: only count; review tags are kept)
+  lesion cache info          where the cache is and what it holds
+  lesion serve --models A,B  serve checkpoints over HTTP (Ray Serve; 127.0.0.1 unless LESION_SERVE_TOKEN is set)
 
 Run `lesion <command> <task> --help` for the options of one task.
 """
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0]
     if command == "export":
         key, rest = ("export", "model"), argv[1:]
+    elif command == "serve":
+        key, rest = ("serve", "models"), argv[1:]
     elif len(argv) >= 2:
         key, rest = (command, argv[1]), argv[2:]
     else:

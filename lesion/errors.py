@@ -29,6 +29,10 @@ class CheckpointError(LesionError):
     """A checkpoint is missing, truncated, or does not match its card or architecture."""
 
 
+class ModelOutputError(LesionError):
+    """A model produced NaN or Inf (corrupt weights, or an overflow): an error, never a score."""
+
+
 class ConfigError(LesionError):
     """An unknown option name (the message lists the valid ones)."""
 

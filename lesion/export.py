@@ -42,11 +42,11 @@ from lesion.classify.classifier import as_classifier
 from lesion.classify.metadata import AGE_CENTER, AGE_SCALE, SEX_VOCAB, SITE_VOCAB, encode_metadata
 from lesion.classify.models import normalize, prepare_image
 from lesion.data.spec import open_data
-from lesion.errors import CheckpointError, ConfigError, unknown_option
+from lesion.errors import CheckpointError, ConfigError, DataError, unknown_option
 from lesion.infer.engine import as_items
 from lesion.paths import file_digest
-from lesion.train.loop import library_versions, run_provenance
-from lesion.train.options import command_line
+from lesion.train.loop import check_file_target, library_versions, run_provenance
+from lesion.train.options import OptionParser, check_value, command_line
 from lesion.weights import card_json
 from lesion.weights import read_card as read_model_card
 from lesion.weights import resolve_weights
@@ -708,8 +708,12 @@ class OnnxClassifier:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def run_export(cfg: ExportConfig, progress: Progress | None = None, log: Log | None = None) -> list[ModelCard]:
-    """Export (and quantise) as ``cfg`` says. Returns the written cards (fp32 first)."""
+def check_export_config(cfg: ExportConfig) -> tuple[Path, Path]:
+    """Every option of an export checked before a model or an image is read; returns ``(out, int8_out)``.
+
+    Raises:
+        ConfigError: a bad value or path (one line); DataError: ``--calibrate`` names data without images.
+    """
     if cfg.format not in FORMATS:
         raise unknown_option("export format", cfg.format, FORMATS)
     out = _check_onnx_path(cfg.out)
@@ -719,20 +723,47 @@ def run_export(cfg: ExportConfig, progress: Progress | None = None, log: Log | N
     if cfg.int8 and not cfg.calibrate:
         raise ConfigError("--int8 needs --calibrate DATA: images like those the model will see (a data folder, or "
                           "demo:derm) to measure the activation ranges.")
-    if cfg.calib_images < 1:
-        raise ConfigError(f"--calib-images must be >= 1, got {cfg.calib_images}.")
-    extra = [int8_out, card_path(int8_out)] if cfg.int8 else []
-    cards = [export_onnx(cfg.model, out, size=cfg.size, opset=cfg.opset, overwrite=cfg.overwrite, log=log,
-                         command=cfg.command, _extra_targets=extra)]
+    if cfg.size is not None:
+        check_value("--size", cfg.size, {"min": MIN_SIZE})
+    check_value("--opset", cfg.opset, {"min": OPSET_RANGE[0], "max": OPSET_RANGE[1]})
+    check_value("--calib-images", cfg.calib_images, {"min": 1})
+    check_value("--seed", cfg.seed, {"min": 0})
+    targets = [out, card_path(out)] + ([int8_out, card_path(int8_out)] if cfg.int8 else [])
+    for t, option in zip(targets, ("--out", "--out", "--int8-out", "--int8-out")):
+        check_file_target(t, option)
     if cfg.int8:
-        cards.append(quantize_onnx(out, int8_out, cfg.calibrate, n_images=cfg.calib_images, seed=cfg.seed,
-                                   overwrite=cfg.overwrite, progress=progress, log=log, command=cfg.command))
+        calib = open_data(str(cfg.calibrate))  # a missing or empty folder fails here, before the fp32 export
+        if not calib.records:
+            raise DataError(f"--calibrate {cfg.calibrate} has no images to calibrate the int8 model on.")
+    return out, int8_out
+
+
+def run_export(cfg: ExportConfig, progress: Progress | None = None, log: Log | None = None) -> list[ModelCard]:
+    """Export (and quantise) as ``cfg`` says. Returns the written cards (fp32 first).
+
+    Every option is checked first (:func:`check_export_config`). When a later step fails (the int8 step on an
+    unreadable calibration image, say), the files this run created are removed again; files that were
+    there before the run are never removed.
+    """
+    out, int8_out = check_export_config(cfg)
+    extra = [int8_out, card_path(int8_out)] if cfg.int8 else []
+    mine = [p for p in (out, card_path(out), *extra) if not p.exists()]
+    try:
+        cards = [export_onnx(cfg.model, out, size=cfg.size, opset=cfg.opset, overwrite=cfg.overwrite, log=log,
+                             command=cfg.command, _extra_targets=extra)]
+        if cfg.int8:
+            cards.append(quantize_onnx(out, int8_out, cfg.calibrate, n_images=cfg.calib_images, seed=cfg.seed,
+                                       overwrite=cfg.overwrite, progress=progress, log=log, command=cfg.command))
+    except BaseException:
+        for p in mine:  # only what this run created
+            p.unlink(missing_ok=True)
+        raise
     return cards
 
 
 def _parser() -> argparse.ArgumentParser:
     d = ExportConfig(model="", out="")
-    p = argparse.ArgumentParser(
+    p = OptionParser(
         prog="lesion export",
         description="Export a classifier to ONNX (fp32, optionally int8) with its preprocessing in a card.",
     )

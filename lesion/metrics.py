@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from lesion.errors import DataError, MaskShapeError, unknown_option
+from lesion.errors import ConfigError, DataError, MaskShapeError, unknown_option
 
 #: Columns produced by :func:`seg_metrics`, in display order.
 SEG_METRICS: tuple[str, ...] = (
@@ -530,3 +530,84 @@ def mean_auc(per_label: dict[str, dict]) -> float:
     vals = [v["auc"] for v in per_label.values() if v.get("auc") is not None]
     return float(np.mean(vals)) if vals else float("nan")
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Operating thresholds (what the Classification and Failure review pages offer besides a fixed 0.5)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def youden_threshold(y_true, y_score) -> dict[str, float]:
+    """The threshold that maximises Youden's J = sensitivity + specificity − 1 on these labels.
+
+    A score ``>= threshold`` is positive (as in :func:`threshold_report` and sklearn's ``roc_curve``). Ties in J
+    go to the highest threshold (fewest positives). Chosen on the data it is then reported on, the threshold's
+    sensitivity and specificity are optimistic: fix it on validation data before judging a test set.
+
+    Args:
+        y_true: 0/1 labels ``[N]`` (NaN = unlabelled, dropped with its score).
+        y_score: positive-class scores ``[N]``.
+
+    Returns:
+        ``threshold, sensitivity, specificity, j``.
+
+    Raises:
+        DataError: fewer than two classes among the labelled images.
+    """
+    from sklearn.metrics import roc_curve
+
+    y, s = _binary(y_true, y_score)
+    fpr, tpr, thr = roc_curve(y, s)
+    j = tpr[1:] - fpr[1:]  # thr[0] is +inf (nothing positive)
+    i = int(np.argmax(j)) + 1
+    return {"threshold": float(thr[i]), "sensitivity": float(tpr[i]), "specificity": float(1 - fpr[i]),
+            "j": float(tpr[i] - fpr[i])}
+
+
+def sensitivity_threshold(y_true, y_score, sensitivity: float) -> dict[str, float]:
+    """The highest threshold whose sensitivity on these labels is at least ``sensitivity``.
+
+    With ``P`` positives it is the ``ceil(sensitivity · P)``-th highest positive score, so exactly that many
+    positives (or more, on tied scores) score ``>= threshold``. Optimistic on the data it was chosen on, as
+    :func:`youden_threshold`.
+
+    Args:
+        y_true: 0/1 labels ``[N]`` (NaN = unlabelled).
+        y_score: positive-class scores ``[N]``.
+        sensitivity: the wanted sensitivity, in (0, 1].
+
+    Returns:
+        ``threshold, sensitivity, specificity, j`` (the values reached at that threshold).
+
+    Raises:
+        ConfigError: ``sensitivity`` outside (0, 1]; DataError: fewer than two classes.
+    """
+    if not 0.0 < float(sensitivity) <= 1.0:
+        raise ConfigError(f"The wanted sensitivity must be in (0, 1], got {sensitivity}.")
+    y, s = _binary(y_true, y_score)
+    pos = np.sort(s[y == 1])[::-1]
+    k = max(1, int(np.ceil(float(sensitivity) * pos.size - 1e-9)))
+    t = float(pos[k - 1])
+    sens = float(np.mean(s[y == 1] >= t))
+    spec = float(np.mean(s[y == 0] < t))
+    return {"threshold": t, "sensitivity": sens, "specificity": spec, "j": sens + spec - 1.0}
+
+
+#: The words :func:`ci_verdict` returns.
+VERDICTS = ("supports", "contradicts", "inconclusive")
+
+
+def ci_verdict(lo: float, hi: float, null: float = 0.5) -> str:
+    """What a confidence interval says about a claim "the value is above ``null``" (an AUC above chance).
+
+    Returns:
+        ``supports`` when the whole CI lies above ``null``, ``contradicts`` when it lies wholly below,
+        ``inconclusive`` when it contains ``null`` (or a bound is NaN).
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if lo > null:
+        return "supports"
+    if hi < null:
+        return "contradicts"
+    return "inconclusive"

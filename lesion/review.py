@@ -2,7 +2,8 @@
 
 The table joins the ensemble's probability, the ground truth, the per-case loss, the attention-agreement
 score (:mod:`lesion.explain.agreement`) and the record metadata. Tags live in a JSON file in lesion-lab's
-cache folder for the data set (never inside the user's data folder), written atomically.
+cache folder for the data set (never inside the user's data folder), written under a file lock by
+read-merge-write and atomically (:class:`TagStore`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from lesion.errors import ConfigError, DataError, unknown_option
 from lesion.data.io import to_uint8_rgb
@@ -144,14 +146,21 @@ def pd_numeric(series) -> np.ndarray:
 class TagStore:
     """Review tags keyed by record id: ``{id: {"tag", "note", "time"}}`` in one JSON file.
 
-    Every change is written at once and atomically (temporary file in the same folder + ``os.replace``), so
-    a crash or two sessions writing never leave a half-written file; a new instance on the same path sees
-    every earlier change (tags survive reloads and restarts).
+    Safe under concurrent writers (two sessions of the app, the app and a script): every change takes a file
+    lock (``<file>.lock``, :mod:`filelock`; released by the OS if the writer dies), re-reads the file, applies
+    the one change to what it found and writes the result atomically (temporary file in the same folder +
+    ``fsync`` + ``os.replace``). No writer's tag is lost, and a kill at any moment leaves the old or the new
+    file, never half. Reads see other writers' changes (the file is re-read when it changed on disk); a new
+    instance on the same path sees every earlier change (tags survive reloads and restarts).
     """
+
+    #: Seconds a writer waits for another's lock before giving up with an error.
+    LOCK_TIMEOUT = 30.0
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._tags: dict[str, dict[str, Any]] = {}
+        self._version: tuple | None = None
         self.reload()
 
     @classmethod
@@ -160,24 +169,71 @@ class TagStore:
 
         return cls(dataset_cache_dir(dataset.fingerprint()) / TAGS_FILE)
 
-    def reload(self) -> None:
-        """Re-read the file (a corrupt file is kept aside as ``*.corrupt`` and the store starts empty)."""
-        if not self.path.is_file():
-            self._tags = {}
-            return
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _lock(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path), timeout=self.LOCK_TIMEOUT)
+        try:
+            lock.acquire()
+        except Timeout as e:
+            raise DataError(f"The review tags {self.path} are locked by another writer for over "
+                            f"{self.LOCK_TIMEOUT:.0f} s ({self.lock_path}); try again.") from e
+        return lock
+
+    def _file_version(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def _read(self) -> dict[str, dict[str, Any]] | None:
+        """The file's tags; ``{}`` when there is no file, None when it is not valid JSON of tags."""
         try:
             data = json.loads(self.path.read_text())
-            self._tags = {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError):
-            os.replace(self.path, self.path.with_suffix(".corrupt"))
-            self._tags = {}
+        except FileNotFoundError:
+            return {}
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            return None
+        return {str(k): dict(v) for k, v in data.items()}
 
-    def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _set_aside(self) -> None:
+        """Keep a corrupt file as ``*.corrupt`` (``.corrupt.N`` when one exists already); caller holds the lock."""
+        target = self.path.with_suffix(".corrupt")
+        n = 1
+        while target.exists():
+            target = self.path.with_suffix(f".corrupt.{n}")
+            n += 1
+        os.replace(self.path, target)
+
+    def reload(self) -> None:
+        """Re-read the file (a corrupt file is kept aside as ``*.corrupt`` and the store starts empty)."""
+        version = self._file_version()
+        data = self._read()
+        if data is None:
+            with self._lock():
+                data = self._read()  # another writer may have replaced it meanwhile
+                if data is None:
+                    self._set_aside()
+                    data = {}
+            version = self._file_version()
+        self._tags, self._version = data, version
+
+    def _refresh(self) -> None:
+        if self._file_version() != self._version:
+            self.reload()
+
+    def _write(self, tags: Mapping[str, Any]) -> None:
+        """Atomic replace of the file; caller holds the lock."""
         fd, tmp = tempfile.mkstemp(prefix=".tags-", suffix=".json", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(self._tags, f, indent=1, sort_keys=True)
+                json.dump(tags, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -185,25 +241,45 @@ class TagStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def _update(self, change) -> None:
+        """Lock, re-read, apply ``change(tags) -> bool (changed)``, write if changed, unlock."""
+        with self._lock():
+            tags = self._read()
+            if tags is None:
+                self._set_aside()
+                tags = {}
+            if change(tags):
+                self._write(tags)
+            self._tags, self._version = tags, self._file_version()
+
     def set(self, record_id: str, tag: str, note: str = "") -> None:
         """Tag a case (replaces an earlier tag of the same case)."""
-        self._tags[str(record_id)] = {"tag": str(tag), "note": str(note), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        self._write()
+        entry = {"tag": str(tag), "note": str(note), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+        def change(tags: dict) -> bool:
+            tags[str(record_id)] = entry
+            return True
+
+        self._update(change)
 
     def remove(self, record_id: str) -> None:
-        if self._tags.pop(str(record_id), None) is not None:
-            self._write()
+        """Untag a case (nothing happens when it has no tag)."""
+        self._update(lambda tags: tags.pop(str(record_id), None) is not None)
 
     def get(self, record_id: str) -> dict[str, Any] | None:
+        self._refresh()
         return self._tags.get(str(record_id))
 
     def all(self) -> dict[str, dict[str, Any]]:
+        self._refresh()
         return {k: dict(v) for k, v in self._tags.items()}
 
     def __len__(self) -> int:
+        self._refresh()
         return len(self._tags)
 
     def __contains__(self, record_id: object) -> bool:
+        self._refresh()
         return str(record_id) in self._tags
 
 

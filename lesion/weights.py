@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from lesion.card import ModelCard
+from lesion.data.records import file_content_digest, file_version
 from lesion.errors import CheckpointError, ConfigError
 from lesion.paths import WEIGHTS_DIR
 
@@ -391,6 +392,42 @@ def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = N
         f"No weights file found for '{name_or_path}' (looked for {', '.join(WEIGHT_SUFFIXES)} at "
         f"{', '.join(str(s) for s in stems)}). Shipped weights: {available}."
     )
+
+
+def weights_sha256(path: str | Path) -> str:
+    """Hex sha256 of a weights file, hashed once per process and file version (path, size, mtime, ctime,
+    inode): the app can ask on every rerun without re-reading the file."""
+    return file_content_digest(path, "sha256")
+
+
+def weights_file_identity(name_or_path: str | Path) -> tuple:
+    """A cheap value that changes whenever the weights file (or its card) behind a name is replaced: the file's
+    version (path, size, mtime_ns, ctime_ns, inode) and the card's sha256. No weights are read.
+
+    Raises:
+        CheckpointError: as :func:`resolve_weights`.
+    """
+    wpath, card = resolve_weights(name_or_path)
+    return (str(wpath), file_version(wpath), card.sha256)
+
+
+def verify_weights(path: str | Path, card: ModelCard) -> str:
+    """The sha256 of the weights file, after checking it against the card's ``provenance.sha256``.
+
+    A card without a sha256 (a user's own checkpoint) is not checked.
+
+    Raises:
+        CheckpointError: the file's bytes are not the ones the card was written for.
+    """
+    digest = weights_sha256(path)
+    if digest in ("missing", "unreadable"):
+        raise CheckpointError(f"Weights file {'not found' if digest == 'missing' else 'cannot be read'}: {path}")
+    if card.sha256 and digest != card.sha256.lower():
+        raise CheckpointError(
+            f"weights {path} do not match their card's sha256 — the file changed or is corrupt; pass "
+            "verify=False / --no-verify to load your own edited checkpoint."
+        )
+    return digest
 
 
 def read_state_file(path: str | Path) -> dict[str, "torch.Tensor"]:

@@ -18,7 +18,8 @@ from lesion.card import ModelCard
 from lesion.classify import classifier
 from lesion.errors import CheckpointError
 from lesion.segment import models as seg_models
-from lesion.weights import WEIGHT_SUFFIXES, load_strict, read_state_file, resolve_weights
+from lesion.weights import (WEIGHT_SUFFIXES, load_strict, read_state_file, resolve_weights, verify_weights,
+                            weights_sha256)
 
 #: card task -> builder of an untrained network from the card.
 BUILDERS: dict[str, Callable[[ModelCard], Any]] = {
@@ -53,6 +54,7 @@ def load_model(
     device: Any = None,
     task: str | Iterable[str] | None = None,
     seg_config: "seg_models.SegModelConfig | None" = None,
+    verify: bool = True,
 ) -> tuple[Any, ModelCard]:
     """Load a shipped or saved model: ``(network in eval mode on device, card)``.
 
@@ -65,10 +67,16 @@ def load_model(
         seg_config: a user's own smp checkpoint (``.pth``/``.safetensors`` without a card): the
             :class:`~lesion.segment.models.SegModelConfig` that builds it. With a card next to the file it
             overrides the card's model section.
+        verify: check the weights file against the card's ``provenance.sha256`` before use (hashed once per
+            process and file version); False loads a user's own edited checkpoint. A card without a sha256 is
+            never checked.
+
+    The network carries ``weights_sha256``, the sha256 of the file it was loaded from: the prediction cache
+    keys on it (content, not path or mtime).
 
     Raises:
-        CheckpointError: unknown name, missing/corrupt file or card, another task than ``task``, or weights that
-            do not fit the model the card describes.
+        CheckpointError: unknown name, missing/corrupt file or card, another task than ``task``, weights that
+            do not match the card's sha256 (``verify``), or weights that do not fit the model the card describes.
     """
     path = Path(name_or_path)
     if seg_config is not None:
@@ -83,16 +91,19 @@ def load_model(
     else:
         wpath, card = resolve_weights(name_or_path)
         _check_task(card, task)
+    digest = verify_weights(wpath, card) if verify else weights_sha256(wpath)
     net = BUILDERS[card.task](card)
     what = f"weights '{card.name}' ({card.arch}{'/' + card.encoder if card.encoder and card.encoder != card.arch else ''})"
     load_strict(net, read_state_file(wpath), what=what)
+    net.weights_sha256 = digest
     if device is not None:
         net.to(seg_models.torch_device(device))
     return net.eval(), card
 
 
 def load_segmenter(name_or_path: str | Path, device: Any = None,
-                   seg_config: "seg_models.SegModelConfig | None" = None) -> "seg_models.SegModelSegmenter":
+                   seg_config: "seg_models.SegModelConfig | None" = None,
+                   verify: bool = True) -> "seg_models.SegModelSegmenter":
     """:func:`load_model` for a segmentation checkpoint, as an image -> probability callable."""
-    net, card = load_model(name_or_path, device=device, task="segmentation", seg_config=seg_config)
+    net, card = load_model(name_or_path, device=device, task="segmentation", seg_config=seg_config, verify=verify)
     return seg_models.SegModelSegmenter(net, card, device=device)

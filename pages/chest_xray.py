@@ -1,26 +1,26 @@
-"""Chest X-ray decision support (seed 002): label sets, per-finding ROC, and each finding's heatmap beside
-the lung fields."""
+"""Chest X-ray decision support: the model's label set, per-finding ROC, and each finding's heatmap beside the
+lung fields."""
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from lesion.data.labels import tb_label
 from lesion.errors import LesionError
-from ui.state import page_setup, read_sample, require_dataset, require_domain, st_progress
+from ui.state import in_options, keep, page_setup, read_sample, require_dataset, require_domain, st_progress
 
 finish_page = page_setup()
 st.title("Chest X-ray")
-st.caption("Multi-label findings as in seed 002 (small NIH classes merged into 'Other' or dropped) and "
-           "tuberculosis vs normal: per-finding ROC curves and AUCs, then any finding's Grad-CAM over the "
-           "radiograph beside the lung fields the segmentation model finds.")
+st.caption("Multi-label findings (the small NIH classes merged into 'Other' or dropped, as each model was trained) "
+           "and tuberculosis vs normal: per-finding ROC curves and AUCs, then any finding's Grad-CAM over the "
+           "radiograph beside the lung fields the segmentation model finds.",
+           help="The label sets follow seed 002's variants: merge, drop, all findings, or tuberculosis.")
 
 ds = require_dataset(finish_page)
 require_domain(ds, "cxr", "This page works on chest X-rays; the data set in the sidebar is dermoscopy. Pick a chest "
                "X-ray folder in the sidebar, or use the built-in synthetic radiographs.",
                "Use the demo chest X-rays", "cxr_use_demo", finish_page)
 
-from lesion.classify.cxr import MODES, LabelSet, class_table, labels_for_model, view_warnings  # noqa: E402
+from lesion.classify.cxr import LabelSet, class_table, labels_for_model, view_warnings  # noqa: E402
 from lesion.explain.attention import heatmap_scores  # noqa: E402
 from lesion.explain.overlay import draw_outline, heatmap_overlay, overlay_mask  # noqa: E402
 from lesion.infer.cache import cached_predict  # noqa: E402
@@ -32,44 +32,51 @@ from ui.cxr import (  # noqa: E402
     label_heat,
     lung_segmenter_names,
 )
+from ui.charts import fit  # noqa: E402
 from ui.segment import network_mask  # noqa: E402
+from ui.trust import default_models, mask_labels, model_label, show_model_notes, subset_choice  # noqa: E402
 
 for note in list(ds.warnings) + view_warnings(ds.records):
     st.warning(note)
 
-# ------------------------------------------------------------------------------------------ label set table
-with st.expander("Label set of this data set (seed 002's variants)", expanded=False):
-    has_tb = any(tb_label(r) is not None for r in ds.records)
-    mode = st.radio("Label set", MODES, index=MODES.index("tb" if has_tb else "merge"), horizontal=True,
-                    key="cxr_label_mode",
-                    help="merge: the 7 smallest NIH classes become 'Other'; drop: they are removed (and images "
-                         "with only those findings); all: every finding is a class; tb: tuberculosis vs normal.")
-    try:
-        ls = LabelSet(mode).fit(ds.records)
-        st.dataframe(class_table(ds.records, ls), hide_index=True, width="stretch")
-        st.caption(f"Output classes: **{', '.join(ls.classes)}** ({len(ls.select(ds.records))} images used).")
-    except LesionError as e:
-        st.error(str(e))
-
-# ------------------------------------------------------------------------------------------ model + run
+# ------------------------------------------------------------------------------------------ model
 cards = cxr_classifier_cards()
 if not cards:
     st.info("No chest X-ray classifier in `weights/`. Train one with `lesion train cxr …` (see the README).")
     finish_page(stop=True)
 by_name = {c.name: c for c in cards}
 c1, c2 = st.columns([3, 1])
-name = c1.selectbox("Model", list(by_name), key="cxr_model",
-                    format_func=lambda n: f"{n} · {', '.join(by_name[n].classes)[:80]}")
-tta = c2.selectbox("TTA", ["none", "hflip"], key="cxr_tta",
+name = c1.selectbox("Model", list(by_name),
+                    key=keep("cxr_model", default_models(cards, ds, 1)[0], valid=in_options(list(by_name))),
+                    format_func=lambda n: f"{model_label(by_name[n])} · {', '.join(by_name[n].classes)[:80]}")
+tta = c2.selectbox("TTA", ["none", "hflip"], key=keep("cxr_tta", "none", valid=in_options(["none", "hflip"])),
                    help="Radiographs have a left and a right: only the horizontal flip is offered, and off by default.")
 card = by_name[name]
+show_model_notes([card], ds)
 headline = card.headline()
-st.caption(f"Trained on: {', '.join(d.name for d in card.trained_on) or '?'} · "
-           f"{card.arch} · {card.preprocessing.size} px grey · "
+st.caption(f"Trained on: {', '.join(d.name for d in card.trained_on) or '?'}"
+           + (" (synthetic images only)" if card.synthetic_only else "") + f" · {card.arch} · "
+           f"{card.preprocessing.size} px grey · "
            + (f"held-out {'mean AUC' if headline.name == 'auc_mean' else 'AUC'} {headline.value:.3f} "
               f"({headline.data})" if headline else "no held-out AUC on its card"))
 
-run_gate("cxr", "Run on the data set", "Predictions are cached per model, data set and TTA.", finish_page)
+# ------------------------------------------------------------------------------------------ the model's label set
+ls = LabelSet.from_card(card)
+ls = LabelSet(ls.mode, ls.small, tuple(card.classes or ls.classes))
+with st.expander(f"How this model's labels are read from the data (label set '{ls.mode}')", expanded=False):
+    st.caption({"merge": "The smallest NIH findings are merged into 'Other'.",
+                "drop": "The smallest NIH findings are dropped (and images with only those findings).",
+                "all": "Every finding the model has a column for is its own class.",
+                "tb": "Tuberculosis vs normal."}.get(ls.mode, ls.mode)
+               + " The label set is the model's own (from its card): the AUCs below score the data this way.")
+    try:
+        st.dataframe(class_table(ds.records, ls), hide_index=True, width="stretch")
+        st.caption(f"Output classes: **{', '.join(ls.classes)}** ({len(ls.select(ds.records))} images scored).")
+    except LesionError as e:
+        st.error(str(e))
+
+run_gate("cxr", "Run on the data set", "Predictions are cached per model, data set and TTA.", finish_page,
+         identity=ds.fingerprint())
 
 update, clear = st_progress("Predicting…")
 try:
@@ -84,18 +91,27 @@ classes = list(result.classes)
 probs = result.probs
 y, notes = labels_for_model(card, ds.records)
 for note in notes:
-    st.info(note)
+    if note not in view_warnings(ds.records):  # shown above already
+        st.info(note)
+keep_ids, on_what = subset_choice([card], ds, "cxr")
+y_all = y
+if y is not None:
+    y = mask_labels(y, result.ids, keep_ids)
 st.caption(f"Ran on **{result.device}**, {result.ms_per_image:.1f} ms per image.")
 
 preds = result.to_frame()[["id"] + [f"p_{c}" for c in classes]]
 if y is not None:
     for j, c in enumerate(classes):
-        preds[f"label_{c}"] = y[:, j]
+        preds[f"label_{c}"] = y_all[:, j]
+    if keep_ids is not None:
+        preds["held_out"] = [i in keep_ids for i in result.ids]
     fig = finding_roc_figure(y, probs, classes)
     table = finding_auc_table(y, probs, classes)
     if fig is not None:
         st.subheader("Per-finding ROC")
-        st.plotly_chart(fig, key="cxr_roc")
+        st.caption(f"On {on_what}.")
+        st.plotly_chart(fit(fig, f"ROC per finding: {name} ({int(np.isfinite(y).any(axis=1).sum())} images)",
+                            height=520, legend_title="finding"), key="cxr_roc", width="stretch")
     st.caption("Select a row to explain that finding below.")
     picked = st.dataframe(table, hide_index=True, width="stretch", key="cxr_auc_table",
                           on_select="rerun", selection_mode="single-row")

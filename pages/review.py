@@ -24,13 +24,15 @@ from ui.explain import (
     tag_store,
     try_load_classifier,
 )
-from ui.state import page_setup, require_dataset, read_sample, st_progress
+from ui.classify import classifier_cards, run_gate, threshold_control
+from ui.state import in_options, keep, kept_members, page_setup, require_dataset, read_sample, st_progress
+from ui.trust import default_models, mask_labels, model_label, show_model_notes, subset_choice
 
 finish_page = page_setup()
 st.title("Failure review")
 st.caption("Which cases does the ensemble get wrong, and did it look at the lesion when it did? Flags: false "
            "positive / negative at the threshold, low attention agreement (lowest quantile), inconsistent "
-           "attention (the binarised heatmap splits into several regions, seed 003 Fig. 14).")
+           "attention (the thresholded heatmap splits into several regions).")
 
 ds = require_dataset(finish_page, need_images=False)
 choices = classifier_picker(ds.domain, key="review")
@@ -39,12 +41,17 @@ if not choices:
     finish_page(stop=True)
 
 names = list(choices)
-c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-members = c1.multiselect("Ensemble members", names, default=names[: min(3, len(names))], key="review_members")
-tta = c2.selectbox("TTA", TTA_NAMES, index=0, key="review_tta")
-method = c3.selectbox("Heatmap", list(FAST_METHODS), key="review_method",
+shipped = {c.name: c for c in classifier_cards(ds.domain)}
+c1, c2, c3 = st.columns([3, 1, 1])
+members = c1.multiselect("Ensemble members", names,
+                         format_func=lambda n: model_label(shipped[n]) if n in shipped else n,
+                         key=kept_members("review_members", ds.domain, names,
+                                          default_models(list(shipped.values()), ds)),
+                         help="The same models are chosen on the Classification, Multi-view fusion and Upload pages.")
+tta = c2.selectbox("TTA", TTA_NAMES, key=keep("review_tta", "none", valid=in_options(TTA_NAMES, "none")))
+method = c3.selectbox("Heatmap", list(FAST_METHODS), key=keep("review_method", FAST_METHODS[0],
+                                                               valid=in_options(list(FAST_METHODS))),
                       help="CAM method of the first member, used for the agreement score and the gallery.")
-threshold = c4.slider("Threshold", 0.0, 1.0, 0.5, 0.01, key="review_thr")
 if not members:
     st.warning("Choose at least one member.")
     finish_page(stop=True)
@@ -52,6 +59,7 @@ loaded = [try_load_classifier(choices[m]) for m in members]
 if any(x is None for x in loaded):
     finish_page(stop=True)
 cards = [c for _, c in loaded]
+show_model_notes(cards, ds)
 try:
     model_target, target = resolve_target(cards, "melanoma" if cards[0].target == "dx7" else None)
 except LesionError as e:
@@ -59,11 +67,9 @@ except LesionError as e:
     finish_page(stop=True)
 explainer = choices[members[0]]
 
-if st.button("Build the review table", type="primary", key="review_run"):
-    st.session_state["review_ran"] = True
-if not st.session_state.get("review_ran"):
-    st.caption("Runs the ensemble (cached per data set) and one heatmap per image for the agreement score.")
-    finish_page(stop=True)
+run_gate("review", "Build the review table",
+         "Runs the ensemble (cached per data set) and one heatmap per image for the agreement score.",
+         finish_page, identity=ds.fingerprint())
 
 update, clear = st_progress("Predicting…")
 try:
@@ -77,12 +83,17 @@ except LesionError as e:
     finish_page(stop=True)
 clear()
 
-y = label_vector(ds.records, target)
+keep_ids, on_what = subset_choice(cards, ds, "review", what="cases")
+y = mask_labels(label_vector(ds.records, target), result.ids, keep_ids)
 prob = score(result.probs, result.classes, target)
+threshold, thr_words = threshold_control("review", y, prob)
 meta = ds.to_frame()
 meta = meta[["id"] + [c for c in ("diagnosis", "age", "sex", "site") if c in meta.columns]]
 table = build_review_table(result.ids, y, prob, threshold,
                            agreement[["id", "agreement", "n_components", "overlap", "focus"]], meta)
+if keep_ids is not None:  # the cases a chosen model trained on are not reviewed as its failures
+    table = table[table["id"].isin(keep_ids)].reset_index(drop=True)
+scored_class = dict(zip(agreement["id"], agreement["class_index"]))  # the class whose map was scored
 
 # ------------------------------------------------------------------ filters and sorting
 f1, f2, f3 = st.columns([3, 1, 2])
@@ -104,7 +115,7 @@ if "site" in table:
     site = g3.multiselect("Site", sorted(table["site"].dropna().astype(str).unique()), key="review_site")
 shown = filter_cases(table, kinds, any_kind, age=age, sex=sex, site=site)
 shown = shown.sort_values(sort_by, ascending=sort_by == "agreement", na_position="last").reset_index(drop=True)
-st.markdown(f"**{len(shown)} of {len(table)} cases** · FP {int(table['false_positive'].sum())} · "
+st.markdown(f"**{len(shown)} of {len(table)} cases** ({on_what}; {thr_words}) · FP {int(table['false_positive'].sum())} · "
             f"FN {int(table['false_negative'].sum())} · low agreement {int(table['low_agreement'].sum())} · "
             f"inconsistent attention {int(table['inconsistent_attention'].sum())}")
 st.dataframe(shown, hide_index=True, width="stretch", column_config={
@@ -117,8 +128,8 @@ n_show = int(h1.number_input("How many", 1, 24, 4, key="review_n"))
 seg_method = h2.selectbox("Predicted mask", segmentation_choices(ds.domain), key="review_seg")
 card0 = cards[0]
 classes0 = list(card0.classes)
-# The heatmap explains the positive class: the single logit, or melanoma of a 7-class head.
-cls_index = positive_target(classes0)
+# The gallery draws the map that was scored: the agreement table explains each image's predicted class.
+fallback_index = positive_target(classes0)
 
 
 def case_panels(rid: str) -> dict[str, np.ndarray]:
@@ -127,12 +138,15 @@ def case_panels(rid: str) -> dict[str, np.ndarray]:
     image, truth = read_sample(str(rec.image_path), str(rec.mask_path) if rec.mask_path else None)
     pred = segment(image, str(rec.image_path), seg_method, ds.domain)
     meta_t = meta_key(rec.meta)
+    cls_index = int(scored_class.get(rid, fallback_index))
     res = explain_image_cached(explainer, str(rec.image_path), image, pred, meta_t, (method,), cls_index, False,
-                        mask_key=seg_method)
+                               mask_key=seg_method)
+    cls_name = (classes0[cls_index] if len(classes0) > 1 else
+                (classes0[0] if cls_index == 1 else f"not {classes0[0]}")) if classes0 else str(cls_index)
     out = {"image": image,
            "truth": draw_outline(image, truth, box=False) if truth is not None else image,
            f"predicted ({seg_method})": compare_panel(image, pred, truth, box=True),
-           method: outline_panel(res["view"], res["heats"][method])}
+           f"{method} ('{cls_name}', as scored)": outline_panel(res["view"], res["heats"][method])}
     if res["attention"] is not None:
         out[ATTENTION] = outline_panel(res["view"], res["attention"])
     return out

@@ -1,6 +1,7 @@
 """Segmentation: Otsu beside the trained networks on one image, then over the whole data set."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -12,7 +13,9 @@ from lesion.segment.compare import THRESHOLDS, metrics_at, paired
 from lesion.segment.otsu import OtsuConfig, otsu_segment, preset
 from lesion.weights import list_weights
 from ui.forms import dataclass_form
-from ui.state import page_setup, require_dataset, read_sample, st_progress
+from ui.charts import fit
+from ui.state import in_options, keep, page_setup, require_dataset, read_sample, st_progress
+from ui.trust import default_models, model_label, show_model_notes, subset_choice
 from ui.segment import (
     checkpoint_picker,
     dataset_counts,
@@ -30,19 +33,24 @@ st.caption(
 ds = require_dataset(finish_page)
 
 # ---------------------------------------------------------------- settings (sidebar)
-with st.sidebar.expander("Otsu pipeline", expanded=False):
+with st.sidebar.expander("Otsu pipeline (kept for the session)", expanded=False):
     base = preset(ds.domain)
     cfg: OtsuConfig = dataclass_form(OtsuConfig, base, key=f"otsu.{ds.domain}")
-    show_steps = st.checkbox("Show intermediate images", value=False, key="otsu_steps")
+    show_steps = st.checkbox("Show intermediate images", key=keep("otsu_steps", False))
 
-shipped = [c.name for c in list_weights(task="segmentation", domain=ds.domain)]
+seg_cards = {c.name: c for c in list_weights(task="segmentation", domain=ds.domain)}
+shipped = list(seg_cards)
 extra = checkpoint_picker()  # user checkpoints: name -> path
 available = shipped + list(extra)
 models = st.sidebar.multiselect(
-    "Networks", available, default=available[:2], key=f"seg_models.{ds.domain}",
+    "Networks", available, format_func=lambda n: model_label(seg_cards[n]) if n in seg_cards else n,
+    key=keep(f"seg_models.{ds.domain}", default_models(list(seg_cards.values()), ds, 2),
+             valid=lambda v: [m for m in (v or []) if m in available]),
     help="Shipped checkpoints for this domain (weights/) and any you add below the list.",
 )
-threshold = st.sidebar.select_slider("Probability threshold", options=list(THRESHOLDS), value=0.5, key="seg_thr")
+threshold = st.sidebar.select_slider("Probability threshold", options=list(THRESHOLDS),
+                                     key=keep("seg_thr", 0.5, valid=in_options(list(THRESHOLDS), 0.5)),
+                                     help="A pixel is lesion when the network's probability is above this.")
 
 methods = {"otsu": None} | {m: extra.get(m, m) for m in models}
 
@@ -81,9 +89,13 @@ st.caption(f"Otsu threshold on channel '{cfg.channel}': {otsu.threshold:.1f}")
 
 if show_steps and otsu.steps:
     st.markdown("**Otsu pipeline, step by step** (at the working size)")
-    step_cols = st.columns(min(len(otsu.steps), 6))
-    for i, (step, img) in enumerate(otsu.steps.items()):
-        step_cols[i % len(step_cols)].image(img, caption=step, width="stretch", clamp=True)
+    steps = {k: v for k, v in otsu.steps.items() if np.ptp(np.asarray(v)) > 0}
+    flat = [k.replace("_", " ") for k in otsu.steps if k not in steps]  # one colour: nothing to look at
+    step_cols = st.columns(min(max(len(steps), 1), 6))
+    for i, (step, img) in enumerate(steps.items()):
+        step_cols[i % len(step_cols)].image(img, caption=step.replace("_", " "), width="stretch", clamp=True)
+    if flat:
+        st.caption(f"Not shown, one uniform colour: {', '.join(flat)} (e.g. a valid region that is the whole image).")
 
 # ---------------------------------------------------------------- the whole data set
 st.divider()
@@ -94,10 +106,12 @@ if not ds.has_masks:
 
 n_masks = sum(r.mask_path is not None for r in ds.records)
 st.caption(f"{n_masks} images with masks. Each method runs once; the threshold slider then re-scores instantly.")
+show_model_notes([seg_cards[m] for m in models if m in seg_cards], ds)
+ran_on: set = st.session_state.setdefault("seg_ran_on", set())
 if st.button("Run on the whole data set", type="primary", key="seg_run_all"):
-    st.session_state["seg_ran"] = True
+    ran_on.add(ds.fingerprint())
 
-if st.session_state.get("seg_ran"):
+if ds.fingerprint() in ran_on:
     frames = []
     for name, ref in methods.items():
         update, done = st_progress(f"Running {name}…")
@@ -109,27 +123,38 @@ if st.session_state.get("seg_ran"):
     if not frames:
         finish_page(stop=True)
     per_image = metrics_at(pd.concat(frames, ignore_index=True), threshold)
+    keep_ids, on_what = subset_choice([seg_cards[m] for m in models if m in seg_cards], ds, "seg", what="images")
+    if keep_ids is not None:
+        per_image = per_image[per_image["id"].isin(keep_ids)].reset_index(drop=True)
     errors = per_image[per_image["error"].notna()]
     if len(errors):
         st.warning(f"{errors['id'].nunique()} images could not be scored; see the 'error' column.")
 
-    st.markdown(f"**Comparison** (mean and 95% bootstrap CI, threshold {threshold})")
+    st.markdown(f"**Comparison on {on_what}** (mean and 95% bootstrap CI, network threshold {threshold})")
     summary = summary_table(per_image, metrics=("iou", "dice", "precision", "recall", "thresholded_jaccard"))
-    st.dataframe(summary, hide_index=True, width="stretch", column_config={
-        c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns if c not in ("method", "n")})
+    compact = summary[["method", "n"]].copy()
+    for m in ("iou", "dice", "precision", "recall", "thresholded_jaccard"):
+        if f"{m}_mean" in summary:
+            compact[m.replace("_", " ")] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
+                                           zip(summary[f"{m}_mean"], summary[f"{m}_ci_lo"], summary[f"{m}_ci_hi"])]
+    st.dataframe(compact, hide_index=True, width="stretch")
+    with st.expander("Every statistic (median, standard deviation)"):
+        st.dataframe(summary, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns if c not in ("method", "n")})
 
     left, right = st.columns(2)
-    hist = px.histogram(per_image, x="iou", color="method", barmode="overlay", nbins=30, opacity=0.6,
-                        title="Per-image IoU")
-    left.plotly_chart(hist, width="stretch")
+    hist = px.histogram(per_image, x="iou", color="method", barmode="overlay", nbins=30, opacity=0.6)
+    n_scored = per_image["id"].nunique()
+    left.plotly_chart(fit(hist, f"Per-image IoU ({n_scored} images)", height=460, legend_title="method"),
+                      width="stretch")
 
     nets = [m for m in methods if m != "otsu"]
     if nets:
         other = right.selectbox("Paired with Otsu", nets, key="seg_pair")
         pair = paired(per_image, "otsu", other)
         scatter = px.scatter(pair, x="otsu", y=other, hover_name="id", custom_data=["id"],
-                             title=f"Per-image IoU: Otsu vs {other} (click a point to open it)",
-                             range_x=[0, 1], range_y=[0, 1])
+                             range_x=[0, 1], range_y=[0, 1], labels={"otsu": "IoU of Otsu", other: f"IoU of {other}"})
+        fit(scatter, f"Per-image IoU, Otsu vs {other} ({len(pair)} images; click a point to open it)", height=460)
         scatter.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line=dict(dash="dot", color="grey"))
         event = right.plotly_chart(scatter, width="stretch", on_select="rerun", selection_mode="points",
                                    key="seg_scatter")

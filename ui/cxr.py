@@ -12,7 +12,7 @@ import streamlit as st
 from lesion.card import ModelCard
 from lesion.explain.cam import label_heatmap
 from lesion.metrics import label_auc_table, label_curve_table
-from lesion.weights import list_weights
+from lesion.weights import list_weights, weights_file_identity
 from ui.classify import CAM_LOCK, load_classifier_cached
 
 
@@ -25,9 +25,15 @@ def lung_segmenter_names() -> list[str]:
     return [c.name for c in list_weights(domain="cxr", task="segmentation")]
 
 
-@st.cache_data(show_spinner="Computing the heatmap…", max_entries=64)
 def label_heat(ref: str, image_key: str, _image: np.ndarray, class_index: int, method: str) -> np.ndarray:
-    """CAM of one finding over one radiograph (cached per model, image, finding and method)."""
+    """CAM of one finding over one radiograph (cached per model and its weights file's identity, image, finding
+    and method: a replaced checkpoint is recomputed)."""
+    return _label_heat(ref, weights_file_identity(ref), image_key, _image, class_index, method)
+
+
+@st.cache_data(show_spinner="Computing the heatmap…", max_entries=64)
+def _label_heat(ref: str, identity: tuple, image_key: str, _image: np.ndarray, class_index: int,
+                method: str) -> np.ndarray:
     model, card = load_classifier_cached(ref)
     with CAM_LOCK:
         return label_heatmap(model, card, _image, class_index, method)

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 import streamlit as st
 
+from ui.state import in_options, keep
+
 
 def _choices_for(cls: type, f: dataclasses.Field, choices: Mapping[str, typing.Sequence] | None):
     if choices and f.name in choices:
@@ -36,7 +38,8 @@ def dataclass_form(
     Args:
         cls: a dataclass type.
         default: the instance giving starting values (e.g. a preset).
-        key: widget-key prefix; change it when ``default`` changes so widgets reset to the new preset.
+        key: widget-key prefix, also the name under which each field's value is kept for the session
+            (``<key>.<field>``); change it when ``default`` changes so widgets start from the new preset.
         choices: per-field option lists for string fields (otherwise taken from ``Literal`` hints or
             ``field(metadata={"choices": …})``).
         skip: fields kept at their default value with no widget.
@@ -53,17 +56,19 @@ def dataclass_form(
         help_text = f.metadata.get("help")
         wkey = f"{key}.{f.name}"
         opts = _choices_for(cls, f, choices)
+        # Kept for the session (ui.state.keep): the value survives page changes, and other pages read it.
         if isinstance(value, bool):
-            values[f.name] = box.checkbox(label, value=value, key=wkey, help=help_text)
+            values[f.name] = box.checkbox(label, key=keep(wkey, value), help=help_text)
         elif opts is not None:
-            index = opts.index(value) if value in opts else 0
-            values[f.name] = box.selectbox(label, opts, index=index, key=wkey, help=help_text)
+            values[f.name] = box.selectbox(label, opts, key=keep(wkey, value, valid=in_options(opts, value)),
+                                           help=help_text)
         elif isinstance(value, int):
-            values[f.name] = int(box.number_input(label, value=value, step=1, key=wkey, help=help_text))
+            values[f.name] = int(box.number_input(label, step=1, key=keep(wkey, value, valid=int), help=help_text))
         elif isinstance(value, float):
-            values[f.name] = float(box.number_input(label, value=value, key=wkey, help=help_text, format="%.3f"))
+            values[f.name] = float(box.number_input(label, key=keep(wkey, value, valid=float), help=help_text,
+                                                    format="%.3f"))
         elif isinstance(value, str):
-            values[f.name] = box.text_input(label, value=value, key=wkey, help=help_text)
+            values[f.name] = box.text_input(label, key=keep(wkey, value), help=help_text)
         else:  # tuples and other structured fields stay as the preset has them
             values[f.name] = value
     return cls(**values)

@@ -3,14 +3,16 @@ cache) fused per case, and the one ROC chart of per-view vs fused curves."""
 from __future__ import annotations
 
 from lesion.infer.fusion import PER_VIEW, evaluate_predictions
+from ui.charts import fit
 from ui.classify import run_ensemble
 
 
-def run_fusion(ds, members: list[str], tta: str, target: str, column: str, progress=None):
+def run_fusion(ds, members: list[str], tta: str, target: str, column: str, progress=None, keep=None):
     """``(prediction result, fusion report)``: the members' mean-probability ensemble over the data set (cached on
-    disk per model, data set and TTA), fused per case of ``column``. Raises LesionError subclasses."""
+    disk per model, data set and TTA), fused per case of ``column``; only the labels of the images in ``keep``
+    (None: all) count. Raises LesionError subclasses."""
     result = run_ensemble(ds, members, tta, "mean_prob", progress=progress)
-    return result, evaluate_predictions(ds.records, result, target, column)
+    return result, evaluate_predictions(ds.records, result, target, column, keep=keep)
 
 
 def fusion_roc_figure(report, title: str):
@@ -20,6 +22,6 @@ def fusion_roc_figure(report, title: str):
     roc = report.roc_table()
     roc["level"] = (roc["model"] == PER_VIEW).map({True: "per view (images)", False: "fused (cases)"})
     fig = px.line(roc, x="x", y="y", color="label", line_dash="level",
-                  labels={"x": "false-positive rate", "y": "true-positive rate"}, title=title)
+                  labels={"x": "false-positive rate", "y": "true-positive rate"})
     fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line=dict(dash="dot", color="grey"))
-    return fig
+    return fit(fig, title, height=560)

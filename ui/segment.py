@@ -1,7 +1,6 @@
 """Streamlit glue of the Segmentation page: cached model loads, per-image predictions, data-set runs."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -12,12 +11,22 @@ from lesion.errors import CheckpointError
 from lesion.segment.compare import threshold_counts
 from lesion.segment.models import SegModelSegmenter
 from lesion.segment.otsu import OtsuSegmenter
+from lesion.weights import weights_file_identity
 from lesion.zoo import load_model
+from ui.uploads import save_files
+
+
+def load_segmenter_cached(name_or_path: str) -> SegModelSegmenter:
+    """A trained segmenter, shared by all sessions (it holds no per-user state).
+
+    Cached per name and file identity (:func:`lesion.weights.weights_file_identity`, read on every rerun), so a
+    checkpoint replaced while the app runs is loaded (and verified against its card) again.
+    """
+    return _load_segmenter(str(name_or_path), weights_file_identity(name_or_path))
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def load_segmenter_cached(name_or_path: str) -> SegModelSegmenter:
-    """A trained segmenter, shared by all sessions (it holds no per-user state)."""
+def _load_segmenter(name_or_path: str, identity: tuple) -> SegModelSegmenter:
     import torch
 
     # The app server, its sessions and inference share few cores: one thread per forward keeps the UI live.
@@ -25,9 +34,14 @@ def load_segmenter_cached(name_or_path: str) -> SegModelSegmenter:
     return SegModelSegmenter(*load_model(name_or_path, task="segmentation"))
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
 def network_probability(name_or_path: str, image_key: str, _image: np.ndarray) -> np.ndarray:
-    """Probability map ``[H, W]`` in 0..1 of one network on one image (cached by model and ``image_key``)."""
+    """Probability map ``[H, W]`` in 0..1 of one network on one image (cached by model, its file identity and
+    ``image_key``)."""
+    return _network_probability(name_or_path, weights_file_identity(name_or_path), image_key, _image)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _network_probability(name_or_path: str, identity: tuple, image_key: str, _image: np.ndarray) -> np.ndarray:
     return load_segmenter_cached(name_or_path)(_image).astype(np.float32)
 
 
@@ -66,7 +80,8 @@ def dataset_counts(ds, name: str, ref, cfg, progress: Callable[[int, int], None]
 def checkpoint_picker() -> dict[str, str]:
     """Sidebar: add your own smp checkpoint by path or upload (weights + JSON card). Returns name -> path.
 
-    Uploads are written to a private temporary folder of this session, never next to the app or the data.
+    Uploads are written to this session's folder under lesion-lab's cache (:mod:`ui.uploads`), never next to the
+    app or the data; it is created again when missing and deleted when the session ends.
     """
     added: dict[str, str] = st.session_state.setdefault("seg_user_ckpts", {})
     with st.sidebar.expander("Add your own checkpoint"):
@@ -76,9 +91,7 @@ def checkpoint_picker() -> dict[str, str]:
         if st.button("Add checkpoint", key="seg_ckpt_add"):
             try:
                 if files:
-                    folder = Path(st.session_state.setdefault("seg_upload_dir", tempfile.mkdtemp(prefix="lesion-")))
-                    for f in files:
-                        (folder / Path(f.name).name).write_bytes(f.getvalue())
+                    folder = save_files(files, "checkpoint")  # this session's folder, recreated if removed
                     weights = [f for f in files if not f.name.endswith(".json")]
                     if not weights:
                         raise CheckpointError("Upload the weights file (.safetensors or .pth) with its .json card.")

@@ -1,8 +1,9 @@
 """Cached loaders and the shared sidebar (data-set picker, device)."""
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import streamlit as st
 
@@ -13,8 +14,103 @@ from lesion.data.io import read_image, read_mask  # noqa: E402
 from lesion.data.spec import DEMO_SOURCES, open_data  # noqa: E402
 from lesion.device import describe_device_quick  # noqa: E402
 from lesion.errors import LesionError  # noqa: E402
+from lesion.segment.otsu import preset  # noqa: E402
 
 SOURCE_KEY = "dataset_source"
+DEMO_KIND, FOLDER_KIND = "Built-in demo (synthetic)", "Folder on this machine"
+#: Decision-threshold rules (kept setting ``thr_mode``), shared by the Classification and Failure review pages.
+THRESHOLD_MODES = {"youden": "Youden (best sensitivity + specificity)", "sensitivity": "chosen sensitivity",
+                   "fixed": "fixed value"}
+
+
+# ------------------------------------------------------------------------------------------------ kept settings
+# Streamlit forgets the value of a widget that a run does not draw (every page change, under st.navigation),
+# so each shared setting lives in a plain session key ``_keep.<name>`` and its widgets are re-seeded from it
+# before they are drawn (the pattern of Streamlit's docs on widget state across pages).
+
+
+def store_key(name: str) -> str:
+    """The session key that keeps the setting ``name`` across pages and reruns."""
+    return f"_keep.{name}"
+
+
+def kept(name: str, default: Any = None) -> Any:
+    """The kept value of setting ``name`` (``default`` when it was never set)."""
+    return st.session_state.get(store_key(name), default)
+
+
+def set_kept(name: str, value: Any) -> None:
+    """Change a kept setting from code (e.g. a suggestion); its widgets show it on the next run."""
+    st.session_state[store_key(name)] = value
+
+
+def keep(widget_key: str, default: Any, name: str | None = None, valid: Callable[[Any], Any] | None = None) -> str:
+    """Seed the widget ``widget_key`` from the kept setting ``name`` (default: the widget key) and return the key.
+
+    Call it right before drawing the widget with ``key=widget_key`` and no ``value``/``index``/``default``
+    argument; several widgets (on different pages) may share one ``name``. A value the user (or a test) gave the
+    widget since its last run wins; else the kept value is put back. ``valid(value)`` maps a kept value onto the
+    widget's current options (e.g. members of another domain dropped).
+    """
+    ss = st.session_state
+    store, seen = store_key(name or widget_key), f"_seen.{widget_key}"
+    if widget_key in ss and (seen not in ss or ss[widget_key] != ss[seen]):
+        ss[store] = ss[widget_key]  # changed in the browser (or by a test) since this widget was last drawn
+    value = ss.get(store, default)
+    if valid is not None:
+        value = valid(value)
+    ss[store] = ss[widget_key] = ss[seen] = value
+    return widget_key
+
+
+def after_widget(widget_key: str, name: str | None = None) -> None:
+    """Record a widget's value as drawn (call after the widget when its value may be changed by a callback)."""
+    ss = st.session_state
+    if widget_key in ss:
+        ss[store_key(name or widget_key)] = ss[f"_seen.{widget_key}"] = ss[widget_key]
+
+
+def in_options(options: Sequence[Any], fallback: Any = None) -> Callable[[Any], Any]:
+    """A ``valid`` for :func:`keep`: the value when it is one of ``options``, else ``fallback`` (or the first)."""
+    opts = list(options)
+
+    def check(value: Any) -> Any:
+        if value in opts:
+            return value
+        return fallback if fallback in opts else (opts[0] if opts else None)
+
+    return check
+
+
+def members_name(domain: str) -> str:
+    """Kept-setting name of the chosen models of a domain (Classification, Fusion, Review and Upload share it)."""
+    return f"members.{domain}"
+
+
+def kept_members(widget_key: str, domain: str, options: Sequence[str], default: Sequence[str]) -> str:
+    """:func:`keep` for a members multiselect: the shared choice of the domain, restricted to ``options``."""
+    opts = list(options)
+
+    def check(value: Any) -> list[str]:
+        chosen = [m for m in (value or []) if m in opts]
+        return chosen if chosen or value == [] else [m for m in default if m in opts]
+
+    return keep(widget_key, list(default), members_name(domain), check)
+
+
+def otsu_config(domain: str):
+    """The session's Otsu settings for ``domain`` (the domain preset with the fields changed in the Segmentation
+    page's sidebar form), used by every page that segments with Otsu."""
+    base = preset(domain)
+    changes = {f.name: kept(f"otsu.{domain}.{f.name}") for f in dataclasses.fields(base) if f.init}
+    changes = {k: v for k, v in changes.items() if v is not None and v != getattr(base, k)}
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def otsu_changes(domain: str) -> list[str]:
+    """Names of the Otsu settings that differ from the domain preset."""
+    base, cfg = preset(domain), otsu_config(domain)
+    return [f.name for f in dataclasses.fields(base) if getattr(cfg, f.name) != getattr(base, f.name)]
 
 
 @st.cache_data(show_spinner="Loading data set…", max_entries=8)
@@ -47,31 +143,53 @@ def current_dataset():
 
 
 def dataset_sidebar() -> str:
-    """Sidebar data-set picker; returns the chosen source (``demo:…`` or a folder path)."""
+    """Sidebar data-set picker; returns the chosen source (``demo:…`` or a folder path). The choice is kept for
+    the session: every page draws this picker with the values chosen on any other page."""
     sb = st.sidebar
     sb.markdown("### Data set")
     kind = sb.radio(
-        "Source",
-        ["Built-in demo (synthetic)", "Folder on this machine"],
-        key="source_kind",
+        "Source", [DEMO_KIND, FOLDER_KIND], key=keep("source_kind", DEMO_KIND, valid=in_options([DEMO_KIND, FOLDER_KIND])),
         help="The demo set is generated (synthetic) and ships with the app; a folder may be in any supported layout.",
     )
-    if kind.startswith("Built-in"):
-        demo = sb.selectbox("Demo set", list(DEMO_SOURCES), format_func=DEMO_SOURCES.get, key="demo_choice")
+    if kind == DEMO_KIND:
+        demo = sb.selectbox("Demo set", list(DEMO_SOURCES), format_func=DEMO_SOURCES.get,
+                            key=keep("demo_choice", "demo:derm", valid=in_options(list(DEMO_SOURCES))))
         source = demo
     else:
         path = sb.text_input(
             "Folder path",
-            key="folder_path",
+            key=keep("folder_path", ""),
             placeholder="/data/HAM10000",
             help="ISIC, HAM10000, SIIM-ISIC 2020, PH2, Chest X-ray Masks and Labels, Montgomery, NIH ChestX-ray14, "
             "or a plain folder (images/, masks/, labels.csv). The layout is detected.",
         ).strip()
-        source = path or st.session_state.get(SOURCE_KEY, "demo:derm")
+        source = path or kept("demo_choice", "demo:derm")
         if not path:
-            sb.caption("Enter a path; the demo stays selected until then.")
+            sb.caption("Enter a path; the demo set stays selected until then.")
     st.session_state[SOURCE_KEY] = source
     return source
+
+
+def settings_summary() -> str:
+    """One markdown line per shared setting in use (data set, models, threshold, Otsu), for the sidebar."""
+    source = st.session_state.get(SOURCE_KEY, "demo:derm")
+    label = DEMO_SOURCES.get(source, source)
+    lines = [f"Data: **{label}**"]
+    try:
+        ds = open_data_cached(source)
+        lines[0] += f" ({len(ds)} images)"
+        domain = ds.domain
+    except LesionError:
+        domain = "derm" if source != "demo:cxr" else "cxr"
+    members = kept(members_name(domain))
+    if members:
+        lines.append("Models: " + ", ".join(members))
+    mode, used = kept("thr_mode"), kept("thr_used")
+    if mode:
+        lines.append(f"Threshold: {THRESHOLD_MODES.get(mode, mode)}" + (f" = {used:.3f}" if used is not None else ""))
+    changed = otsu_changes(domain)
+    lines.append("Otsu: " + (f"{len(changed)} setting(s) changed ({', '.join(changed)})" if changed else "preset"))
+    return "  \n".join(lines)
 
 
 def page_setup() -> Callable[[], None]:
@@ -82,10 +200,14 @@ def page_setup() -> Callable[[], None]:
     imports torch (seconds), which must not delay the page's content.
     """
     dataset_sidebar()
+    summary = st.sidebar.empty()
     slot = st.sidebar.empty()
 
     def finish(stop: bool = False) -> None:
-        """Fill the device slot; with ``stop=True`` also end the script here (``st.stop``)."""
+        """Fill the settings summary and the device slot; with ``stop=True`` also end the script here."""
+        with summary.container():
+            st.markdown("**Settings in use** (kept across pages)")
+            st.caption(settings_summary())
         slot.caption(f"Compute device: **{device_label()}**")
         if stop:
             st.stop()
@@ -132,7 +254,9 @@ def require_domain(ds, domain: str, message: str, button: str, key: str, finish:
     source = f"demo:{domain}"
 
     def _use_demo() -> None:  # a callback may set the sidebar's widget state before it is drawn again
-        st.session_state.update({"source_kind": "Built-in demo (synthetic)", "demo_choice": source, SOURCE_KEY: source})
+        st.session_state.update({"source_kind": DEMO_KIND, "demo_choice": source, SOURCE_KEY: source})
+        set_kept("source_kind", DEMO_KIND)
+        set_kept("demo_choice", source)
 
     st.button(button, key=key, on_click=_use_demo)
     finish(stop=True)

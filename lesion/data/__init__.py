@@ -5,15 +5,17 @@ Labels, Montgomery, NIH ChestX-ray14, plain folder) and lists the files; pixels 
 :func:`read_image` / :func:`read_mask` / :func:`load_sample`. Importing this package stays light (no torch,
 no pandas: loaders import pandas when they run).
 """
-from lesion.data.io import read_image, read_mask, resize_image, to_uint8_rgb
+from lesion.data.io import ReadNote, read_image, read_mask, resize_image, summarise_notes, to_uint8_rgb
 from lesion.data.layouts import LAYOUTS, Layout, detect_layout, load_dataset, load_sample
-from lesion.data.records import MALIGNANT_DX, Dataset, Record
+from lesion.data.records import MALIGNANT_DX, DataReport, Dataset, Record
 
 __all__ = [
     "LAYOUTS",
     "MALIGNANT_DX",
+    "DataReport",
     "Dataset",
     "Layout",
+    "ReadNote",
     "Record",
     "detect_layout",
     "load_dataset",
@@ -21,5 +23,6 @@ __all__ = [
     "read_image",
     "read_mask",
     "resize_image",
+    "summarise_notes",
     "to_uint8_rgb",
 ]

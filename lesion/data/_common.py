@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from lesion.data.io import IMAGE_EXTENSIONS
-from lesion.data.records import MALIGNANT_DX, Dataset, Domain, Record
+from lesion.data.records import MALIGNANT_DX, DataReport, Dataset, Domain, Record
 from lesion.errors import DataError
 
 Progress = Callable[[int, int], None]
@@ -127,13 +127,80 @@ def clean_str(value: Any) -> str | None:
     return None if s.lower() in _MISSING else s
 
 
-def norm_age(value: Any) -> float | None:
-    """Age in years as float; accepts ``45``, ``45.0`` and NIH/DICOM style ``058Y``; None when missing."""
+#: Ages outside this range (years) are data errors: set unknown and counted.
+AGE_RANGE = (0.0, 120.0)
+
+
+def parse_age(value: Any) -> tuple[float | None, str | None]:
+    """``(age in years, None)`` for ``45``, ``45.0``, ``058Y``; ``(None, None)`` when missing; ``(None, raw)``
+    for a value that is not a number of years in :data:`AGE_RANGE` ("forty", "-5", "300")."""
     s = clean_str(value)
     if s is None:
-        return None
+        return None, None
     m = re.match(r"^(\d+(?:\.\d*)?)\s*[yY]?$", s)
-    return float(m.group(1)) if m else None
+    if not m:
+        return None, s
+    age = float(m.group(1))
+    if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+        return None, s
+    return age, None
+
+
+def norm_age(value: Any) -> float | None:
+    """Age in years as float; accepts ``45``, ``45.0`` and NIH/DICOM style ``058Y``; None when missing or not
+    a number in 0-120 (use :class:`Problems` ``.age`` to have such values counted)."""
+    return parse_age(value)[0]
+
+
+class Problems:
+    """Collects a loader's data problems while it reads; :meth:`report` makes the :class:`DataReport`.
+
+    Args:
+        label_file: the label table (its name is used in the report lines), or None.
+        image_folders: folders searched for the images rows name (for the "rows without image" line).
+    """
+
+    def __init__(self, label_file: Path | str | None = None, image_folders: Sequence[Path] = ()) -> None:
+        self.label_file = label_file.name if isinstance(label_file, Path) else label_file
+        self.image_folders = tuple(str(p) for p in image_folders)
+        self.rows = 0
+        self.no_metadata: list[str] = []
+        self.missing: list[str] = []
+        self.bad_ages: list[tuple[str, str]] = []
+        self.duplicates: dict[str, int] = {}
+        self.conflicts: list[str] = []
+        self.notes: list[str] = []
+
+    def age(self, record_id: str, value: Any) -> float | None:
+        """The age, or None; a present value that is not a number in 0-120 is counted."""
+        age, bad = parse_age(value)
+        if bad is not None:
+            self.bad_ages.append((record_id, bad))
+        return age
+
+    def unique_rows(self, rows: Iterable[dict], key: Callable[[dict], str],
+                    label: Callable[[dict], Any] | None = None) -> dict[str, dict]:
+        """Rows by id, first row kept; later rows of the same id are counted (and ids whose ``label`` differs
+        between rows are listed as conflicting)."""
+        out: dict[str, dict] = {}
+        for row in rows:
+            k = key(row)
+            if k in out:
+                self.duplicates[k] = self.duplicates.get(k, 1) + 1
+                if label is not None and label(row) != label(out[k]) and k not in self.conflicts:
+                    self.conflicts.append(k)
+                continue
+            out[k] = row
+        self.rows = len(out)
+        return out
+
+    def report(self, images: int, notes: Sequence[str] = ()) -> DataReport:
+        return DataReport(
+            images=images, label_file=self.label_file, rows=self.rows, image_folders=self.image_folders,
+            no_metadata=tuple(sorted(self.no_metadata)), missing_images=tuple(self.missing),
+            bad_ages=tuple(self.bad_ages), duplicate_ids=tuple(self.duplicates.items()),
+            conflicting_ids=tuple(self.conflicts), notes=tuple(self.notes) + tuple(notes),
+        )
 
 
 def norm_sex(value: Any) -> str | None:
@@ -166,6 +233,19 @@ def derm_target(diagnosis: str | None) -> int | None:
     return int(diagnosis.lower() in MALIGNANT_DX)
 
 
+def unknown_values_error(table: Path, column: str, found: dict[str, list[str]], accepted: Iterable[str],
+                         extra: str = "") -> DataError:
+    """DataError naming the values of ``column`` this loader does not know (with their row counts and an id
+    each) and the values it accepts."""
+    n = sum(len(v) for v in found.values())
+    vals = ", ".join(f"'{v}' ({len(ids)} row{'s' if len(ids) > 1 else ''}, e.g. {ids[0]})"
+                     for v, ids in sorted(found.items(), key=lambda kv: -len(kv[1]))[:8])
+    more = ", ..." if len(found) > 8 else ""
+    tail = f" ({extra})" if extra else ""
+    return DataError(f"{table.name}: {n} rows have a {column} this loader does not know: {vals}{more}. "
+                     f"Accepted: {', '.join(sorted(accepted))}{tail}. Fix or remove those rows.")
+
+
 def missing_images_note(csv: Path, missing: list[str], total: int, searched: Sequence[Path]) -> str:
     """Warning text for CSV rows whose image file is absent (they are skipped)."""
     eg = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
@@ -189,10 +269,13 @@ def finish(
     records: list[Record],
     warnings: Sequence[str] = (),
     synthetic: bool = False,
+    problems: Problems | None = None,
 ) -> Dataset:
     """Sort records by id, check ids are unique, derive classes and build the :class:`Dataset`.
 
     ``classes`` are the sorted findings when any record has findings (multi-label), else the sorted diagnoses.
+    ``problems`` (what the loader counted) and ``warnings`` become ``Dataset.report``; ``Dataset.warnings`` is
+    ``report.lines()``.
 
     Raises:
         DataError: no records, or duplicate ids.
@@ -209,9 +292,10 @@ def finish(
         classes = tuple(findings)
     else:
         classes = tuple(sorted({r.diagnosis for r in records if r.diagnosis is not None}))
+    report = (problems or Problems()).report(len(records), warnings)
     return Dataset(
         name=name, layout=layout, domain=domain, root=root, records=records, classes=classes,
-        synthetic=synthetic, warnings=tuple(warnings),
+        synthetic=synthetic, warnings=tuple(report.lines()), report=report,
     )
 
 

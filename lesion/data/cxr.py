@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from lesion.data._common import (
+    Problems,
     Progress,
     clean_str,
     finish,
     index_images,
-    missing_images_note,
     norm_age,
     norm_sex,
     norm_target,
@@ -70,14 +70,13 @@ def load_cxr_masks(root: Path, csv: Path | None = None, progress: Progress | Non
     images = index_images([image_dir])
     masks = index_images([mask_dir], strip_suffixes=("_mask",))
     csv = csv or (root / "labels.csv" if (root / "labels.csv").is_file() else None)
-    warnings: list[str] = []
+    problems = Problems(csv, [image_dir])
     rows: dict[str, dict] = {}
     if csv is not None:
         df = read_table(csv, ("image",))
-        rows = {Path(r["image"]).stem: r for r in df.to_dict("records")}
-        missing = [k for k in rows if k not in images]
-        if missing:
-            warnings.append(missing_images_note(csv, missing, len(rows), [image_dir]))
+        rows = problems.unique_rows(df.to_dict("records"), key=lambda r: Path(r["image"]).stem,
+                                    label=lambda r: clean_str(r.get("tuberculosis")))
+        problems.missing += [k for k in rows if k not in images]
         keys = [k for k in rows if k in images]
     else:
         keys = list(images)
@@ -101,9 +100,13 @@ def load_cxr_masks(root: Path, csv: Path | None = None, progress: Progress | Non
         raise_if_none_left(records, csv, len(rows), [image_dir])
     no_mask = sum(r.mask_path is None for r in records)
     if no_mask:
-        warnings.append(f"{no_mask} of {len(records)} X-rays have no lung mask in {mask_dir.name}/.")
+        problems.notes.append(f"{no_mask} of {len(records)} X-rays have no lung mask in {mask_dir.name}/.")
+    unlisted = len(set(images) - set(rows)) if csv is not None else 0
+    if unlisted:  # labels.csv selects the set: say how many images it leaves out
+        problems.notes.append(f"{unlisted} images in {image_dir.name}/ have no row in {csv.name} and are not part "
+                              "of this data set.")
     return finish(name="Chest X-ray Masks and Labels", layout="cxr_masks", domain="cxr", root=root,
-                  records=records, warnings=warnings)
+                  records=records, problems=problems)
 
 
 # ---------------------------------------------------------------------------------- Montgomery native
@@ -133,7 +136,7 @@ def _merged_mask(left: Path | None, right: Path | None, cache: Path, stem: str) 
     return out
 
 
-def _clinical_reading(path: Path) -> dict:
+def _clinical_reading(path: Path, problems: Problems | None = None) -> dict:
     """Sex, age and the finding text from a Montgomery ``ClinicalReadings/*.txt`` ("Patient's Sex: F")."""
     if not path.is_file():
         return {}
@@ -143,7 +146,7 @@ def _clinical_reading(path: Path) -> dict:
         if "sex" in key.lower():
             out["sex"] = norm_sex(value)
         elif "age" in key.lower():
-            out["age"] = norm_age(value)
+            out["age"] = problems.age(path.stem, value) if problems is not None else norm_age(value)
         elif line.strip():
             rest.append(line.strip())
     out["reading"] = " ".join(rest) or None
@@ -165,13 +168,14 @@ def load_montgomery(root: Path, csv: Path | None = None, progress: Progress | No
     cache = cache_dir() / "masks" / f"montgomery-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]}"
     cache.mkdir(parents=True, exist_ok=True)
     records, one_side = [], []
+    problems = Problems("ClinicalReadings/")
     for i, (key, path) in enumerate(sorted(images.items())):
         left, right = lefts.get(key), rights.get(key)
         if (left is None) != (right is None):
             one_side.append(key)
         mask = _merged_mask(left, right, cache, key) if (left or right) else None
         label = _tb_label(key)
-        reading = _clinical_reading(root / "ClinicalReadings" / f"{key}.txt")
+        reading = _clinical_reading(root / "ClinicalReadings" / f"{key}.txt", problems)
         records.append(
             Record(
                 id=key, image_path=path, mask_path=mask, diagnosis=TB_DX[label] if label is not None else None,
@@ -181,12 +185,11 @@ def load_montgomery(root: Path, csv: Path | None = None, progress: Progress | No
             )
         )
         tick(progress, i + 1, len(images))
-    warnings = []
     if one_side:
-        warnings.append(f"{len(one_side)} X-rays have only one lung mask (e.g. {', '.join(one_side[:3])}); "
-                        "their mask is that one lung.")
+        problems.notes.append(f"{len(one_side)} X-rays have only one lung mask (e.g. {', '.join(one_side[:3])}); "
+                              "their mask is that one lung.")
     return finish(name="Montgomery County CXR", layout="montgomery", domain="cxr", root=root, records=records,
-                  warnings=warnings)
+                  problems=problems)
 
 
 # ----------------------------------------------------------------------------------- NIH ChestX-ray14
@@ -223,12 +226,14 @@ def load_nih14(root: Path, csv: Path | None = None, progress: Progress | None = 
     image_dirs = [root / "images"] + sorted(root.glob("images_*/images")) + sorted(root.glob("images_*"))
     image_dirs = [d for d in image_dirs if d.is_dir()] or [root]
     images = index_images(image_dirs)
-    records, missing, unknown = [], [], set()
-    for row in df.to_dict("records"):
-        key = Path(row["Image Index"]).stem
+    problems = Problems(csv, image_dirs)
+    rows = problems.unique_rows(df.to_dict("records"), key=lambda r: Path(r["Image Index"]).stem,
+                                label=lambda r: r["Finding Labels"])
+    records, unknown = [], set()
+    for key, row in rows.items():
         path = images.get(key)
         if path is None:
-            missing.append(key)
+            problems.missing.append(key)
             continue
         labels = [s.strip() for s in row["Finding Labels"].split("|") if s.strip()]
         findings = tuple(sorted({s for s in labels if s != "No Finding"}))
@@ -238,14 +243,17 @@ def load_nih14(root: Path, csv: Path | None = None, progress: Progress | None = 
         records.append(
             Record(
                 id=key, image_path=path, findings=findings, target=int(bool(findings)), group=patient or key,
-                meta={"age": norm_age(row.get("Patient Age")), "sex": norm_sex(row.get("Patient Gender")),
+                meta={"age": problems.age(key, row.get("Patient Age")), "sex": norm_sex(row.get("Patient Gender")),
                       "view": clean_str(row.get("View Position")), "patient_id": patient,
                       "follow_up": clean_str(row.get("Follow-up #"))},
             )
         )
-    raise_if_none_left(records, csv, len(df), image_dirs)
-    warnings = [missing_images_note(csv, missing, len(df), image_dirs)] if missing else []
+    raise_if_none_left(records, csv, len(rows), image_dirs)
     if unknown:
-        warnings.append(f"Findings outside the 14 NIH labels were kept as classes: {', '.join(sorted(unknown))}.")
+        problems.notes.append(f"Findings outside the 14 NIH labels were kept as classes: {', '.join(sorted(unknown))}.")
+    for key in sorted(set(images) - set(rows)):  # images without a row: kept, unlabelled, counted
+        problems.no_metadata.append(key)
+        records.append(Record(id=key, image_path=images[key], group=key,
+                              meta={"age": None, "sex": None, "view": None, "patient_id": None, "follow_up": None}))
     return finish(name="NIH ChestX-ray14", layout="nih14", domain="cxr", root=root, records=records,
-                  warnings=warnings)
+                  problems=problems)

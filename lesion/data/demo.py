@@ -345,9 +345,16 @@ def load_demo(domain: Domain, cache_dir: Path | None = None, seed: int = 0, n: i
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``prog: error: message``) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``lesion demo data [--domain derm|cxr|all] [--out DIR] [--seed N] [--n N] [--force]``."""
-    parser = argparse.ArgumentParser(prog="lesion demo data", description="Generate the synthetic demo data sets.")
+    parser = _Parser(prog="lesion demo data", description="Generate the synthetic demo data sets.")
     parser.add_argument("--domain", default="all", choices=["derm", "cxr", "all"])
     parser.add_argument("--out", type=Path, default=None,
                         help="folder that receives <domain>/ sub-folders (default: the cache, <cache>/demo-v1)")
@@ -357,6 +364,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}.")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}.")
+    if args.out is not None:
+        first = args.out
+        while not first.exists() and first != first.parent:
+            first = first.parent
+        if first.exists() and not first.is_dir():
+            raise ConfigError(f"--out: {first} is a file, not a folder.")
+        for domain in (["derm", "cxr"] if args.domain == "all" else [args.domain]):
+            root = args.out / domain
+            # --force (or an incomplete set) replaces the folder: only ever one this command wrote
+            if root.exists() and not (root / _MARKER).is_file():
+                raise ConfigError(f"--out: {root} exists and is not a demo set made by `lesion demo data`; "
+                                  "it is never replaced. Choose another --out.")
     from tqdm import tqdm
 
     for domain in (["derm", "cxr"] if args.domain == "all" else [args.domain]):

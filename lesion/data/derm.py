@@ -10,13 +10,13 @@ import re
 from pathlib import Path
 
 from lesion.data._common import (
+    Problems,
     Progress,
+    unknown_values_error,
     clean_str,
     derm_target,
     index_images,
     list_images,
-    missing_images_note,
-    norm_age,
     norm_sex,
     norm_target,
     raise_if_none_left,
@@ -24,6 +24,7 @@ from lesion.data._common import (
     read_table,
     finish,
 )
+from lesion.data.labels import HAM7
 from lesion.data.records import Dataset, Record
 from lesion.errors import DataError
 
@@ -43,8 +44,16 @@ def detect_ham10000(folder: Path, csv: Path | None = None) -> bool:
 def load_ham10000(root: Path, csv: Path | None = None, progress: Progress | None = None) -> Dataset:
     """HAM10000: ``HAM10000_metadata.csv`` + ``HAM10000_images_part_*/`` + ``HAM10000_segmentations_lesion_tschandl/``.
 
-    Group = ``lesion_id`` (several images of one lesion must stay in one fold). Rows whose image is absent
-    are skipped and counted in ``Dataset.warnings`` (the held-back or not-downloaded part).
+    Group = ``lesion_id`` (several images of one lesion must stay in one fold). Nothing is dropped silently;
+    ``Dataset.report`` counts and names:
+
+    * rows whose image is absent (the held-back or not-downloaded part): skipped;
+    * images without a metadata row: kept as unlabelled records (no diagnosis, target or age) with their mask;
+    * ages that are not a number in 0-120: set unknown;
+    * image ids listed in several rows: the first row is used.
+
+    A ``dx`` outside HAM10000's seven codes (:data:`~lesion.data.labels.HAM7`) is a :class:`DataError` naming
+    the values found and the codes accepted; blank or ``unknown`` means no diagnosis.
     """
     csv = csv or root / HAM_CSV
     df = read_table(csv, HAM_COLUMNS)
@@ -54,14 +63,19 @@ def load_ham10000(root: Path, csv: Path | None = None, progress: Progress | None
     mask_dirs = [root / HAM_MASK_DIR, root / "masks"] + sorted(p for p in root.glob("*segmentation*") if p.is_dir())
     masks = index_images(dict.fromkeys(mask_dirs), strip_suffixes=("_segmentation", "_mask"))
 
-    records, missing = [], []
-    for row in df.to_dict("records"):
-        image_id = row["image_id"]
+    problems = Problems(csv, image_dirs)
+    rows = problems.unique_rows(df.to_dict("records"), key=lambda r: r["image_id"],
+                                label=lambda r: (clean_str(r["dx"]) or "").lower())
+    records, unknown = [], {}
+    for image_id, row in rows.items():
         path = images.get(image_id)
         if path is None:
-            missing.append(image_id)
+            problems.missing.append(image_id)
             continue
         dx = (clean_str(row["dx"]) or "").lower() or None
+        if dx is not None and dx not in HAM7:
+            unknown.setdefault(row["dx"], []).append(image_id)
+            continue
         lesion_id = clean_str(row["lesion_id"])
         records.append(
             Record(
@@ -72,7 +86,7 @@ def load_ham10000(root: Path, csv: Path | None = None, progress: Progress | None
                 target=derm_target(dx),
                 group=lesion_id or image_id,
                 meta={
-                    "age": norm_age(row.get("age")),
+                    "age": problems.age(image_id, row.get("age")),
                     "sex": norm_sex(row.get("sex")),
                     "site": clean_str(row.get("localization")),
                     "lesion_id": lesion_id,
@@ -80,9 +94,15 @@ def load_ham10000(root: Path, csv: Path | None = None, progress: Progress | None
                 },
             )
         )
-    raise_if_none_left(records, csv, len(df), image_dirs)
-    warnings = [missing_images_note(csv, missing, len(df), image_dirs)] if missing else []
-    return finish(name="HAM10000", layout="ham10000", domain="derm", root=root, records=records, warnings=warnings)
+    if unknown:
+        raise unknown_values_error(csv, "dx", unknown, HAM7, "blank or 'unknown' = no diagnosis")
+    raise_if_none_left(records, csv, len(rows), image_dirs)
+    for image_id in sorted(set(images) - set(rows)):
+        problems.no_metadata.append(image_id)
+        records.append(Record(id=image_id, image_path=images[image_id], mask_path=masks.get(image_id),
+                              group=image_id, meta={"age": None, "sex": None, "site": None, "lesion_id": None,
+                                                    "dx_type": None}))
+    return finish(name="HAM10000", layout="ham10000", domain="derm", root=root, records=records, problems=problems)
 
 
 # ------------------------------------------------------------------------------------- SIIM-ISIC 2020
@@ -108,7 +128,8 @@ def load_siim2020(root: Path, csv: Path | None = None, progress: Progress | None
     diagnosis, benign_malignant, target) + JPEGs in ``train/`` or ``jpeg/train/``.
 
     Target = the ``target`` column (else benign_malignant, else the diagnosis); group = ``patient_id``.
-    The diagnosis "unknown" (most benign images) becomes None: the target is still known.
+    The diagnosis "unknown" (most benign images) becomes None: the target is still known. Images without a
+    row are kept unlabelled; rows without image, bad ages and duplicate rows are counted in ``Dataset.report``.
     The DICOM copies are not read: point at the JPEG folders.
     """
     csv = csv or _siim_csv(root)
@@ -117,16 +138,19 @@ def load_siim2020(root: Path, csv: Path | None = None, progress: Progress | None
     df = read_table(csv, ("image_name",))
     image_dirs = [root / d for d in SIIM_IMAGE_DIRS if (root / d).is_dir()] or [root]
     images = index_images(image_dirs)
-    records, missing = [], []
-    for i, row in enumerate(df.to_dict("records")):
-        name = Path(row["image_name"]).stem
+    problems = Problems(csv, image_dirs)
+    numbered = [dict(r, _row=i + 2) for i, r in enumerate(df.to_dict("records"))]
+    rows = problems.unique_rows(numbered, key=lambda r: Path(r["image_name"]).stem,
+                                label=lambda r: (clean_str(r.get("target")), clean_str(r.get("diagnosis"))))
+    records = []
+    for name, row in rows.items():
         path = images.get(name)
         if path is None:
-            missing.append(name)
+            problems.missing.append(name)
             continue
         dx = clean_str(row.get("diagnosis"))
         dx = dx.lower() if dx else None
-        where = f"{csv.name} row {i + 2}"
+        where = f"{csv.name} row {row['_row']}"
         target = norm_target(row.get("target"), where)
         if target is None:
             target = norm_target(row.get("benign_malignant"), where)
@@ -141,7 +165,7 @@ def load_siim2020(root: Path, csv: Path | None = None, progress: Progress | None
                 target=target,
                 group=patient or name,
                 meta={
-                    "age": norm_age(row.get("age_approx")),
+                    "age": problems.age(name, row.get("age_approx")),
                     "sex": norm_sex(row.get("sex")),
                     "site": clean_str(row.get("anatom_site_general_challenge") or row.get("anatom_site_general")),
                     "patient_id": patient,
@@ -149,10 +173,13 @@ def load_siim2020(root: Path, csv: Path | None = None, progress: Progress | None
                 },
             )
         )
-    raise_if_none_left(records, csv, len(df), image_dirs)
-    warnings = [missing_images_note(csv, missing, len(df), image_dirs)] if missing else []
+    raise_if_none_left(records, csv, len(rows), image_dirs)
+    for name in sorted(set(images) - set(rows)):  # images without a row: kept, unlabelled, counted
+        problems.no_metadata.append(name)
+        records.append(Record(id=name, image_path=images[name], group=name,
+                              meta={"age": None, "sex": None, "site": None, "patient_id": None, "lesion_id": None}))
     return finish(name="SIIM-ISIC 2020", layout="siim2020", domain="derm", root=root, records=records,
-                  warnings=warnings)
+                  problems=problems)
 
 
 # ----------------------------------------------------------------------------- ISIC challenge task 1
@@ -261,14 +288,13 @@ def load_isic(root: Path, csv: Path | None = None, progress: Progress | None = N
                 group=key, meta={"age": None, "sex": None, "site": None, "split": split},
             )
         )
-    warnings = []
+    problems = Problems(", ".join(used) or None, image_dirs)
     if csv is not None and not used:
-        warnings.append(f"{csv.name} is not an ISIC ground-truth table this loader knows; labels were not read.")
-    unlabelled = sum(r.diagnosis is None for r in records)
-    if used and unlabelled:
-        warnings.append(f"{unlabelled} images have no row in {', '.join(used)}.")
+        problems.notes.append(f"{csv.name} is not an ISIC ground-truth table this loader knows; labels were not read.")
+    if used:
+        problems.no_metadata += [r.id for r in records if r.diagnosis is None and r.target is None]
     return finish(name=f"ISIC ({root.name})", layout="isic", domain="derm", root=root, records=records,
-                  warnings=warnings)
+                  problems=problems)
 
 
 # ------------------------------------------------------------------------------------------------ PH2
@@ -397,14 +423,11 @@ def load_ph2(root: Path, csv: Path | None = None, progress: Progress | None = No
                 meta[key] = " ".join(value.split()) if value else None
         records.append(Record(id=name, image_path=image, mask_path=mask, diagnosis=dx, target=derm_target(dx),
                               group=name, meta=meta))
-    warnings = []
+    problems = Problems(label_file, [images_dir])
+    problems.rows = len(labels)
     if label_file is None:
-        warnings.append("No PH2_dataset.txt, PH2_labels.csv or PH2_dataset.xlsx found: images have no labels.")
+        problems.notes.append("No PH2_dataset.txt, PH2_labels.csv or PH2_dataset.xlsx found: images have no labels.")
     else:
-        unlabelled = [r.id for r in records if r.diagnosis is None]
-        if unlabelled:
-            warnings.append(f"{len(unlabelled)} images have no row in {label_file.name} (e.g. {', '.join(unlabelled[:3])}).")
-        absent = sorted(set(labels) - {r.id for r in records})
-        if absent:
-            warnings.append(missing_images_note(label_file, absent, len(labels), [images_dir]))
-    return finish(name="PH2", layout="ph2", domain="derm", root=root, records=records, warnings=warnings)
+        problems.no_metadata += [r.id for r in records if r.diagnosis is None]
+        problems.missing += sorted(set(labels) - {r.id for r in records})
+    return finish(name="PH2", layout="ph2", domain="derm", root=root, records=records, problems=problems)

@@ -1,18 +1,107 @@
-"""Reading images and masks with readable errors and the conversions users need.
+"""Reading images and masks by one documented rule, with readable errors and notes instead of silent choices.
 
-Images come back as RGB ``uint8`` arrays ``[H, W, 3]`` whatever the file holds (grey, 16-bit, RGBA,
-palette); masks as ``bool`` arrays ``[H, W]``. PIL applies palettes (HAM10000 has masks whose palette index
-0 is white), OpenCV would return raw indices, so masks go through PIL.
+**Images** come back as RGB ``uint8`` arrays ``[H, W, 3]`` whatever the file holds:
+
+* palette (``P``/``PA``), CMYK, YCbCr... are converted to RGB through PIL (palette colours mean what they show);
+  grey is repeated to three channels; alpha is dropped; 16-bit is rescaled (0.5-99.5 percentile window) and
+  float by its range (see :func:`to_uint8_rgb`);
+* the **EXIF orientation is applied** (``PIL.ImageOps.exif_transpose``): a phone JPEG stored sideways comes
+  back upright, as every viewer shows it, so a mask drawn on the upright image fits it;
+* a **multi-page** file (TIFF, animated GIF/PNG) uses **page 1**, and a note names the page count;
+* **DICOM** (``.dcm`` or a ``DICM`` preamble; needs ``pydicom``): the modality LUT (rescale slope/intercept),
+  then the file's VOI LUT or window (``pydicom.pixels.apply_voi_lut``) are applied and the window's output range
+  is scaled to 0-255 (no window in the file: its min-max); ``MONOCHROME1`` is inverted so bone is bright;
+  a multi-frame file uses frame 1 (with a note). Only pixel-module attributes are read: no patient or study
+  field is parsed, logged or returned.
+
+**Masks** come back as ``bool`` ``[H, W]`` by one rule: **any non-zero pixel in any colour channel is lesion**
+(or lung), after a palette image is converted through its palette to RGB(A). So 0/255, 0/1 and 0/100 masks,
+a red-on-black RGB mask and a HAM10000 palette mask whose index 0 is white all read right.
+
+* **Alpha**: a fully transparent pixel (alpha 0) is background whatever its colour; when the alpha channel is
+  0 everywhere (it carries nothing) it is ignored. Other alpha values do not matter.
+* A mask that is **not binary** (more than two distinct values, or two values of which neither is 0) is still
+  read by the rule, with a note (JPEG masks usually are: compression adds values; save masks as PNG).
+* Masks are **never rotated**: their EXIF orientation, if any, is ignored (with a note). A mask that is the
+  image's size turned by 90° gets an error saying so.
+* A multi-page mask uses page 1, with a note.
+
+**Notes** never print: pass a list as ``notes=`` to :func:`read_image` / :func:`read_mask` and
+:class:`ReadNote` strings (``"<file>: <what>"``, with ``.kind`` and ``.file``) are appended to it;
+:func:`summarise_notes` folds many of them into a few lines for a summary.
 """
 from __future__ import annotations
 
+import io as _io
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from lesion.errors import ImageReadError, MaskShapeError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+DICOM_EXTENSIONS = (".dcm",)
+
+#: Note kinds and how :func:`summarise_notes` names a group of them.
+NOTE_KINDS = {
+    "mask_not_binary": "masks are not binary (every non-zero pixel was read as lesion)",
+    "multipage": "files have several pages or frames (page 1 was used)",
+    "exif_rotated": "images were turned upright by their EXIF orientation",
+    "mask_exif_ignored": "masks carry an EXIF orientation, which masks never get (not rotated)",
+    "exif_unreadable": "images have an unreadable EXIF orientation (used as stored)",
+    "dicom_window": "DICOM images were windowed",
+    "mask_alpha": "masks have transparent pixels (read as background)",
+}
+
+#: DICOM attributes read (pixel module, modality and VOI LUT modules): nothing about the patient or study.
+_DICOM_TAGS = (
+    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+    "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames", "PixelData", "FloatPixelData",
+    "DoubleFloatPixelData", "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "RescaleSlope",
+    "RescaleIntercept", "RescaleType", "ModalityLUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction",
+    "VOILUTSequence", "PixelPaddingValue", "PixelPaddingRangeLimit", "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor", "BluePaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData",
+)
+
+
+class ReadNote(str):
+    """One note about how a file was read: the text ``"<file>: <what>"`` plus ``.kind`` and ``.file``."""
+
+    kind: str
+    file: str
+
+    def __new__(cls, file: str, kind: str, text: str) -> "ReadNote":
+        s = super().__new__(cls, f"{file}: {text}")
+        s.kind, s.file = kind, file
+        return s
+
+    def __reduce__(self):  # keep kind and file through pickling (st.cache_data, multiprocessing)
+        return (ReadNote, (self.file, self.kind, str(self)[len(self.file) + 2:]))
+
+
+def _note(notes: list | None, file: str, kind: str, text: str) -> None:
+    if notes is not None:
+        notes.append(ReadNote(file, kind, text))
+
+
+def summarise_notes(notes: Iterable[str], examples: int = 3) -> list[str]:
+    """Fold notes into one line per kind: a single note stays as it is, several become
+    ``"N masks are not binary (...) (e.g. a.png: 3 values ...; b.png ...)"``. Plain strings pass through once."""
+    groups: dict[str, list[str]] = {}
+    for n in notes:
+        groups.setdefault(getattr(n, "kind", "") or str(n), []).append(n)
+    out = []
+    for kind, items in groups.items():
+        if len(items) == 1 or kind not in NOTE_KINDS:
+            out.extend(dict.fromkeys(str(i) for i in items))
+            continue
+        eg = "; ".join(str(i).rstrip(".") for i in items[:examples]) + ("; ..." if len(items) > examples else "")
+        out.append(f"{len(items)} {NOTE_KINDS[kind]} (e.g. {eg}).")
+    return out
 
 
 def _open(path: Path):
@@ -21,11 +110,22 @@ def _open(path: Path):
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"Image file not found: {path}")
+    if path.is_dir():
+        raise ImageReadError(f"{path} is a folder, not an image file.")
     try:
         im = Image.open(path)
         im.load()  # force decoding now so that a truncated file fails here
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"Cannot read image {path.name}: the file is corrupt, truncated or not an image ({e}).") from e
+    return im
+
+
+def first_page(im, name: str, notes: list | None):
+    """Page 1 of a multi-page file, with a note naming the page count."""
+    n = int(getattr(im, "n_frames", 1) or 1)
+    if n > 1:
+        im.seek(0)
+        _note(notes, name, "multipage", f"has {n} pages; page 1 is used.")
     return im
 
 
@@ -60,39 +160,234 @@ def to_uint8_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 ``[H, W, 3]``.
+# ------------------------------------------------------------------------------------------------ DICOM
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise ImageReadError(f"Image file not found: {path}")
+    if path.is_dir():
+        raise ImageReadError(f"{path} is a folder, not an image file.")
+    return path
+
+
+def is_dicom(path: str | Path) -> bool:
+    """True for a ``.dcm`` name or a file with the ``DICM`` marker at byte 128."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def dicom_to_array(source, name: str, notes: list | None = None) -> np.ndarray:
+    """Display pixels of a DICOM file (path or bytes) as uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (colour).
+
+    Modality LUT, then VOI LUT / window, scaled from the window's output range to 0-255 (min-max without a
+    window); MONOCHROME1 inverted; frame 1 of a multi-frame file. Only the pixel-module attributes are parsed.
 
     Raises:
-        ImageReadError: the file is missing, corrupt or truncated, or has zero size.
+        ImageReadError: pydicom is missing, or the file is not a readable DICOM image.
     """
-    im = _open(Path(path))
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im)
-    elif im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-        arr = np.asarray(im.convert("RGB"))
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError as e:
+        raise ImageReadError(f"{name} is a DICOM file, but reading DICOM needs the package 'pydicom' "
+                             "(pip install pydicom). Or export the image as PNG or TIFF.") from e
+    src = _io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        ds = pydicom.dcmread(src, specific_tags=list(_DICOM_TAGS))
+        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            raise ImageReadError(f"DICOM file {name} holds no image (no pixel data).")
+        arr = ds.pixel_array
+    except ImageReadError:
+        raise
+    except Exception as e:  # pydicom raises many types (InvalidDicomError, missing decoders, bad lengths...)
+        # The message names the file and pydicom's reason, never a data element's value.
+        raise ImageReadError(f"Cannot read DICOM {name}: {type(e).__name__}: {str(e)[:200]}") from e
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        arr = arr[0]
+        _note(notes, name, "multipage", f"has {frames} frames; frame 1 is used.")
+    if samples > 1:  # colour (pydicom already converted YBR to RGB)
+        return to_uint8_rgb(np.asarray(arr))
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    try:
+        values = apply_modality_lut(np.asarray(arr), ds)
+        shown = apply_voi_lut(values, ds)
+        lo, hi, how = _voi_range(ds, values, shown, apply_voi_lut)
+    except Exception as e:  # a malformed window or LUT
+        raise ImageReadError(f"Cannot apply the window of DICOM {name}: {type(e).__name__}: {str(e)[:200]}") from e
+    out = (np.asarray(shown, np.float64) - lo) / max(hi - lo, 1e-12) * 255.0
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+    _note(notes, name, "dicom_window", f"DICOM {photometric} {how}" + ("; inverted" if photometric == "MONOCHROME1" else "") + ".")
+    return out
+
+
+def _voi_range(ds, values: np.ndarray, shown: np.ndarray, apply_voi_lut) -> tuple[float, float, str]:
+    """The output range of the file's VOI transform (what maps to black and white), and how it was found."""
+    seq = ds.get("VOILUTSequence")
+    if seq and seq[0].get("LUTDescriptor") is not None and seq[0].get("LUTData") is not None:
+        n, first = int(seq[0].LUTDescriptor[0]) or 2**16, int(seq[0].LUTDescriptor[1])
+        if first >= 2**15:  # the descriptor's first value is US or SS: undo the unsigned reading
+            first -= 2**16
+        lut = apply_voi_lut(np.arange(first, first + n, dtype=np.int64), ds)
+        return float(lut.min()), float(lut.max()), "VOI LUT applied"
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        ends = apply_voi_lut(np.array([-1e300, 1e300]), ds)
+        c, w = ds["WindowCenter"].value, ds["WindowWidth"].value
+        c = c[0] if ds["WindowCenter"].VM > 1 else c
+        w = w[0] if ds["WindowWidth"].VM > 1 else w
+        return float(np.min(ends)), float(np.max(ends)), f"window {float(c):g}/{float(w):g} applied"
+    v = np.asarray(values, np.float64)
+    return float(v.min()), float(v.max()), "has no window; scaled by its min-max"
+
+
+# ----------------------------------------------------------------------------------------------- images
+
+def read_image(path: str | Path, notes: list | None = None) -> np.ndarray:
+    """Read an image file as RGB uint8 ``[H, W, 3]``, upright (EXIF orientation applied), page 1.
+
+    Args:
+        path: image file (PNG, JPEG, BMP, TIFF, DICOM...).
+        notes: optional list; :class:`ReadNote` strings are appended for what was converted (EXIF rotation,
+            page used, DICOM window).
+
+    Raises:
+        ImageReadError: the file is missing, corrupt or truncated, has zero size, or is DICOM without pydicom.
+    """
+    path = Path(path)
+    im = None
+    if path.suffix.lower() not in DICOM_EXTENSIONS:
+        try:
+            im = _open(path)
+        except ImageReadError:
+            if not (path.is_file() and is_dicom(path)):  # a DICOM file named .png or without a suffix
+                raise
+    if im is None:
+        arr = dicom_to_array(_existing(path), path.name, notes)
     else:
-        arr = np.asarray(im)
+        im = first_page(im, path.name, notes)
+        im = upright(im, path.name, notes)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(im)
+        elif im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+            arr = np.asarray(im.convert("RGB"))
+        else:
+            arr = np.asarray(im)
     if arr.size == 0 or min(arr.shape[:2]) < 1:
-        raise ImageReadError(f"Image {Path(path).name} is empty.")
+        raise ImageReadError(f"Image {path.name} is empty.")
     return to_uint8_rgb(arr)
 
 
-def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a binary mask as bool ``[H, W]`` (grey > 127 after applying the palette; a {0, 1} mask counts its 1s).
+def _orientation(im) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a malformed EXIF block: treat as no orientation
+        return 1
+
+
+_TURNS = {2: "mirrored", 3: "rotated 180°", 4: "flipped", 5: "transposed", 6: "rotated 90°", 7: "transversed",
+          8: "rotated 270°"}
+
+
+def upright(im, name: str, notes: list | None):
+    """Apply the EXIF orientation (tag 274) the way viewers show the image."""
+    from PIL import ImageOps
+
+    o = _orientation(im)
+    if o == 1 or o not in _TURNS:
+        return im
+    try:
+        out = ImageOps.exif_transpose(im)
+    except Exception:  # corrupt EXIF: keep the stored pixels and say so
+        _note(notes, name, "exif_unreadable", "EXIF orientation could not be applied; the image is used as stored.")
+        return im
+    _note(notes, name, "exif_rotated", f"EXIF orientation {o} applied ({_TURNS[o]}).")
+    return out if out is not None else im
+
+
+# ------------------------------------------------------------------------------------------------ masks
+
+def mask_from_array(a: np.ndarray, name: str = "mask", notes: list | None = None,
+                    alpha: np.ndarray | None = None) -> np.ndarray:
+    """The mask rule on an array: any non-zero value in any channel is lesion; ``alpha == 0`` is background
+    (unless alpha is 0 everywhere). ``[H, W]``, ``[H, W, C]``; a note when the values are not binary."""
+    a = np.asarray(a)
+    if a.ndim == 3 and alpha is None and a.shape[2] in (2, 4):
+        alpha, a = a[..., -1], a[..., :-1]
+    if a.ndim not in (2, 3):
+        raise ImageReadError(f"Mask {name} has shape {a.shape}; expected a 2-D or 3-D array.")
+    colour = a if a.ndim == 2 else a.reshape(a.shape[0], a.shape[1], -1)
+    mask = colour != 0 if colour.ndim == 2 else (colour != 0).any(axis=2)
+    if alpha is not None and not mask.any() and len(np.unique(alpha)) > 1:
+        _note(notes, name, "mask_alpha", "colour channels are all 0 but the alpha channel varies; the mask reads "
+                                         "as empty (save the lesion as non-zero grey or colour, not as opacity).")
+    if alpha is not None and np.asarray(alpha).any():
+        clear = np.asarray(alpha) == 0
+        if (clear & mask).any():
+            _note(notes, name, "mask_alpha",
+                  f"{int((clear & mask).sum())} coloured but fully transparent pixels were read as background.")
+        mask &= ~clear
+    _binary_note(colour, name, notes)
+    return mask
+
+
+def _binary_note(colour: np.ndarray, name: str, notes: list | None) -> None:
+    if notes is None:
+        return
+    flat = colour.reshape(-1) if colour.ndim == 2 else colour.reshape(-1, colour.shape[2])
+    values = np.unique(flat, axis=0) if flat.ndim == 2 else np.unique(flat)
+    zero = (values == 0) if values.ndim == 1 else (values == 0).all(axis=1)
+    if len(values) <= 1 or (len(values) == 2 and zero.any()):  # empty, all lesion, or 0 + one level: binary
+        return
+
+    def fmt(v) -> str:
+        return str(v.tolist() if hasattr(v, "tolist") else v).replace(" ", "")
+
+    shown = ", ".join(fmt(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+    why = f"{len(values)} distinct values ({shown})" if len(values) > 2 else f"no 0 background (values {shown})"
+    _note(notes, name, "mask_not_binary", f"mask is not binary: {why}; every non-zero pixel was read as lesion.")
+
+
+def read_mask(path: str | Path, shape: tuple[int, ...] | None = None, notes: list | None = None) -> np.ndarray:
+    """Read a mask as bool ``[H, W]``: any non-zero pixel of any colour channel is lesion (see the module doc).
+
+    Palette images are converted through their palette first (colours mean what they show); alpha 0 is
+    background; masks are never rotated (EXIF ignored); page 1 of a multi-page file.
 
     Args:
         path: mask file.
         shape: expected ``(H, W)`` of the image; a mask of another size raises :class:`MaskShapeError`.
+        notes: optional list; :class:`ReadNote` strings are appended (not binary, pages, EXIF ignored...).
     """
-    im = _open(Path(path))
-    grey = np.asarray(im.convert("L"))
-    # {0, 255} masks (ISIC, HAM10000, PH2) and {0, 1} masks (common in Kaggle sets) are both binary masks.
-    mask = grey > 0 if grey.max() <= 1 else grey > 127
+    path = Path(path)
+    if path.suffix.lower() in DICOM_EXTENSIONS:
+        raise ImageReadError(f"Mask {path.name} is a DICOM file; give masks as PNG (0 = background).")
+    im = first_page(_open(path), path.name, notes)
+    if _orientation(im) != 1:
+        _note(notes, path.name, "mask_exif_ignored",
+              f"has EXIF orientation {_orientation(im)}; masks are never rotated, the stored pixels are used.")
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    mask = mask_from_array(np.asarray(im), path.name, notes)
     if shape is not None and mask.shape != tuple(shape[:2]):
-        raise MaskShapeError(
-            f"Mask {Path(path).name} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}."
-        )
+        msg = f"Mask {path.name} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}."
+        if mask.shape == tuple(shape[:2])[::-1]:
+            msg += (" It is the image's size turned by 90°: images are read upright (their EXIF orientation"
+                    " applied) and masks are never rotated, so draw or export the mask on the upright image.")
+        raise MaskShapeError(msg)
     return mask
 
 

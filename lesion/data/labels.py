@@ -10,6 +10,7 @@ Written once here (data layer) and used by the trainers, the engine's evaluation
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -22,6 +23,19 @@ HAM7: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 
 #: Diagnosis names that count as melanoma (HAM/ISIC code and PH2 name).
 MELANOMA_DX = frozenset({"mel", "melanoma"})
+
+#: Diagnosis names whose binary target (malignant or not) is known: HAM10000 / ISIC codes, PH2, ISIC 2017 and
+#: SIIM-ISIC 2020 names, and plain benign / malignant. Spaces and hyphens count as underscores.
+DERM_DX: frozenset[str] = frozenset(HAM7) | MALIGNANT_DX | frozenset({
+    "nevus", "common_nevus", "atypical_nevus", "seborrheic_keratosis", "lentigo_nos", "lichenoid_keratosis",
+    "solar_lentigo", "cafe_au_lait_macule", "atypical_melanocytic_proliferation", "benign", "malignant",
+})
+
+
+def known_derm_dx(dx: str) -> bool:
+    """True when ``dx`` (any case; spaces/hyphens = underscores) is in :data:`DERM_DX`."""
+    return re.sub(r"[\s\-]+", "_", dx.strip().lower()) in DERM_DX
+
 
 TARGETS: tuple[str, ...] = ("melanoma", "malignant", "dx7")
 

@@ -145,7 +145,9 @@ def load_dataset(path: str | Path, layout: str | None = None, progress: Progress
         progress: ``progress(done, total)``; only loaders with slow steps (Montgomery mask merge) call it.
 
     Returns:
-        The :class:`Dataset`; records sorted by id with unique ids; ``warnings`` lists skipped rows.
+        The :class:`Dataset`; records sorted by id with unique ids; ``report`` (:class:`DataReport`) counts
+        the data problems (rows without image, images without row, bad ages, duplicate rows) and ``warnings``
+        holds its ``lines()``.
 
     Raises:
         ConfigError: unknown ``layout`` name (lists the valid ones).
@@ -160,13 +162,16 @@ def load_dataset(path: str | Path, layout: str | None = None, progress: Progress
     return found(folder, csv, progress)
 
 
-def load_sample(record: Record) -> tuple[np.ndarray, np.ndarray | None]:
+def load_sample(record: Record, notes: list | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read one record's pixels: image RGB uint8 ``[H, W, 3]`` and mask bool ``[H, W]`` (None without a mask).
+
+    Images are upright (EXIF applied), masks never rotated; any non-zero mask pixel is lesion
+    (:mod:`lesion.data.io`). ``notes``: optional list that collects :class:`~lesion.data.io.ReadNote` strings.
 
     Raises:
         ImageReadError: a file is missing or corrupt.
         MaskShapeError: the mask is not the size of the image.
     """
-    image = read_image(record.image_path)
-    mask = read_mask(record.mask_path, shape=image.shape[:2]) if record.mask_path is not None else None
+    image = read_image(record.image_path, notes=notes)
+    mask = read_mask(record.mask_path, shape=image.shape[:2], notes=notes) if record.mask_path is not None else None
     return image, mask

@@ -2,7 +2,7 @@
 
 ```
 root/
-  images/NAME.(png|jpg|...)
+  images/NAME.(png|jpg|tif|dcm|...)
   masks/NAME.png | NAME_mask.png | NAME_segmentation.png      (optional)
   labels.csv   image[, diagnosis, target, findings, group|patient_id, lesion_id, age, sex, site, split, ...]
   dataset.json {"name": ..., "domain": "derm"|"cxr", "synthetic": false}                      (optional)
@@ -14,20 +14,21 @@ import json
 from pathlib import Path
 
 from lesion.data._common import (
+    Problems,
     Progress,
+    unknown_values_error,
     clean_str,
     derm_target,
     index_images,
     list_images,
-    missing_images_note,
-    norm_age,
     norm_sex,
     norm_target,
     raise_if_none_left,
     read_table,
     finish,
 )
-from lesion.data.io import IMAGE_EXTENSIONS
+from lesion.data.io import DICOM_EXTENSIONS, IMAGE_EXTENSIONS
+from lesion.data.labels import DERM_DX, known_derm_dx
 from lesion.data.records import Dataset, Record
 from lesion.errors import DataError
 
@@ -54,7 +55,7 @@ def _read_json(path: Path) -> dict:
 
 def _guess_domain(columns: list[str], first_image: Path) -> str:
     """X-ray when labels are multi-label findings or the first image is stored as greyscale; else dermoscopy."""
-    if "findings" in columns:
+    if "findings" in columns or first_image.suffix.lower() in DICOM_EXTENSIONS:
         return "cxr"
     from PIL import Image
 
@@ -77,6 +78,9 @@ def load_plain(root: Path, csv: Path | None = None, progress: Progress | None = 
 
     Target = the ``target`` column, else (derm) diagnosis in MALIGNANT_DX, else (findings column) any finding.
     Group = ``group``, else ``patient_id``, else ``lesion_id``, else the id. Images without a row stay, unlabelled.
+    A dermoscopy target taken from a diagnosis outside :data:`~lesion.data.labels.DERM_DX` is a DataError (it
+    would silently count as benign): give a ``target`` column for your own class names. Rows without image,
+    images without row, ages out of 0-120 and duplicate rows (first used) are counted in ``Dataset.report``.
     """
     image_dir = root / "images"
     images = index_images([image_dir])
@@ -87,28 +91,23 @@ def load_plain(root: Path, csv: Path | None = None, progress: Progress | None = 
     csv = csv or (root / "labels.csv" if (root / "labels.csv").is_file() else None)
     rows: dict[str, dict] = {}
     columns: list[str] = []
-    warnings: list[str] = []
+    problems = Problems(csv, [image_dir])
     if csv is not None:
         df = read_table(csv, ("image",))
         columns = list(df.columns)
-        for i, r in enumerate(df.to_dict("records")):
-            key = _stem(r["image"])
-            if key in rows:
-                raise DataError(f"{csv.name} lists image '{key}' twice (rows {rows[key]['_row']} and {i + 2}).")
-            rows[key] = dict(r, _row=i + 2)
-        missing = [k for k in rows if k not in images]
-        if missing:
-            warnings.append(missing_images_note(csv, missing, len(rows), [image_dir]))
-        if rows and len(missing) == len(rows):
+        numbered = [dict(r, _row=i + 2) for i, r in enumerate(df.to_dict("records"))]
+        rows = problems.unique_rows(numbered, key=lambda r: _stem(r["image"]),
+                                    label=lambda r: (clean_str(r.get("diagnosis")), clean_str(r.get("target")),
+                                                     clean_str(r.get("findings"))))
+        problems.missing += [k for k in rows if k not in images]
+        if rows and len(problems.missing) == len(rows):
             raise_if_none_left([], csv, len(rows), [image_dir])
-        unlisted = len(set(images) - set(rows))
-        if unlisted:
-            warnings.append(f"{unlisted} images in images/ have no row in {csv.name}; they are unlabelled.")
+        problems.no_metadata += sorted(set(images) - set(rows))
     domain = info.get("domain") or _guess_domain(columns, next(iter(images.values())))
     if domain not in DOMAINS:
         raise DataError(f"{root / 'dataset.json'}: domain '{domain}' is not one of {', '.join(DOMAINS)}.")
 
-    records = []
+    records, unknown = [], {}
     for key, path in images.items():
         row = rows.get(key, {})
         where = f"{csv.name if csv else 'labels.csv'} row {row.get('_row')}"
@@ -116,11 +115,13 @@ def load_plain(root: Path, csv: Path | None = None, progress: Progress | None = 
         findings = tuple(sorted({f.strip() for f in (row.get("findings") or "").split("|") if f.strip()} - {"No Finding"}))
         target = norm_target(row.get("target"), where)
         if target is None and dx is not None and domain == "derm":
+            if not known_derm_dx(dx):  # a target from an unknown name would be a silent "benign"
+                unknown.setdefault(dx, []).append(key)
             target = derm_target(dx)
         if target is None and "findings" in row:
             target = int(bool(findings))
         patient, lesion = clean_str(row.get("patient_id")), clean_str(row.get("lesion_id"))
-        meta = {"age": norm_age(row.get("age")), "sex": norm_sex(row.get("sex")), "site": clean_str(row.get("site"))}
+        meta = {"age": problems.age(key, row.get("age")), "sex": norm_sex(row.get("sex")), "site": clean_str(row.get("site"))}
         if patient:
             meta["patient_id"] = patient
         if lesion:
@@ -132,7 +133,11 @@ def load_plain(root: Path, csv: Path | None = None, progress: Progress | None = 
                 group=clean_str(row.get("group")) or patient or lesion or key, meta=meta,
             )
         )
+    if unknown:
+        raise unknown_values_error(
+            csv, "diagnosis", unknown, DERM_DX,
+            "or give those rows a 'target' column of 0/1, which is used instead of the diagnosis")
     return finish(
         name=str(info.get("name") or root.name), layout="plain", domain=domain, root=root, records=records,
-        warnings=warnings, synthetic=bool(info.get("synthetic", False)),
+        problems=problems, synthetic=bool(info.get("synthetic", False)),
     )

@@ -1,7 +1,8 @@
 """Decoding an uploaded image's bytes into the RGB uint8 array the rest of lesion-lab expects.
 
 Accepts PNG, JPEG, BMP, TIFF (8/16-bit, grey, RGBA, palette: converted by :func:`lesion.data.io.to_uint8_rgb`)
-and DICOM when ``pydicom`` is installed (optional: it is not a dependency). Images smaller than
+and DICOM when ``pydicom`` is installed, read by the same rule as files in folders (:mod:`lesion.data.io`: EXIF
+orientation applied, page 1 of a multi-page file with a note, DICOM window applied). Images smaller than
 :data:`MIN_SIDE` are refused with a message; images above :data:`MAX_PIXELS` are downscaled and the
 returned notes say so. Anything else that cannot be decoded raises :class:`ImageReadError`.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lesion.errors import ImageReadError
-from lesion.data.io import to_uint8_rgb
+from lesion.data.io import first_page, upright, dicom_to_array, to_uint8_rgb
 
 #: Smallest accepted side, pixels (networks downsample by 32; a smaller image holds nothing to look at).
 MIN_SIDE = 32
@@ -58,22 +59,13 @@ def _is_dicom(data: bytes) -> bool:
     return len(data) > 132 and data[128:132] == b"DICM"
 
 
-def _decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, str]:
+def _decode_dicom(data: bytes, name: str, notes: list | None = None) -> tuple[np.ndarray, str]:
+    """DICOM by the one rule of :func:`lesion.data.io.dicom_to_array` (modality + VOI LUT / window, MONOCHROME1
+    inverted, frame 1, uint8; no patient field read)."""
     if not dicom_supported():
         raise ImageReadError(f"{name} is a DICOM file, but DICOM support needs the optional package 'pydicom' "
                              "(pip install pydicom). Export the image as PNG or TIFF instead.")
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        arr = ds.pixel_array
-    except Exception as e:  # pydicom raises many types (InvalidDicomError, missing pixel handlers, ...)
-        raise ImageReadError(f"Cannot read DICOM {name}: {e}") from e
-    if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
-        arr = arr[0]  # multi-frame: the first frame
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-        arr = arr.max() - arr  # MONOCHROME1 stores bright as low values
-    return np.asarray(arr), "DICOM"
+    return dicom_to_array(data, name, notes), "DICOM"
 
 
 def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
@@ -97,7 +89,7 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXEL
         raise ImageReadError(f"{name} is empty (0 bytes).")
     notes: list[str] = []
     if _is_dicom(data):
-        arr, mode = _decode_dicom(data, name)
+        arr, mode = _decode_dicom(data, name, notes)
     else:
         from PIL import Image, UnidentifiedImageError
 
@@ -108,6 +100,7 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXEL
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise ImageReadError(f"Cannot read {name}: the file is corrupt, truncated or not a supported image "
                                  f"(PNG, JPEG, BMP, TIFF{', DICOM' if dicom_supported() else ''}).") from e
+        im = upright(first_page(im, name, notes), name, notes)  # the one image rule: page 1, EXIF applied
         mode = im.mode
         if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
             im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")

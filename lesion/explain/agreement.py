@@ -96,6 +96,16 @@ def agreement_score(
         out["cam_attention_iou"] = _iou(b, binarize_heatmap(a, opening_radius))
         if h.std() > 0 and a.std() > 0:
             out["cam_attention_corr"] = float(np.corrcoef(h.ravel(), a.ravel())[0, 1])
+    if n == 0:
+        # An empty map (all zero, or flat: nothing survives the binarisation) points nowhere: every part that
+        # measures where it points is 0, and so is the agreement. The page draws it as an empty map too.
+        out["focus"] = 0.0
+        if reference is not None:
+            out["overlap"] = 0.0
+        if attention is not None:
+            out["cam_attention_iou"] = 0.0
+        out["agreement"] = 0.0
+        return out
     parts = [out["compactness"], out["focus"], out["overlap"], out["cam_attention_iou"]]
     out["agreement"] = float(np.mean([p for p in parts if not np.isnan(p)]))
     return out

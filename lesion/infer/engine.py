@@ -31,7 +31,7 @@ from lesion.classify.metadata import encode_metadata
 from lesion.classify.models import normalize, prepare_image
 from lesion.data.io import read_image
 from lesion.device import pick_device
-from lesion.errors import DataError
+from lesion.errors import DataError, ModelOutputError
 from lesion.infer.ensemble import check_merge, merge_logits, merge_members
 from lesion.infer.tta import augment_views, n_views, tta_transforms, view_list
 
@@ -182,14 +182,28 @@ def _meta_tensor(items: Sequence[_Item]):
     return torch.from_numpy(np.stack([encode_metadata(it.meta) for it in items]))
 
 
+def check_finite_logits(name: str, logits: np.ndarray, ids: Sequence[str]) -> None:
+    """Raise :class:`ModelOutputError` when a member's logits ``[V, N, K]`` hold NaN or Inf for any image."""
+    bad = ~np.isfinite(logits).all(axis=(0, 2))
+    if bad.any():
+        first = ", ".join(str(ids[i]) for i in np.flatnonzero(bad)[:3])
+        raise ModelOutputError(
+            f"Model '{name}' output NaN or Inf for {int(bad.sum())} of {len(ids)} images (e.g. {first}): its "
+            "weights are corrupt or it overflowed; no scores were computed."
+        )
+
+
 def _finish(members, logits, items, tta, merge, tta_merge, device, t0) -> PredictionResult:
     ml = members[0].card.multilabel
+    ids = [it.id for it in items]
+    for m in members:
+        check_finite_logits(m.name, np.concatenate(logits[m.name], axis=1), ids)
     member_probs = {m.name: merge_logits(np.concatenate(logits[m.name], axis=1), tta_merge, ml) for m in members}
     probs = (merge_members(list(member_probs.values()), merge, ml) if len(members) > 1
              else next(iter(member_probs.values())))
     k = probs.shape[1]
     ms = (time.perf_counter() - t0) * 1000.0 / len(items)
-    return PredictionResult(probs, member_probs, [it.id for it in items], _classes(members, k), device, ms,
+    return PredictionResult(probs, member_probs, ids, _classes(members, k), device, ms,
                             tta, merge, tta_merge)
 
 
@@ -231,6 +245,9 @@ def predict(
 
     Returns:
         :class:`PredictionResult`.
+
+    Raises:
+        ModelOutputError: a member output NaN or Inf for any image (the message names it and counts them).
     """
     import torch
 

@@ -1,5 +1,7 @@
-"""``lesion evaluate cls``: run a classifier ensemble with TTA over a data set, write per-image predictions.
+"""Evaluate a classifier ensemble with TTA over a data set: predictions, labels, AUC with CI.
 
+The library side of ``lesion evaluate cls`` (the command itself is :mod:`lesion.serving.evaluate_cls`, which adds
+the backends). 
 Example::
 
     lesion evaluate cls --models derm_cls_efficientnet_lite0_bce,derm_multitask_efficientnet_lite0 \\
@@ -12,8 +14,9 @@ Warnings (metadata missing, partial labels) go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,13 +28,17 @@ from lesion.classify.cxr import labels_for_model
 from lesion.classify.metadata import METADATA_KEYS, metadata_coverage
 from lesion.data.labels import HAM7, TARGETS, melanoma_column, record_label
 from lesion.data.spec import open_data
-from lesion.errors import ConfigError, DataError, LesionError, unknown_option
+from lesion.errors import ConfigError, DataError, unknown_option
 from lesion.infer.cache import cached_predict
-from lesion.infer.engine import predict
+from lesion.infer.engine import PredictionResult, predict
 from lesion.infer.ensemble import MERGE_MODES, check_merge
 from lesion.infer.tta import TTA_NAMES, tta_transforms
 from lesion.metrics import logits_auc, mean_auc, per_label_auc, roc_auc_ci
 from lesion.zoo import CLASSIFIER_TASKS, load_model
+
+#: How an evaluation gets its predictions: ``predictor(members, dataset, tta=, merge=, batch_size=, device=,
+#: progress=) -> PredictionResult``.
+Predictor = Callable[..., PredictionResult]
 
 
 def _warn(msg: str) -> None:
@@ -98,6 +105,11 @@ def metadata_warnings(members: Sequence[tuple[Any, ModelCard]], records: Sequenc
     return notes
 
 
+def domain_warnings(members: Sequence[tuple[Any, ModelCard]], data_domain: str | None) -> list[str]:
+    """One note per model trained on another image domain than the data's (a skin classifier on X-rays)."""
+    return [w for _, c in members if (w := c.domain_warning(data_domain))]
+
+
 def score(probs: np.ndarray, classes: Sequence[str], target: str) -> np.ndarray:
     """The score column used for the AUC: the binary probability, or the ``mel`` column of a dx7 head."""
     if probs.shape[1] == 1:
@@ -125,18 +137,32 @@ def evaluate_classifiers(
     use_cache: bool = True,
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = _warn,
+    predictor: Predictor | None = None,
+    verify: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
-    """Load models, predict, score. Returns ``(per-image DataFrame, summary dict)`` (the CLI's JSON line)."""
+    """Load models, predict, score. Returns ``(per-image DataFrame, summary dict)`` (the CLI's JSON line).
+
+    Args:
+        predictor: how the predictions are made (``predictor(members, dataset, tta=, merge=, batch_size=,
+            device=, progress=) -> PredictionResult``); default: the in-process engine through the prediction
+            cache (``use_cache``). ``lesion.serving`` passes its backends (onnx, remote, Ray Data) here.
+        verify: check each checkpoint against its card's sha256 before use.
+    """
     tta_transforms(tta)
     check_merge(merge)
     if not model_names:
         raise ConfigError("--models needs at least one model name or path.")
-    members = [load_model(n, task=CLASSIFIER_TASKS) for n in model_names]
-    if any(c.multilabel and len(c.classes) > 1 for _, c in members):
-        return _evaluate_multilabel(members, open_data(data), tta, merge, device, batch_size, use_cache,
-                                    progress, warn)
-    model_target, eval_target = resolve_target([c for _, c in members], target)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"--batch-size must be a whole number >= 1, got {batch_size!r}.")
+    members = [load_model(n, task=CLASSIFIER_TASKS, verify=verify) for n in model_names]
+    if predictor is None:
+        predictor = _cached_predictor(warn) if use_cache else predict
     dataset = open_data(data)
+    for note in domain_warnings(members, dataset.domain):
+        warn(note)
+    if any(c.multilabel and len(c.classes) > 1 for _, c in members):
+        return _evaluate_multilabel(members, dataset, tta, merge, device, batch_size, predictor, progress, warn)
+    model_target, eval_target = resolve_target([c for _, c in members], target)
     records = dataset.records
     for note in metadata_warnings(members, records):
         warn(note)
@@ -144,11 +170,7 @@ def evaluate_classifiers(
     labelled = ~np.isnan(y)
     if labelled.any():
         check_label_classes(dataset, eval_target)
-    if use_cache:
-        res = cached_predict(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device,
-                             progress=progress)
-    else:
-        res = predict(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device, progress=progress)
+    res = predictor(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device, progress=progress)
     df = res.to_frame()
     df["label"] = y
     summary: dict[str, Any] = {"n": len(records), "target": eval_target, "tta": tta, "merge": merge,
@@ -172,11 +194,18 @@ def evaluate_classifiers(
     return df, summary
 
 
-def _evaluate_multilabel(members, dataset, tta, merge, device, batch_size, use_cache, progress, warn):
+def _cached_predictor(warn: Callable[[str], None]) -> Predictor:
+    """The in-process engine through the prediction cache, a corrupt cache entry reported through ``warn``."""
+    def run(members, dataset, **kw) -> PredictionResult:
+        return cached_predict(members, dataset, warn=lambda m: warn(f"note: {m}"), **kw)
+
+    return run
+
+
+def _evaluate_multilabel(members, dataset, tta, merge, device, batch_size, predictor, progress, warn):
     """Multi-label (chest X-ray findings) models: per-finding AUC against the labels the model's label set
     gives the data (:func:`lesion.classify.cxr.labels_for_model`); the summary's ``auc`` is their mean."""
-    run = cached_predict if use_cache else predict
-    res = run(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device, progress=progress)
+    res = predictor(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device, progress=progress)
     y, notes = labels_for_model(members[0][1], dataset.records)
     for note in notes:
         warn(note)
@@ -205,8 +234,15 @@ def _evaluate_multilabel(members, dataset, tta, merge, device, batch_size, use_c
     return df, summary
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``prog: error: message``) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lesion evaluate cls", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="lesion evaluate cls", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", required=True, help="comma-separated weight names or paths")
     p.add_argument("--data", required=True, help="data folder or demo:derm")
     p.add_argument("--tta", default="d4", help=f"one of {', '.join(TTA_NAMES)} (default %(default)s)")
@@ -216,37 +252,58 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-size", type=int, default=None,
-                   help="images per batch (default: chosen for the device and TTA)")
+                   help="images per batch, >= 1 (default: chosen for the device and TTA)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the prediction cache")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
+def check_out_file(out: Path, overwrite: bool, option: str = "--out") -> None:
+    """``out`` can be written as a file: not a folder, not under a file, and new unless ``overwrite``.
 
-    a = _parser().parse_args(argv)
+    Raises:
+        ConfigError: naming the path.
+    """
+    if out.is_dir():
+        raise ConfigError(f"{option}: {out} is a folder, not a file name.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{option}: {parent} is a file, so {out} cannot be written inside it.")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it.")
+
+
+def check_args(a: argparse.Namespace) -> Path | None:
+    """Every option of ``lesion evaluate cls`` checked before a model or an image is read; returns ``--out``.
+
+    Raises:
+        ConfigError: a bad value (one line).
+    """
+    tta_transforms(a.tta)
+    check_merge(a.merge)
+    if a.target is not None and a.target not in TARGETS:
+        raise unknown_option("target", a.target, TARGETS)
+    if a.batch_size is not None and a.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}.")
+    if not [n for n in a.models.split(",") if n.strip()]:
+        raise ConfigError("--models needs at least one model name or path.")
     out = Path(a.out) if a.out else None
     if out is not None:
         if out.suffix.lower() != ".parquet":
             raise ConfigError(f"--out must end in .parquet, got '{out.name}'.")
-        if out.exists() and not a.overwrite:
-            raise LesionError(f"{out} already exists; pass --overwrite to replace it.")
-    bar = tqdm(total=0, desc="images", file=sys.stderr, unit="img")
+        check_out_file(out, a.overwrite)
+    return out
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
 
-    names = [n.strip() for n in a.models.split(",") if n.strip()]
+def write_parquet(df, out: Path) -> None:
+    """Write ``df`` to ``out`` through a temporary file: a failure or a kill never leaves half a file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
     try:
-        df, summary = evaluate_classifiers(names, a.data, a.tta, a.merge, a.target, a.device, a.batch_size,
-                                           not a.no_cache, progress)
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, out)
     finally:
-        bar.close()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(out, index=False)
-        print(f"wrote {len(df)} predictions to {out}", file=sys.stderr)
-    print(json.dumps(summary))
-    return 0
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -24,6 +24,7 @@ the like-for-like baseline: the same cases and labels as the fused AUCs, each ca
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -41,6 +42,17 @@ ONE_VIEW = "one random view"
 #: Frame columns that hold labels or file facts, never case ids.
 _NOT_CASE_COLUMNS = ("diagnosis", "target", "findings", "has_mask")
 _EPS = 1e-6
+#: Fewest labelled multi-view cases, and fewest of each class among them, for which the page reports an AUC
+#: (:func:`evaluate_predictions`); below it a bootstrap CI spans almost [0, 1] and the AUC says nothing.
+MIN_AUC_CASES = 10
+MIN_AUC_PER_CLASS = 3
+#: Column-name words of a case id (``lesion_id``, ``patient``, ``case_no``, ``subject``, ``study_uid``...).
+_ID_WORDS = re.compile(r"(^|_)(id|ids|uid|case|cases|patient|patients|lesion|lesions|subject|subjects|study|"
+                       r"series|accession|group|person|participant)(_|$)")
+#: Column-name words of a label, a diagnosis or a description of the image: never a case id, however the
+#: values repeat (``histological_diagnosis``, ``dx``, ``label``, ``finding``, ``sex``, ``colors``...).
+_LABEL_WORDS = re.compile(r"diagn|(^|_)dx(_|$)|label|class|target|finding|histo|patholog|malig|benign|"
+                          r"melanom|nev|(^|_)(sex|gender|age|site|split|fold|view|colou?rs?|follow_up)(_|$)")
 
 
 def _is_missing(v: Any) -> bool:
@@ -90,15 +102,33 @@ def case_keys(records: Sequence[Any], column: str = "lesion_id") -> np.ndarray:
     return np.asarray(keys, dtype=object)
 
 
-def case_columns(records: Sequence[Any], max_median_views: float = 10.0) -> list[str]:
-    """Columns that look like case ids: at least one case with >= 2 images, >= 3 distinct values, and a median
-    of at most ``max_median_views`` images per value (so ``sex``, ``site`` or ``split`` are not offered).
+def is_label_column(column: str) -> bool:
+    """True for a column whose name says it holds a label, a diagnosis or an image property (``diagnosis``,
+    ``histological_diagnosis``, ``dx``, ``label``, ``sex``, ``site``, ``colors``...): never a case id."""
+    c = str(column).strip().lower().replace(" ", "_").replace("-", "_")
+    return c in _NOT_CASE_COLUMNS or bool(_LABEL_WORDS.search(c))
 
-    ``lesion_id`` comes first when it qualifies, then ``group`` and the rest in column order.
+
+def is_id_column(column: str) -> bool:
+    """True for a column whose name says it identifies a case (``lesion_id``, ``patient``, ``case``, ``group``,
+    ``subject``, ``study_uid``...) and is not a label column (:func:`is_label_column`)."""
+    c = str(column).strip().lower().replace(" ", "_").replace("-", "_")
+    return bool(_ID_WORDS.search(c)) and not is_label_column(c)
+
+
+def case_columns(records: Sequence[Any], max_median_views: float = 10.0) -> list[str]:
+    """Columns that may group images into cases: an id-like name (:func:`is_id_column`: never a label,
+    diagnosis, age, sex or site column), at least one value with >= 2 images, >= 3 distinct values, and a
+    median of at most ``max_median_views`` images per value.
+
+    ``lesion_id`` comes first when it qualifies, then ``group`` and the rest in column order. An empty list
+    means the data set has no id column that repeats (each image is its own case).
     """
     records = list(getattr(records, "records", records))
     out = []
     for col in _columns(records):
+        if not is_id_column(col):
+            continue
         values = [_value(r, col) for r in records]
         values = [str(v) for v in values if not _is_missing(v) and not isinstance(v, (bool, np.bool_))]
         if not values:
@@ -327,6 +357,7 @@ class FusionReport:
         counts: ``images, cases, single_view_cases, multi_view_cases, multi_view_images,
             unlabelled_cases, disagreeing_cases``.
         notes: readable remarks (label rule, disagreements, skipped stacker...).
+        no_auc: why there is no AUC table although labels were given (too few multi-view cases), or "".
     """
 
     column: str
@@ -335,6 +366,7 @@ class FusionReport:
     auc: Any
     counts: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    no_auc: str = ""
 
     def _auc_of(self, method: str) -> float:
         row = self.auc[self.auc["method"] == method]
@@ -412,6 +444,8 @@ def evaluate_fusion(
     n_splits: int = 5,
     n_boot: int = 1000,
     seed: int = 0,
+    min_cases: int = 0,
+    min_per_class: int = 1,
 ) -> FusionReport:
     """Per-view vs fused ROC-AUC on the cases with >= 2 views.
 
@@ -425,6 +459,8 @@ def evaluate_fusion(
         stacker: ``"oof"`` (out of fold over this data's cases, ``n_splits`` folds) or a :class:`Stacker`
             fitted on validation predictions.
         n_boot: bootstrap resamples of the AUC CIs.
+        min_cases: fewest labelled multi-view cases for an AUC; with fewer, the report has no AUC rows and
+            ``no_auc`` (and a note) says why. ``min_per_class``: the same for each class among them.
 
     Raises:
         DataError: every case has one view, lengths differ, scores are not probabilities, or the labelled
@@ -490,6 +526,15 @@ def evaluate_fusion(
             notes.append(f"In {int(disagree.sum())} case(s) the views' labels disagree; the case counts as positive.")
         vm = multi[cases.index] & np.isfinite(y_img)
         cm = multi & labelled
+        n_pos = int(y_case[cm].sum())
+        n_neg = int(cm.sum()) - n_pos
+        if len(np.unique(y_case[cm])) == 2 and (cm.sum() < min_cases or min(n_pos, n_neg) < min_per_class):
+            no_auc = (f"Only {int(cm.sum())} labelled multi-view cases ({n_pos} positive, {n_neg} negative): too few "
+                      f"for an AUC (at least {min_cases} cases with {min_per_class} of each class are needed). "
+                      "Fused scores only.")
+            notes.append(no_auc)
+            auc = pd.DataFrame([], columns=["method", "level", "n", "positives", "auc", "ci_lo", "ci_hi"])
+            return FusionReport(column, table, views, auc, counts, notes, no_auc)
         if len(np.unique(y_case[cm])) < 2:
             raise DataError(f"The {int(cm.sum())} labelled multi-view cases are all "
                             f"{'positive' if y_case[cm][0] else 'negative'}: AUC needs both classes.")
@@ -515,7 +560,9 @@ def evaluate_predictions(records: Sequence[Any], result: Any, target: str, colum
         target: ``melanoma`` / ``malignant`` (the score column and the labels, as on the Classification page);
             ``dx7`` heads are fused on their ``mel`` column against melanoma labels.
         column: case-id column (:func:`case_keys`).
-        kwargs: passed to :func:`evaluate_fusion` (methods, stacker, n_boot...).
+        kwargs: passed to :func:`evaluate_fusion` (methods, stacker, n_boot...; ``min_cases`` defaults to
+            :data:`MIN_AUC_CASES` here), and ``keep``: ids of the images whose labels count (the others are
+            treated as unlabelled, e.g. images a model trained on).
     """
 
     records = list(getattr(records, "records", records))
@@ -526,5 +573,11 @@ def evaluate_predictions(records: Sequence[Any], result: Any, target: str, colum
     keys = case_keys(records, column)
     s = score(result.probs, result.classes, target)
     y = label_vector(records, target)
+    keep = kwargs.pop("keep", None)
+    if keep is not None:  # score only these images (e.g. those no model trained on): the others are unlabelled
+        keep = set(keep)
+        y = np.where([r.id in keep for r in records], y, np.nan)
     labels = y if np.isfinite(y).any() else None
+    kwargs.setdefault("min_cases", MIN_AUC_CASES)
+    kwargs.setdefault("min_per_class", MIN_AUC_PER_CLASS)
     return evaluate_fusion(s, labels, keys, ids=result.ids, column=column, **kwargs)

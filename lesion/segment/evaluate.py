@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -134,8 +136,15 @@ def _nan_to_none(obj):
     return None if isinstance(obj, float) and not np.isfinite(obj) else obj
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``prog: error: message``) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="lesion evaluate seg",
         description="Score a segmentation method (Otsu or a trained model) against the masks of a data set.",
     )
@@ -148,14 +157,48 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``lesion evaluate seg``: per-image CSV + a JSON summary as the last stdout line."""
-    args = _parser().parse_args(argv)
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise DataError(f"{out} already exists; pass --overwrite to replace it, or choose another --out.")
-    if not 0.0 <= args.threshold <= 1.0:
+def check_args(args: argparse.Namespace) -> Path | None:
+    """Every option of ``lesion evaluate seg`` checked before a model or an image is read; returns ``--out``.
+
+    Raises:
+        ConfigError: a bad value, ``--out`` naming a folder (or inside a file). DataError: an existing ``--out``
+            without ``--overwrite``.
+    """
+    if not 0.0 <= args.threshold <= 1.0:  # also refuses NaN
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}.")
+    out = Path(args.out) if args.out else None
+    if out is None:
+        return None
+    if out.is_dir():
+        raise ConfigError(f"--out: {out} is a folder, not a file name.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"--out: {parent} is a file, so {out} cannot be written inside it.")
+    if out.exists() and not args.overwrite:
+        raise DataError(f"{out} already exists; pass --overwrite to replace it, or choose another --out.")
+    return out
+
+
+def _write_csv(df, out: Path) -> None:
+    """``df`` as CSV at ``out`` through a temporary file and a rename (never half a file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``lesion evaluate seg``: per-image CSV + a JSON summary as the last stdout line; a model used on another
+    image domain than it was trained for gets a ``lesion: warning:`` line."""
+    args = _parser().parse_args(argv)
+    out = check_args(args)
 
     from tqdm import tqdm
 
@@ -163,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     if not dataset.has_masks:
         raise DataError(f"Data set at {args.data} has no masks, so a segmentation cannot be scored.")
     name, segmenter = resolve_segmenter(args.model, args.domain or dataset.domain)
+    card = getattr(segmenter, "card", None)
+    note = card.domain_warning(dataset.domain) if card is not None else None
+    if note:
+        print(f"lesion: warning: {note}", file=sys.stderr)
 
     bar = tqdm(total=sum(r.mask_path is not None for r in dataset.records), desc=f"evaluate {name}",
                unit="img", file=sys.stderr)
@@ -176,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
 
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, index=False)
+        _write_csv(df, out)
         print(f"wrote {len(df)} rows to {out}", file=sys.stderr)
     failed = df["error"].notna()
     if failed.any():

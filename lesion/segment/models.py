@@ -19,7 +19,7 @@ import numpy as np
 from lesion.card import ModelCard, Preprocessing
 from lesion.data.io import to_uint8_rgb
 from lesion.device import pick_device
-from lesion.errors import CheckpointError, ConfigError, LesionError, unknown_option
+from lesion.errors import CheckpointError, ConfigError, LesionError, ModelOutputError, unknown_option
 from lesion.weights import LITE_MEAN, LITE_STD, init_encoder_from_imagenet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -276,6 +276,10 @@ def predict_batch(
 
     Returns:
         one float32 ``[H, W]`` array in 0..1 per image, at the image's own size (bilinear resize back).
+
+    Raises:
+        ModelOutputError: the model output NaN or Inf for any image (counted over all of them; nothing is
+            returned, so nothing is scored or cached).
     """
     import cv2
     import torch
@@ -286,17 +290,26 @@ def predict_batch(
     dev = torch_device(device) if device is not None else next(model.parameters()).device
     out: list[np.ndarray] = []
     total = len(images)
+    bad: list[int] = []
     with torch.inference_mode():
         for start in range(0, total, batch_size):
             chunk = images[start:start + batch_size]
             x = torch.from_numpy(_preprocess(chunk, cfg.size, cfg.mean, cfg.std)).to(dev)
-            prob = torch.sigmoid(model(x)[:, 0].float()).cpu().numpy()
+            logits = model(x)[:, 0].float()
+            finite = torch.isfinite(logits).flatten(1).all(dim=1).cpu().numpy()
+            bad.extend(start + int(i) for i in np.flatnonzero(~finite))
+            prob = torch.sigmoid(logits).cpu().numpy()
             for img, p in zip(chunk, prob):
                 h, w = np.asarray(img).shape[:2]
                 back = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != p.shape else p
                 out.append(np.clip(back, 0.0, 1.0).astype(np.float32))
             if progress is not None:
                 progress(min(start + batch_size, total), total)
+    if bad:
+        raise ModelOutputError(
+            f"Model '{card.name}' output NaN or Inf for {len(bad)} of {total} images (e.g. image "
+            f"{', '.join(f'#{i + 1}' for i in bad[:3])}): its weights are corrupt or it overflowed; no masks were made."
+        )
     return out
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -49,22 +48,26 @@ from lesion.train.cls_augment import AugmentConfig, build_train_transform
 from lesion.train.cls_losses import LOSSES, bce_loss, make_loss, mask_loss
 from lesion.train.common import Timer, cosine_schedule, make_optimizer, seed_everything
 from lesion.train.loop import (
+    Destination,
     LoopConfig,
     Progress,
-    check_out,
     final_card,
+    check_paths,
     fit,
-    out_stem,
+    out_names_file,
+    plan_destination,
     run_command,
     run_provenance,
-    save_run,
     training_section,
 )
 from lesion.train.options import (
+    OptionParser,
     add_common_options,
     add_config_options,
+    check_config,
     command_line,
     config_from_namespace,
+    plain_name,
     switched_off,
 )
 from lesion.train.splits import drop_duplicates, epoch_indices, groups_of, prior_logit, stratified_group_folds
@@ -114,9 +117,12 @@ class ClsTrainConfig:
         drop_rate: dropout before the classifier.
         seed: seed of the split, the resampling and the initialisation.
         device: ``auto``, ``cpu`` or ``cuda``.
-        out: checkpoint stem (``weights/NAME``) or a folder for the default name; empty = not saved.
-        overwrite: replace an existing checkpoint of the same name.
-        runs_dir: where ``<name>/log.csv`` and the running best checkpoint go (empty = nowhere).
+        name: the checkpoint's name (default ``<domain>_<model>_<arch>_<loss>``).
+        out: checkpoint stem (e.g. ``models/NAME``) or a folder for the name; empty = inside the run folder.
+        overwrite: replace an existing checkpoint at --out (never a shipped one in lesion-lab's weights/).
+        runs_dir: root of the run folders: each run writes ``<runs_dir>/cls/<name>-<UTC time>/`` (log.csv, the
+            running best and, without --out, the checkpoint); empty = no run folder (needs --out; from
+            Python, with no --out either, the model is not saved).
         recipe: named recipe (RECIPES) the run started from; explicit options override its values.
         init_from: checkpoint (name or path) to continue from, e.g. at a larger size (progressive resizing).
         command: the command line, recorded in the card.
@@ -127,39 +133,46 @@ class ClsTrainConfig:
     model: str = field(default="classifier", metadata={"choices": MODEL_KINDS})
     arch: str = "efficientnet_lite0"
     init: str = field(default="random", metadata={"choices": ("imagenet-lite-port", "random")})
-    size: int = 128
+    size: int = field(default=128, metadata={"min": 16})
     center_crop: bool = True
     clahe: bool = False
     use_metadata: bool = field(default=True, metadata={"aliases": ("--metadata",)})
-    mask_weight: float = 0.5
+    mask_weight: float = field(default=0.5, metadata={"min": 0})
     loss: str = field(default="bce", metadata={"choices": tuple(LOSSES)})
-    flood: float = 0.0
+    flood: float = field(default=0.0, metadata={"min": 0})
     optimizer: str = field(default="radam", metadata={"choices": ("radam", "adamw")})
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    epochs: int = 10
-    patience: int = 5
-    max_minutes: float = 0.0
-    batch_size: int = 32
-    ema_decay: float = field(default=0.0, metadata={"aliases": ("--ema",)})
+    lr: float = field(default=1e-3, metadata={"gt": 0})
+    weight_decay: float = field(default=1e-4, metadata={"min": 0})
+    epochs: int = field(default=10, metadata={"min": 1})
+    patience: int = field(default=5, metadata={"min": 0})
+    max_minutes: float = field(default=0.0, metadata={"min": 0})
+    batch_size: int = field(default=32, metadata={"min": 2, "why": "BatchNorm needs two images per step"})
+    ema_decay: float = field(default=0.0, metadata={"aliases": ("--ema",), "min": 0, "lt": 1})
     balance: bool = True
-    max_per_group: int = 0
+    max_per_group: int = field(default=0, metadata={"min": 0})
     split: str = field(default="auto", metadata={"choices": SPLITS})
-    n_splits: int = 5
-    fold: int = 0
+    n_splits: int = field(default=5, metadata={"min": 2})
+    fold: int = field(default=0, metadata={"min": 0})
     dedupe: bool = True
-    max_images: int = 0
+    max_images: int = field(default=0, metadata={"min": 0})
     external: tuple[str, ...] = ()
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    drop_rate: float = 0.2
-    seed: int = 0
+    drop_rate: float = field(default=0.2, metadata={"min": 0, "lt": 1})
+    seed: int = field(default=0, metadata={"min": 0})
     device: str = field(default="auto", metadata={"choices": DEVICE_CHOICES})
+    name: str = ""
     out: str = ""
     overwrite: bool = False
-    runs_dir: str = ""
+    runs_dir: str = "runs"
     recipe: str = ""
     init_from: str = ""
     command: str = field(default="", compare=False, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        check_config(self)
+        plain_name("--name", self.name)
+        if self.fold >= self.n_splits:
+            raise ConfigError(f"--fold must be in 0..{self.n_splits - 1} (--n-splits {self.n_splits}), got {self.fold}.")
 
 
 #: Named recipes: option values that ``--recipe NAME`` sets (explicit options still win), keyed by
@@ -412,6 +425,9 @@ class ClsRecipe:
         self.optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
         self.rng = np.random.default_rng(cfg.seed)
         n = len(epoch_indices(train.y, groups, np.random.default_rng(0), self._balance, cfg.max_per_group))
+        if n < 2:
+            raise DataError(f"An epoch would draw {n} training image(s); a step needs two (BatchNorm), so nothing "
+                            "would be learnt. Use more images (or --no-balance / --max-per-group 0).")
         self.steps_per_epoch = max(1, -(-n // cfg.batch_size))
         self.sched = cosine_schedule(self.optimizer, cfg.epochs * self.steps_per_epoch,
                                      warmup_steps=min(self.steps_per_epoch, 50))
@@ -479,28 +495,48 @@ def train_classifier(cfg: ClsTrainConfig, progress: Progress | None = None, data
     """Train, validate every epoch, keep the best (EMA) weights, save checkpoint + card.
 
     Args:
-        cfg: the run.
+        cfg: the run (its ranges are checked when it is made).
         progress: ``progress(steps_done, total_steps)`` over the whole run (:func:`lesion.train.loop.fit`).
         dataset: an already loaded :class:`lesion.data.records.Dataset` (else ``cfg.data`` is opened).
         log: receives one line per epoch (CLI: printed).
 
     Returns:
-        the card (as written next to the weights, with ``path``, when ``cfg.out`` is set); reload the model
-        with :func:`lesion.zoo.load_model`.
+        the card (as written next to the weights, with ``path``; by default in the run's own folder
+        ``<runs_dir>/cls/<name>-<UTC time>/``); reload the model with :func:`lesion.zoo.load_model`.
+
+    Raises:
+        ConfigError: bad option, an existing checkpoint without ``overwrite`` or a shipped one (before any image
+            is read); DataError: unreadable data, no labels, a split or an epoch without images to learn from.
     """
+    reserved: list[Destination] = []
+    try:
+        return _train_classifier(cfg, progress, dataset, log, reserved)
+    except BaseException:
+        for d in reserved:
+            d.discard_if_empty()
+        raise
+
+
+def _train_classifier(cfg: ClsTrainConfig, progress: Progress | None, dataset, log: Callable[[str], None] | None,
+                      reserved: list[Destination]) -> ModelCard:
     log = log or (lambda s: None)
     if cfg.target not in TARGETS:
         raise unknown_option("target", cfg.target, TARGETS)
     if cfg.model not in MODEL_KINDS:
         raise unknown_option("model kind", cfg.model, MODEL_KINDS)
     make_loss(cfg.loss, flood_level=cfg.flood)  # fail fast on a bad name
+    if cfg.name or out_names_file(cfg.out):  # the destination does not depend on the data: check it first
+        reserved.append(plan_destination("cls", cfg.name or "model", cfg.out, cfg.runs_dir, cfg.overwrite))
+    else:
+        check_paths(cfg.out, cfg.runs_dir)  # the rest once the data's domain gives the default name
     timer = Timer()
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     dataset = dataset if dataset is not None else open_data(cfg.data)
-    name_default = f"{dataset.domain}_{cfg.model}_{cfg.arch}_{cfg.loss}"
-    stem = out_stem(cfg.out, name_default)
-    check_out(stem, cfg.overwrite)
+    name_default = cfg.name or f"{dataset.domain}_{cfg.model}_{cfg.arch}_{cfg.loss}"
+    if not reserved:
+        reserved.append(plan_destination("cls", name_default, cfg.out, cfg.runs_dir, cfg.overwrite))
+    dest = reserved[0]
     externals = [open_data(s) for s in cfg.external]
     split = split_records(dataset, cfg, log)
     split_card = split_section(split.info)
@@ -533,7 +569,7 @@ def train_classifier(cfg: ClsTrainConfig, progress: Progress | None = None, data
                               "size": init_card.preprocessing.size, "sha256": init_card.sha256}
     named = RECIPES.get(cfg.recipe, {})
     base = ModelCard(
-        name=stem.name if stem else name_default,
+        name=dest.name or name_default,
         task="multitask" if multitask else "classification",
         domain=dataset.domain, arch=cfg.arch, encoder=cfg.arch,
         init=f"continued from {init_card.name} ({init_card.init})" if init_card is not None else cfg.init,
@@ -550,8 +586,7 @@ def train_classifier(cfg: ClsTrainConfig, progress: Progress | None = None, data
     )
     result = fit(recipe, LoopConfig(epochs=cfg.epochs, monitor="val_auc", patience=cfg.patience,
                                     max_minutes=cfg.max_minutes, ema_decay=cfg.ema_decay),
-                 clock=clock, run_dir=Path(cfg.runs_dir) / base.name if cfg.runs_dir else None, card=base,
-                 progress=progress, log=log)
+                 clock=clock, run_dir=dest.run_dir, card=base, progress=progress, log=log)
 
     # ---- metrics of the best epoch (the model now holds its weights)
     best = result.best_row
@@ -581,10 +616,7 @@ def train_classifier(cfg: ClsTrainConfig, progress: Progress | None = None, data
             log(f"external {ds.name}: {m.describe()}")
         else:
             log(f"external {note}")
-    card = final_card(base.replace(data=tuple(data)), result, metrics, timer())
-    if stem is not None:
-        card = save_run(model, stem, card, overwrite=cfg.overwrite)
-    return card
+    return dest.save(model, final_card(base.replace(data=tuple(data)), result, metrics, timer()), log)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -593,7 +625,7 @@ def train_classifier(cfg: ClsTrainConfig, progress: Progress | None = None, data
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lesion train cls", description=__doc__.split("\n\n")[0])
+    p = OptionParser(prog="lesion train cls", description=__doc__.split("\n\n")[0])
     add_config_options(p, ClsTrainConfig)
     add_common_options(p, AUG_NAMES)
     return p

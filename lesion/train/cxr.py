@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -38,20 +37,22 @@ from lesion.errors import ConfigError, DataError, unknown_option
 from lesion.metrics import mean_auc, per_label_auc
 from lesion.train.common import Timer, cosine_schedule, seed_everything, split_column_or_groups
 from lesion.train.loop import (
+    Destination,
     LoopConfig,
     Progress,
-    check_out,
     final_card,
     fit,
-    out_stem,
+    plan_destination,
     run_command,
     run_provenance,
-    save_run,
     split_of_sets,
     training_section,
 )
 from lesion.train.options import (
+    OptionParser,
     add_common_options,
+    check_config,
+    plain_name,
     add_config_options,
     command_line,
     config_from_namespace,
@@ -90,10 +91,13 @@ class CxrTrainConfig:
         ema_decay: EMA of the weights (0 = off); the EMA is validated and saved.
         seed: seed of the split, the order of the batches and the initialisation.
         device: ``auto``, ``cpu`` or ``cuda``.
-        out: checkpoint stem (e.g. ``weights/cxr_tb_efficientnet_lite0``) or a folder for the default name;
-            empty = not saved.
-        overwrite: replace an existing checkpoint of the same name.
-        runs_dir: where ``<name>/log.csv`` and the running best checkpoint go (empty = nowhere).
+        name: the checkpoint's name (default ``cxr_<labels>_<arch>``).
+        out: checkpoint stem (e.g. ``models/cxr_tb_efficientnet_lite0``) or a folder for the name; empty = inside
+            the run folder.
+        overwrite: replace an existing checkpoint at --out (never a shipped one in lesion-lab's weights/).
+        runs_dir: root of the run folders: each run writes ``<runs_dir>/cxr/<name>-<UTC time>/`` (log.csv, the
+            running best and, without --out, the checkpoint); empty = no run folder (needs --out; from
+            Python, with no --out either, the model is not saved).
         command: the command line, recorded in the card.
     """
 
@@ -101,26 +105,31 @@ class CxrTrainConfig:
     labels: str = field(default="merge", metadata={"choices": MODES})
     arch: str = "densenet121"
     init: str = field(default="random", metadata={"choices": ("imagenet-lite-port", "random")})
-    size: int = 224
+    size: int = field(default=224, metadata={"min": 16})
     clahe: bool = False
     loss: str = field(default="weighted_bce", metadata={"choices": LOSSES})
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    epochs: int = 20
-    batch_size: int = 16
-    patience: int = 5
-    max_minutes: float = 0.0
-    val_fraction: float = 0.15
+    lr: float = field(default=1e-4, metadata={"gt": 0})
+    weight_decay: float = field(default=0.0, metadata={"min": 0})
+    epochs: int = field(default=20, metadata={"min": 1})
+    batch_size: int = field(default=16, metadata={"min": 2, "why": "BatchNorm needs two images per step"})
+    patience: int = field(default=5, metadata={"min": 0})
+    max_minutes: float = field(default=0.0, metadata={"min": 0})
+    val_fraction: float = field(default=0.15, metadata={"gt": 0, "lt": 1})
     hflip: bool = False
     augment: bool = field(default=True, metadata={"cli": False})
-    max_images: int = 0
-    ema_decay: float = field(default=0.0, metadata={"aliases": ("--ema",)})
-    seed: int = 0
+    max_images: int = field(default=0, metadata={"min": 0})
+    ema_decay: float = field(default=0.0, metadata={"aliases": ("--ema",), "min": 0, "lt": 1})
+    seed: int = field(default=0, metadata={"min": 0})
     device: str = field(default="auto", metadata={"choices": DEVICE_CHOICES})
+    name: str = ""
     out: str = ""
     overwrite: bool = False
-    runs_dir: str = ""
+    runs_dir: str = "runs"
     command: str = field(default="", compare=False, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        check_config(self)
+        plain_name("--name", self.name)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -190,6 +199,9 @@ class CxrRecipe:
         self.loss_fn = torch.nn.BCEWithLogitsLoss(
             pos_weight=torch.from_numpy(pos_weight).to(device) if cfg.loss == "weighted_bce" else None)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if len(xtr) < 2:
+            raise DataError(f"{len(xtr)} training image(s): a step needs two (BatchNorm), so nothing would be "
+                            "learnt. Use more images.")
         self.steps_per_epoch = max(1, len(xtr) // cfg.batch_size)
         self.sched = cosine_schedule(self.optimizer, cfg.epochs * self.steps_per_epoch,
                                      warmup_steps=min(self.steps_per_epoch, 20), time_budget_s=cfg.max_minutes * 60,
@@ -246,18 +258,30 @@ def train_cxr(cfg: CxrTrainConfig, progress: Progress | None = None,
         the card (as written next to the weights, with ``path``, when ``cfg.out`` is set).
 
     Raises:
-        ConfigError: unknown option, or an existing checkpoint without ``overwrite``; DataError: no labels,
-            unknown NIH labels in merge/drop mode, one side of the split empty.
+        ConfigError: unknown option, an existing checkpoint without ``overwrite`` or a shipped one (before any
+            data is read); DataError: no labels, unknown NIH labels in merge/drop mode, one side of the split
+            empty, fewer than two training images.
     """
+    reserved: list[Destination] = []
+    try:
+        return _train_cxr(cfg, progress, log, reserved)
+    except BaseException:
+        for d in reserved:
+            d.discard_if_empty()
+        raise
+
+
+def _train_cxr(cfg: CxrTrainConfig, progress: Progress | None, log: Callable[[str], None] | None,
+               reserved: list[Destination]) -> ModelCard:
     log = log or (lambda s: None)
     if cfg.labels not in MODES:
         raise unknown_option("label set", cfg.labels, MODES)
     if cfg.loss not in LOSSES:
         raise unknown_option("loss", cfg.loss, LOSSES)
-    name_default = f"cxr_{cfg.labels}_{cfg.arch}"
-    stem = out_stem(cfg.out, name_default)
-    check_out(stem, cfg.overwrite)
     check_arch(cfg.arch)
+    name_default = cfg.name or f"cxr_{cfg.labels}_{cfg.arch}"
+    reserved.append(plan_destination("cxr", name_default, cfg.out, cfg.runs_dir, cfg.overwrite))
+    dest = reserved[0]
     timer = Timer()
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -312,7 +336,7 @@ def train_cxr(cfg: CxrTrainConfig, progress: Progress | None = None,
     recipe = CxrRecipe(cfg, model, device, prep, xtr, ytr, xva, yva, classes, pos_weight, clock)
 
     base = ModelCard(
-        name=stem.name if stem else name_default, task="classification", domain="cxr", arch=cfg.arch,
+        name=dest.name or name_default, task="classification", domain="cxr", arch=cfg.arch,
         encoder=cfg.arch, init=cfg.init, classes=tuple(classes), target=cfg.labels, multilabel=True,
         model={**asdict(mcfg), "mean": list(mean), "std": list(std)}, preprocessing=prep,
         data=data_sources(used), split=split_of_sets(sets_split, cfg.seed, cfg.val_fraction),
@@ -326,8 +350,7 @@ def train_cxr(cfg: CxrTrainConfig, progress: Progress | None = None,
     )
     result = fit(recipe, LoopConfig(epochs=cfg.epochs, monitor="val_auc_mean", patience=cfg.patience,
                                     max_minutes=cfg.max_minutes, ema_decay=cfg.ema_decay),
-                 clock=clock, run_dir=Path(cfg.runs_dir) / base.name if cfg.runs_dir else None, card=base,
-                 progress=progress, log=log)
+                 clock=clock, run_dir=dest.run_dir, card=base, progress=progress, log=log)
 
     # ---- metrics of the best epoch, with bootstrap CIs
     per_label = per_label_auc(yva, _logits(model, xva, prep, device), classes, ci=True)
@@ -338,10 +361,7 @@ def train_cxr(cfg: CxrTrainConfig, progress: Progress | None = None,
     metrics += [Metric("auc", v["auc"], pooled, "val", n=v["n"], positives=v["positives"], ci=tuple(v["auc_ci"]), label=c)
                 for c, v in per_label.items() if v["auc"] is not None]
     metrics.append(Metric("loss", float(result.best_row["val_loss"]), pooled, "val", n=len(yva)))
-    card = final_card(base, result, metrics, timer())
-    if stem is not None:
-        card = save_run(model, stem, card, overwrite=cfg.overwrite)
-    return card
+    return dest.save(model, final_card(base, result, metrics, timer()), log)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -350,7 +370,7 @@ def train_cxr(cfg: CxrTrainConfig, progress: Progress | None = None,
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lesion train cxr", description=__doc__.split("\n\n")[0])
+    p = OptionParser(prog="lesion train cxr", description=__doc__.split("\n\n")[0])
     add_config_options(p, CxrTrainConfig)
     add_common_options(p)
     return p

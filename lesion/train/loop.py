@@ -19,7 +19,19 @@ training, one validation) and hands it to :func:`fit`, which owns everything els
   run, ``total = epochs * steps_per_epoch``; calls are monotone, and the last one is ``(total, total)`` even
   when the run stops early;
 * the **best epoch's weights**: kept in memory, written to ``<run_dir>/best`` with a running card on every
-  new best (when a run folder and a card are given), and loaded back into the model at the end.
+  new best (when a run folder and a card are given), and loaded back into the model at the end;
+* a run whose first epoch took **no optimiser step** stops with a :class:`~lesion.errors.DataError` before
+  anything is written.
+
+**Where a run writes** (:func:`plan_destination`, the one rule of all trainers): every run gets a folder of
+its own, ``<runs_dir>/<seg|cls|cxr>/<name>-<UTC time>/`` (``-2``, ``-3`` … if that folder exists), which holds
+``log.csv``, the running best ``best.safetensors`` + ``best.json`` and, without ``--out``, the final
+``<name>.safetensors`` + ``<name>.json``. ``--out`` names the checkpoint elsewhere (a stem, or a folder for the
+default name). An existing checkpoint or card at the destination is refused before any data is read unless
+``overwrite``; a checkpoint in lesion-lab's shipped ``weights/`` folder is never replaced, ``overwrite`` or
+not. Every file is written through a temporary file and a rename (:func:`write_csv_atomic`,
+:func:`save_pair`), and a card is only ever next to the weights it describes: a kill at any moment leaves the
+old pair, the new pair, or no card, never a half file.
 
 The trainer then scores the best weights, builds the final :class:`~lesion.card.ModelCard` with
 :func:`final_card` and saves it with :func:`save_run`. :func:`run_provenance` is the one place that records
@@ -29,21 +41,30 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as _dt
+import io
 import json
 import math
+import os
 import platform
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from lesion.card import Metric, ModelCard, Provenance, Split, Training
 from lesion.device import describe_device
-from lesion.errors import ConfigError
+from lesion.errors import ConfigError, DataError
 from lesion.train.common import EarlyStopping, Timer
 from lesion.train.ema import make_ema
 from lesion.train.options import apply_threads
 from lesion.weights import read_card, save_checkpoint
+
+#: lesion-lab's own ``weights/`` folder (the shipped checkpoints), whatever ``$LESION_WEIGHTS_DIR`` says:
+#: no training run ever writes over a checkpoint in it.
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "weights"
 
 Progress = Callable[[int, int], None]
 Log = Callable[[str], None]
@@ -127,16 +148,82 @@ def _round(v: Any) -> Any:
     return round(v, 5) if isinstance(v, float) and math.isfinite(v) else v
 
 
-def write_history_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
-    """Write every history row to ``path`` (columns: the union of the rows' keys, in first-seen order)."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``path`` through a temporary file in its folder and ``os.replace``: a kill leaves the old or the new."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_csv_atomic(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` as CSV (columns: the union of the rows' keys, in first-seen order), atomically."""
     cols: list[str] = []
-    for row in history:
+    for row in rows:
         cols += [k for k in row if k not in cols]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(history)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    return write_bytes_atomic(path, buf.getvalue().encode())
+
+
+def write_history_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
+    """Write every history row to ``path`` atomically (:func:`write_csv_atomic`)."""
+    write_csv_atomic(path, history)
+
+
+def save_pair(model: Any, stem: str | Path, card: ModelCard, overwrite: bool = False) -> ModelCard:
+    """Save weights + card at ``stem`` so that a kill at any moment never leaves a card beside other weights.
+
+    :func:`lesion.weights.save_checkpoint` writes both files into a fresh temporary folder beside ``stem``;
+    they are then moved into place with renames: the old card (when replacing) goes first, then the weights,
+    then the new card. Without ``overwrite`` the files are linked into place, which fails instead of replacing
+    a file another process made in the meantime.
+
+    Returns:
+        the card as written (with ``path``).
+
+    Raises:
+        ConfigError: a file exists and ``overwrite`` is False, or the folder cannot be written.
+    """
+    stem = Path(stem)
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stem.name}.", suffix=".tmp", dir=stem.parent))
+    except OSError as e:
+        raise ConfigError(f"Cannot write into {stem.parent}: {e.strerror or e}.") from e
+    try:
+        w_tmp = save_checkpoint(model, tmp / stem.name, card, overwrite=False)
+        c_tmp = w_tmp.with_suffix(".json")
+        w_dst, c_dst = stem.parent / w_tmp.name, stem.parent / c_tmp.name
+        if overwrite:
+            c_dst.unlink(missing_ok=True)  # never a card that describes other weights
+            os.replace(w_tmp, w_dst)
+            os.replace(c_tmp, c_dst)
+        else:
+            for src, dst in ((w_tmp, w_dst), (c_tmp, c_dst)):
+                try:
+                    os.link(src, dst)  # create, never replace
+                except FileExistsError:
+                    raise ConfigError(f"{dst} already exists; choose another --out or pass --overwrite.") from None
+                except OSError:  # a file system without hard links
+                    if dst.exists():
+                        raise ConfigError(f"{dst} already exists; choose another --out or pass --overwrite.") from None
+                    os.replace(src, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return read_card(c_dst, w_dst)
 
 
 def _state_copy(model: Any) -> dict[str, Any]:
@@ -174,6 +261,8 @@ def fit(
 
     Raises:
         ConfigError: ``epochs`` < 1.
+        DataError: the first epoch took no optimiser step (e.g. fewer training images than one batch);
+            nothing is written then.
     """
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}.")
@@ -207,6 +296,9 @@ def fit(
             report((epoch - 1) * spe + min(in_epoch[0], spe))
 
         train_values = recipe.train_epoch(epoch, after_step)
+        if state["step"] == 0:
+            raise DataError("The first epoch took no optimiser step (fewer training images than one batch?); "
+                            "nothing was trained or saved. Lower --batch-size or use more images.")
         report(epoch * spe)
         eval_model = ema.module if ema is not None else recipe.model
         val_values = recipe.validate(eval_model)
@@ -222,7 +314,7 @@ def fit(
             if improved and card is not None:
                 running = card.replace(history=tuple(history), training=dataclasses.replace(
                     card.training, epochs=epoch, best_epoch=epoch), extra={**card.extra, "status": "running"})
-                save_checkpoint(best_state, run / "best", running, overwrite=True)
+                save_pair(best_state, run / "best", running, overwrite=True)
         say(_describe(row, cfg.epochs, improved))
         if stopper.should_stop:
             stop_reason = "patience"
@@ -303,35 +395,214 @@ def out_stem(out: str | None, default_name: str, default_dir: str | Path | None 
     if not out:
         return Path(default_dir) / default_name if default_dir is not None else None
     p = Path(out)
-    if str(out).endswith(("/", "\\")) or p.is_dir():
+    if not out_names_file(out):
         return p / default_name
-    return p
+    return p.with_suffix("") if p.suffix in (".safetensors", ".json", ".pth", ".pt") else p
+
+
+def out_names_file(out: str | None) -> bool:
+    """True when ``--out`` names the checkpoint itself (a stem), not a folder (existing, or ending in ``/``)."""
+    return bool(out) and not (str(out).endswith(("/", "\\")) or Path(str(out)).is_dir())
 
 
 def run_summary(card: ModelCard) -> dict[str, Any]:
-    """What every ``lesion train`` command prints last (one JSON line): name, path, run length and each metric."""
-    return {"name": card.name, "path": card.path, "epochs": card.training.epochs, "best_epoch": card.training.best_epoch,
+    """What every ``lesion train`` command prints last (one JSON line): name, path, run folder, run length and
+    each metric."""
+    return {"name": card.name, "path": card.path, "run_dir": card.extra.get("run_dir"),
+            "epochs": card.training.epochs, "best_epoch": card.training.best_epoch,
             "wall_time_s": card.training.wall_time_s, "metrics": [m.describe() for m in card.metrics]}
 
 
-def check_out(stem: str | Path | None, overwrite: bool) -> None:
-    """Refuse, before any training, to replace an existing checkpoint unless ``overwrite``.
+def is_shipped(path: str | Path) -> bool:
+    """True when ``path`` is in lesion-lab's own ``weights/`` folder (:data:`SHIPPED_WEIGHTS_DIR`)."""
+    try:
+        return Path(path).resolve().parent == SHIPPED_WEIGHTS_DIR.resolve()
+    except OSError:
+        return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_file_target(path: str | Path, option: str = "--out") -> None:
+    """``path`` can become a file: it is not a folder, and no file stands where one of its folders goes.
 
     Raises:
-        ConfigError: ``stem.safetensors`` or ``stem.json`` exists.
+        ConfigError: naming the path.
     """
-    if not stem or overwrite:
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option}: {p} is a folder, not a file name.")
+    parent = _nearest_existing(p.parent)
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{option}: {parent} is a file, so {p} cannot be written inside it.")
+
+
+def check_folder_target(path: str | Path, option: str) -> None:
+    """``path`` can be (or become) a folder: it is not a file, nor inside one.
+
+    Raises:
+        ConfigError: naming the path.
+    """
+    p = Path(path)
+    first = _nearest_existing(p)
+    if first.exists() and not first.is_dir():
+        raise ConfigError(f"{option}: {first} is a file, not a folder.")
+
+
+def check_out(stem: str | Path | None, overwrite: bool) -> None:
+    """Refuse, before any work, a checkpoint destination that cannot or must not be written.
+
+    Raises:
+        ConfigError: ``stem.safetensors`` or ``stem.json`` is a folder or sits under a file; it exists and
+            ``overwrite`` is False; or it is a shipped checkpoint (never replaced, ``overwrite`` or not).
+    """
+    if not stem:
         return
     s = Path(stem)
-    for p in (s.with_suffix(".safetensors"), s.with_suffix(".json")):
-        if p.exists():
-            raise ConfigError(f"{p} already exists; choose another --out or pass --overwrite.")
+    targets = (s.with_suffix(".safetensors"), s.with_suffix(".json"))
+    for p in targets:
+        check_file_target(p)
+    existing = [p for p in targets if p.exists()]
+    for p in existing:
+        if is_shipped(p):
+            raise ConfigError(f"{p} is a checkpoint shipped with lesion-lab; training never replaces it "
+                              f"(--overwrite included). Choose another --out.")
+    if existing and not overwrite:
+        raise ConfigError(f"{existing[0]} already exists; choose another --out or pass --overwrite.")
+
+
+def utc_stamp() -> str:
+    """The time of a run folder's name: ``20250101T120000Z`` (UTC)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass
+class Destination:
+    """Where one training run writes (:func:`plan_destination`).
+
+    Attributes:
+        stem: checkpoint stem (``stem.safetensors`` + ``stem.json``); None = the model is not saved.
+        run_dir: the run's own folder (``log.csv``, running ``best.*``), created empty by
+            :func:`plan_destination`; None = no log.
+        overwrite: whether an existing, non-shipped checkpoint at ``stem`` may be replaced.
+    """
+
+    stem: Path | None
+    run_dir: Path | None
+    overwrite: bool = False
+    created: tuple[Path, ...] = ()
+
+    @property
+    def name(self) -> str | None:
+        return self.stem.name if self.stem is not None else None
+
+    def discard_if_empty(self) -> None:
+        """Remove the run folder when the run wrote nothing into it (it failed before its first epoch)."""
+        for d in (self.run_dir, *reversed(self.created)) if self.run_dir is not None else ():
+            try:
+                d.rmdir()  # only succeeds on an empty folder
+            except OSError:
+                return
+
+    def save(self, model: Any, card: ModelCard, log: Log | None = None) -> ModelCard:
+        """Save the final checkpoint (:func:`save_pair`, after :func:`check_out` once more) and return its card
+        (``extra["run_dir"]``: the run folder); without a stem, the card unsaved."""
+        if self.run_dir is not None:
+            card = card.replace(extra={**card.extra, "run_dir": str(self.run_dir)})
+        if self.stem is None:
+            (log or (lambda s: None))("not saved: no --out and no --runs-dir")
+            return card
+        check_out(self.stem, self.overwrite)
+        written = save_pair(model, self.stem, card, overwrite=self.overwrite)
+        if self.run_dir is not None:  # the card on disk has the folder's portable name; the caller gets its path
+            written = written.replace(extra={**written.extra, "run_dir": str(self.run_dir)})
+        return written
+
+
+def new_run_folder(runs_dir: str | Path, command: str, name: str) -> Path:
+    """Create and return ``<runs_dir>/<command>/<name>-<UTC time>/`` (``-2``, ``-3`` … when it exists).
+
+    Created with ``mkdir(exist_ok=False)``, so two runs started in the same second never share a folder.
+
+    Raises:
+        ConfigError: ``runs_dir`` is a file or cannot be written.
+    """
+    return _new_run_folder(runs_dir, command, name)[0]
+
+
+def _new_run_folder(runs_dir: str | Path, command: str, name: str) -> tuple[Path, tuple[Path, ...]]:
+    """:func:`new_run_folder`, and the folders above it that it had to create (outermost first)."""
+    check_folder_target(runs_dir, "--runs-dir")
+    base = Path(runs_dir) / command
+    created = tuple(p for p in reversed((base, *base.parents)) if not p.exists())
+    stamp = utc_stamp()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 1000):
+            p = base / (f"{name}-{stamp}" if i == 1 else f"{name}-{stamp}-{i}")
+            try:
+                p.mkdir()
+                return p, created
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise ConfigError(f"--runs-dir: cannot create a run folder in {base}: {e.strerror or e}.") from e
+    raise ConfigError(f"--runs-dir: too many run folders named {name}-{stamp} in {base}.")
+
+
+def check_paths(out: str, runs_dir: str) -> None:
+    """The path checks of :func:`plan_destination` that need no name: ``--runs-dir`` is not a file, and ``--out``
+    is not inside a file. Trainers call it first, before opening the data.
+
+    Raises:
+        ConfigError: naming the path.
+    """
+    if runs_dir:
+        check_folder_target(runs_dir, "--runs-dir")
+    if out:
+        check_folder_target(Path(out).parent, "--out")
+
+
+def plan_destination(command: str, name: str, out: str, runs_dir: str, overwrite: bool) -> Destination:
+    """Check and reserve where a run writes, before any data is read (the rule is in the module docstring).
+
+    Args:
+        command: ``seg``, ``cls`` or ``cxr`` (the run folder's parent).
+        name: the checkpoint's name when ``out`` does not give one.
+        out: ``--out``: a stem, a folder (for ``name``), or empty (the run folder).
+        runs_dir: root of the run folders; empty = no run folder (then only ``out`` is written).
+        overwrite: replace an existing checkpoint at ``out`` (never a shipped one).
+
+    Returns:
+        the :class:`Destination`; its run folder exists (empty): call
+        :meth:`Destination.discard_if_empty` when the run fails.
+
+    Raises:
+        ConfigError: an existing destination without ``overwrite``, a shipped checkpoint, a folder where a file
+            goes or a file where a folder goes.
+    """
+    stem = out_stem(out, name) if out else None
+    if stem is not None:
+        check_out(stem, overwrite)
+    elif name == "best" and runs_dir:
+        raise ConfigError("--name best is the run folder's running checkpoint (best.safetensors); choose another name.")
+    if runs_dir:
+        check_folder_target(runs_dir, "--runs-dir")
+    run_dir, created = (_new_run_folder(runs_dir, command, stem.name if stem is not None else name) if runs_dir
+                        else (None, ()))
+    if stem is None and run_dir is not None:
+        stem = run_dir / name
+    return Destination(stem=stem, run_dir=run_dir, overwrite=overwrite, created=created)
 
 
 def save_run(model: Any, stem: str | Path, card: ModelCard, overwrite: bool) -> ModelCard:
-    """Save the weights and card (:func:`lesion.weights.save_checkpoint`) and return the card as written (with ``path``)."""
-    wpath = save_checkpoint(model, stem, card, overwrite=overwrite)
-    return read_card(wpath.with_suffix(".json"), wpath)
+    """Save the weights and card (:func:`save_pair`) and return the card as written (with ``path``)."""
+    return save_pair(model, stem, card, overwrite=overwrite)
 
 
 def run_command(train: Callable[..., ModelCard], config_from_argv: Callable[[list[str]], tuple[Any, int]],
@@ -342,6 +613,9 @@ def run_command(train: Callable[..., ModelCard], config_from_argv: Callable[[lis
     from tqdm import tqdm
 
     cfg, threads = config_from_argv(list(sys.argv[1:] if argv is None else argv))
+    if not getattr(cfg, "runs_dir", "x") and not getattr(cfg, "out", ""):
+        raise ConfigError("--runs-dir '' needs --out: without a run folder and without --out the model would be "
+                          "saved nowhere.")
     apply_threads(threads)
     bar = tqdm(desc="train", unit="step", mininterval=2.0, file=sys.stderr)
 

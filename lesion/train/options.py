@@ -15,6 +15,13 @@ Every trainer also takes ``--threads`` and ``--no-aug`` (:func:`add_common_optio
 A parsed namespace becomes the config with :func:`config_from_namespace`; :func:`config_argv` goes the
 other way: the options that rebuild a config, which the card records as the
 command of a run started from Python.
+
+**Ranges** are part of the field too, so the CLI and a Python caller get the same check from one rule:
+``metadata`` keys ``min`` / ``max`` (inclusive), ``gt`` / ``lt`` (exclusive) and ``why`` (a reason added to
+the message). A config calls :func:`check_config` in its ``__post_init__``: a bad value raises
+:class:`~lesion.errors.ConfigError` naming the option (``--batch-size must be >= 1, got 0.``), which the CLI
+prints as one line with exit code 2, before anything is read or trained. :class:`OptionParser` makes
+argparse's own errors (a word where a number goes, an unknown choice) one line with exit code 2 as well.
 """
 from __future__ import annotations
 
@@ -25,10 +32,93 @@ import types
 import typing
 from typing import Any, Iterable, Mapping, Sequence
 
-from lesion.errors import unknown_option
+from lesion.errors import ConfigError, unknown_option
 
 #: Value of ``--no-aug`` given without a list: switch every augmentation off.
 ALL = "all"
+
+
+#: Field-metadata keys of a range rule (see the module docstring).
+RANGE_KEYS = ("min", "max", "gt", "lt")
+
+
+class OptionParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (``prog: error: message``) with exit code 2,
+    instead of the whole usage block followed by the message."""
+
+    def error(self, message: str) -> "typing.NoReturn":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def range_problem(value: Any, rule: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``value`` under ``rule`` (keys of :data:`RANGE_KEYS`), e.g. ``'must be >= 1'``; None if fine."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number"
+    if isinstance(value, float) and value != value:
+        return "must be a number (not NaN)"
+    parts = []
+    lo = [(">=", rule["min"])] if "min" in rule else [(">", rule["gt"])] if "gt" in rule else []
+    hi = [("<=", rule["max"])] if "max" in rule else [("<", rule["lt"])] if "lt" in rule else []
+    bad = False
+    for op, bound in lo + hi:
+        parts.append(f"{op} {bound}")
+        bad |= {">=": value < bound, ">": value <= bound, "<=": value > bound, "<": value >= bound}[op]
+    if not bad:
+        return None
+    if lo and hi:
+        return f"must be {parts[0]} and {parts[1]}"
+    return f"must be {parts[0]}"
+
+
+def check_value(option: str, value: Any, rule: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` ``'<option> must be …, got <value>.'`` when ``value`` breaks ``rule``.
+
+    The one range check of lesion-lab's options: :func:`check_config` applies it to config fields, and the
+    parsers without a config (``lesion export``) call it directly.
+    """
+    problem = range_problem(value, rule)
+    if problem:
+        why = f" ({rule['why']})" if rule.get("why") else ""
+        raise ConfigError(f"{option} {problem}, got {value!r}{why}.")
+
+
+def check_config(cfg: Any) -> None:
+    """Check every field of the config dataclass ``cfg`` against its type and range rule (``metadata``).
+
+    Numbers must be numbers of the field's type (an ``int`` field takes no ``2.5`` or ``"big"``), and values
+    within ``min`` / ``max`` / ``gt`` / ``lt``. Called from a config's ``__post_init__``, so a bad
+    value fails when the config is made: on the command line and from Python alike.
+
+    Raises:
+        ConfigError: naming the option, the rule and the value.
+    """
+    hints = _hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, typ = getattr(cfg, f.name), _scalar(hints.get(f.name))
+        opt = option_name(f.name)
+        if typ in (int, float) and value is not None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if typ is int and ok and isinstance(value, float):
+                ok = value.is_integer()
+            if not ok:
+                kind = "a whole number" if typ is int else "a number"
+                raise ConfigError(f"{opt} must be {kind}, got {value!r}.")
+        rule = {k: f.metadata[k] for k in (*RANGE_KEYS, "why") if k in f.metadata}
+        if rule:
+            check_value(opt, value, rule)
+
+
+def plain_name(option: str, value: str) -> None:
+    """A name that becomes a file name (``--name``): no folder separators, no leading dot.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if value and (any(c in value for c in "/\\") or value.startswith(".") or value.strip() != value):
+        raise ConfigError(f"{option} must be a plain file name (no '/', no leading '.'), got {value!r}; "
+                          "use --out for a folder.")
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -120,6 +210,11 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, required: Ite
         hint, default = hints[f.name], _default(f)
         flags = [option_name(f.name), *f.metadata.get("aliases", ())]
         help_text = helps[f.name] or None
+        rule = {k: f.metadata[k] for k in RANGE_KEYS if k in f.metadata}
+        if help_text and rule:
+            bounds = [f"{op} {rule[k]}" for k, op in (("min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<"))
+                      if k in rule]
+            help_text = f"{help_text} [{', '.join(bounds)}]"
         kw: dict[str, Any] = {"dest": f.name, "help": help_text}
         if _is_str_tuple(hint):
             kw.update(action="append", default=None, metavar=f.name.upper())
@@ -195,13 +290,24 @@ def config_argv(cfg: Any, skip: Iterable[str] = ("command",)) -> list[str]:
     return argv
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type of ``--threads``: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def add_common_options(parser: argparse.ArgumentParser, augmentations: Sequence[str] = ()) -> None:
     """Options every ``lesion train`` command takes that are not part of a recipe's config.
 
     ``--threads N``: torch CPU threads (0 = torch's default). ``--no-aug [LIST]``: train without
     augmentation; with a comma list (``flips,cutout``), switch off only those of ``augmentations``.
     """
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--threads", type=_non_negative_int, default=0, help="torch CPU threads (0 = torch's default)")
     listed = f"; or a comma list of: {', '.join(augmentations)}" if augmentations else ""
     parser.add_argument("--no-aug", nargs="?", const=ALL, default="", metavar="LIST",
                         help=f"train without augmentation{listed}")

@@ -34,29 +34,32 @@ from lesion.data.spec import open_data
 from lesion.device import DEVICE_CHOICES, pick_device
 from lesion.errors import ConfigError, DataError
 from lesion.metrics import seg_metrics, summarize
-from lesion.paths import WEIGHTS_DIR
 from lesion.segment.models import ARCHS, SegModelConfig, SegModelSegmenter, cfg_to_card, create_seg_model
 from lesion.train.augment import seg_train_transform
 from lesion.train.common import Timer, cosine_schedule, make_optimizer, seed_everything, split_column_or_groups
 from lesion.train.loop import (
+    Destination,
     LoopConfig,
     Progress,
-    check_out,
     final_card,
+    check_paths,
     fit,
-    out_stem,
+    out_names_file,
+    plan_destination,
     run_command,
     run_provenance,
-    save_run,
     split_of_sets,
     training_section,
 )
 from lesion.train.losses import LOSSES, make_loss
 from lesion.train.options import (
+    OptionParser,
     add_common_options,
     add_config_options,
+    check_config,
     command_line,
     config_from_namespace,
+    plain_name,
 )
 from lesion.weights import LITE_MEAN, LITE_STD, load_strict
 from lesion.zoo import load_model, read_model_card
@@ -87,9 +90,10 @@ class SegTrainConfig:
         patience: epochs without val-IoU improvement before stopping (0 = never stop early).
         val_fraction: share of groups held out per stratum (data sets without a ``split`` column).
         external: folders evaluated after training, never trained on (e.g. PH2).
-        out: checkpoint stem (``weights/NAME``), or a folder for the default name
-            ``<domain>_<arch>_<encoder>``; empty = that name in the shipped weights folder.
-        runs_dir: where ``<name>/log.csv`` and the running best checkpoint go (empty = nowhere).
+        name: the checkpoint's name (default ``<domain>_<arch>_<encoder>``).
+        out: checkpoint stem (e.g. ``models/NAME``), or a folder for the name; empty = inside the run folder.
+        runs_dir: root of the run folders: each run writes ``<runs_dir>/seg/<name>-<UTC time>/`` (log.csv, the
+            running best and, without --out, the checkpoint); empty = no run folder (needs --out).
         seed: seed of the split, the init of the decoder and the augmentations.
         workers: DataLoader worker processes (0 = main process).
         max_images: keep at most this many images per data set (seeded sample; 0 = all), for quick runs.
@@ -103,7 +107,7 @@ class SegTrainConfig:
         augment: augmentation strength (0 = none, 1 = default recipe).
         warmup_epochs: epochs of linear learning-rate warm-up.
         ema_decay: EMA of the weights (0 = off; 0.99-0.999 typical); the EMA is validated and saved.
-        overwrite: replace an existing checkpoint of the same name.
+        overwrite: replace an existing checkpoint at --out (never a shipped one in lesion-lab's weights/).
         command: the command line, recorded in the card.
     """
 
@@ -112,31 +116,40 @@ class SegTrainConfig:
     encoder: str = "tu-efficientnet_lite0"
     init: str = field(default="imagenet-lite-port", metadata={"choices": ("imagenet-lite-port", "random")})
     init_from: str = ""
-    encoder_depth: int = 5
-    size: int = 256
+    encoder_depth: int = field(default=5, metadata={"min": 1, "max": 5})
+    size: int = field(default=256, metadata={"min": 1})
     loss: str = field(default="bce_jaccard", metadata={"choices": tuple(LOSSES)})
     optimizer: str = field(default="adamw", metadata={"choices": ("adamw", "radam")})
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    epochs: int = 20
-    batch_size: int = 8
-    patience: int = 5
-    val_fraction: float = 0.15
+    lr: float = field(default=1e-3, metadata={"gt": 0})
+    weight_decay: float = field(default=1e-4, metadata={"min": 0})
+    epochs: int = field(default=20, metadata={"min": 1})
+    batch_size: int = field(default=8, metadata={"min": 1})
+    patience: int = field(default=5, metadata={"min": 0})
+    val_fraction: float = field(default=0.15, metadata={"gt": 0, "lt": 1})
     external: tuple[str, ...] = ()
+    name: str = ""
     out: str = ""
     runs_dir: str = "runs"
-    seed: int = 0
-    workers: int = 0
-    max_images: int = 0
-    samples_per_epoch: int = 0
-    monitor_images: int = 0
-    max_minutes: float = 0.0
+    seed: int = field(default=0, metadata={"min": 0})
+    workers: int = field(default=0, metadata={"min": 0})
+    max_images: int = field(default=0, metadata={"min": 0})
+    samples_per_epoch: int = field(default=0, metadata={"min": 0})
+    monitor_images: int = field(default=0, metadata={"min": 0})
+    max_minutes: float = field(default=0.0, metadata={"min": 0})
     device: str = field(default="auto", metadata={"choices": DEVICE_CHOICES})
-    augment: float = 1.0
-    warmup_epochs: float = 0.5
-    ema_decay: float = 0.0
+    augment: float = field(default=1.0, metadata={"min": 0})
+    warmup_epochs: float = field(default=0.5, metadata={"min": 0})
+    ema_decay: float = field(default=0.0, metadata={"min": 0, "lt": 1})
     overwrite: bool = False
     command: str = field(default="", compare=False, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        check_config(self)
+        plain_name("--name", self.name)
+        stride = 2 ** int(self.encoder_depth)
+        if self.size % stride:
+            raise ConfigError(f"--size must be a multiple of {stride} (2 ** --encoder-depth {self.encoder_depth}: "
+                              f"the encoder halves the image that often), got {self.size}.")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -317,17 +330,30 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
     """Train, validate, save the best epoch, and return its card.
 
     Args:
-        cfg: the run.
+        cfg: the run (its ranges are checked when it is made).
         progress: ``progress(steps_done, total_steps)`` over the whole run (:func:`lesion.train.loop.fit`).
         log: receives one line per event (data summary, each epoch, the saved files); default silent.
 
     Returns:
-        the card as written next to ``<out>.safetensors`` (with ``path``).
+        the card as written next to the checkpoint (with ``path``); by default the checkpoint is in the run's
+        own folder ``<runs_dir>/seg/<name>-<UTC time>/`` (:func:`lesion.train.loop.plan_destination`).
 
     Raises:
-        ConfigError: bad option, mixed domains, or an existing checkpoint without ``overwrite``.
-        DataError: a data set cannot be read or has no masks.
+        ConfigError: bad option, mixed domains, an existing checkpoint without ``overwrite``, or a shipped one;
+            all before any image is read.
+        DataError: a data set cannot be read, has no masks, or has fewer training images than one batch.
     """
+    reserved: list[Destination] = []
+    try:
+        return _train_segmentation(cfg, progress, log, reserved)
+    except BaseException:
+        for d in reserved:
+            d.discard_if_empty()
+        raise
+
+
+def _train_segmentation(cfg: SegTrainConfig, progress: Progress | None, log: Log | None,
+                        reserved: list[Destination]) -> ModelCard:
     import torch
 
     say = log or (lambda s: None)
@@ -335,6 +361,10 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
     if not cfg.data:
         raise ConfigError("Give at least one --data folder (or demo:derm / demo:cxr).")
     make_loss(cfg.loss)  # fail fast on a bad name, before minutes of preloading
+    if cfg.name or out_names_file(cfg.out):  # the destination does not depend on the data: check it first
+        reserved.append(plan_destination("seg", cfg.name or "model", cfg.out, cfg.runs_dir, cfg.overwrite))
+    else:
+        check_paths(cfg.out, cfg.runs_dir)  # the rest once the data's domain gives the default name
     seed_everything(cfg.seed)
 
     # ---- data
@@ -343,9 +373,11 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
     if len(domains) != 1:
         raise ConfigError(f"All --data sets must share one domain; got {', '.join(domains)}.")
     domain = domains[0]
-    stem = out_stem(cfg.out, f"{domain}_{cfg.arch}_{cfg.encoder.removeprefix('tu-')}", WEIGHTS_DIR)
-    name = stem.name
-    check_out(stem, cfg.overwrite)
+    if not reserved:
+        reserved.append(plan_destination("seg", f"{domain}_{cfg.arch}_{cfg.encoder.removeprefix('tu-')}",
+                                         cfg.out, cfg.runs_dir, cfg.overwrite))
+    dest = reserved[0]
+    name = dest.name or cfg.name or f"{domain}_{cfg.arch}_{cfg.encoder.removeprefix('tu-')}"
     model_cfg = SegModelConfig(arch=cfg.arch, encoder=cfg.encoder, size=cfg.size, init=cfg.init,
                                encoder_depth=cfg.encoder_depth, mean=LITE_MEAN, std=LITE_STD)
     model = create_seg_model(model_cfg)  # validates arch/encoder before the data is read
@@ -374,6 +406,11 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
         say(f"data: {ds.name}: {len(tr)} train / {len(va)} val images ({how})")
     if not train_recs or not val_recs:
         raise DataError(f"Need training and validation images with masks; got {len(train_recs)} / {len(val_recs)}.")
+    per_epoch = min(cfg.samples_per_epoch or len(train_recs), len(train_recs))
+    if per_epoch < cfg.batch_size:
+        raise DataError(f"--batch-size {cfg.batch_size} is larger than the {per_epoch} training images per epoch: "
+                        "the incomplete last batch is dropped, so no optimiser step would be taken and nothing "
+                        f"would be learnt. Use --batch-size {per_epoch} or less, or more images.")
     externals = [open_data(s) for s in cfg.external]
     for spec, ds in zip(cfg.external, externals):
         used.append((ds, EXTERNAL, {"source": spec, "n": sum(r.mask_path is not None for r in ds.records)}))
@@ -413,8 +450,7 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
     )
     result = fit(recipe, LoopConfig(epochs=cfg.epochs, monitor="val_iou", patience=cfg.patience,
                                     max_minutes=cfg.max_minutes, ema_decay=cfg.ema_decay),
-                 clock=clock, run_dir=Path(cfg.runs_dir) / name if cfg.runs_dir else None, card=base,
-                 progress=progress, log=say)
+                 clock=clock, run_dir=dest.run_dir, card=base, progress=progress, log=say)
 
     # ---- final metrics with the best weights, at native resolution
     seg = SegModelSegmenter(model, base, device=device)
@@ -430,9 +466,9 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
         block = native_metrics(seg, [r for r in ds.records if r.mask_path is not None])
         metrics += seg_metric_rows(block, ds.name, "external")
         say(f"external {ds.name}: IoU {block['iou']:.4f} Dice {block['dice']:.4f} (n={block['n']})")
-    card = save_run(model, stem, final_card(base, result, metrics, timer()), overwrite=cfg.overwrite)
+    card = dest.save(model, final_card(base, result, metrics, timer()), say)
     head = card.headline()
-    say(f"saved {stem}.safetensors (+ .json); val IoU {head.value:.4f}")
+    say(f"saved {card.path} (+ .json); val IoU {head.value:.4f}")
     return card
 
 
@@ -441,11 +477,10 @@ def train_segmentation(cfg: SegTrainConfig, progress: Progress | None = None, lo
 # ----------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """``lesion train seg`` options: one per :class:`SegTrainConfig` field, plus ``--threads`` and ``--no-aug``."""
-    p = argparse.ArgumentParser(prog="lesion train seg", description="Train a U-Net / LinkNet segmentation model.")
+    p = OptionParser(prog="lesion train seg", description="Train a U-Net / LinkNet segmentation model.")
     add_config_options(p, SegTrainConfig, required=("data",))
     add_common_options(p)
-    # old spellings (before --out): --name NAME (in the weights folder) and --out-dir FOLDER
-    p.add_argument("--name", default="", help=argparse.SUPPRESS)
+    # old spelling (before --out): --out-dir FOLDER (the default name inside it)
     p.add_argument("--out-dir", default="", help=argparse.SUPPRESS)
     return p
 
@@ -454,8 +489,8 @@ def config_from_argv(argv: Sequence[str]) -> tuple[SegTrainConfig, int]:
     """``(config, torch threads)`` of a ``lesion train seg`` command line."""
     a = build_parser().parse_args(list(argv))
     out = a.out
-    if not out and (a.name or a.out_dir):
-        out = str(Path(a.out_dir or WEIGHTS_DIR) / a.name) if a.name else str(a.out_dir) + "/"
+    if not out and a.out_dir:
+        out = str(Path(a.out_dir) / a.name) if a.name else str(a.out_dir) + "/"
     cfg = config_from_namespace(SegTrainConfig, a, out=out, command=command_line("lesion train seg", argv, None),
                            **({"augment": 0.0} if a.no_aug else {}))
     return cfg, a.threads

@@ -57,7 +57,8 @@ def trained(tmp_path_factory):
     data = make_findings_folder(tmp_path_factory.mktemp("cxrdata") / "xr")
     out = tmp_path_factory.mktemp("cxr") / "cxr_tiny"
     card = train_cxr(CxrTrainConfig(data=(str(data),), labels="all", arch="resnet10t", size=48, epochs=6,
-                                    batch_size=8, lr=3e-3, patience=0, val_fraction=0.25, out=str(out)))
+                                    batch_size=8, lr=3e-3, patience=0, val_fraction=0.25, out=str(out),
+                                    runs_dir=str(out.parent / "runs")))
     return out, card
 
 
@@ -84,7 +85,7 @@ def test_trained_model_learns_each_finding_on_held_out_images(trained):
 
 def test_demo_xrays_train_end_to_end(tmp_path):
     card = train_cxr(CxrTrainConfig(data=("demo:cxr",), labels="merge", arch="resnet10t", size=32, epochs=1,
-                                    batch_size=8, out=str(tmp_path / "demo")))
+                                    batch_size=8, out=str(tmp_path / "demo"), runs_dir=""))
     assert card.classes[-1] == "Other"  # Cardiomegaly is one of seed 002's small classes
     assert {r["finding"]: r["becomes"] for r in card.extra["class_table"]}["Cardiomegaly"] == "merged into 'Other'"
 
@@ -105,14 +106,16 @@ def test_engine_predicts_independent_sigmoids(trained):
 
 
 def test_cli_bad_input(tmp_path, capsys):
-    assert cli(["train", "cxr", "--data", "demo:derm", "--epochs", "1", "--arch", "resnet10t", "--size", "32"]) == 2
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert cli(["train", "cxr", "--data", "demo:derm", "--epochs", "1", "--arch", "resnet10t", "--size", "32", *runs]) == 2
     assert "chest X-rays" in capsys.readouterr().err
-    assert cli(["train", "cxr", "--data", str(tmp_path / "missing"), "--epochs", "1"]) == 2
+    assert cli(["train", "cxr", "--data", str(tmp_path / "missing"), "--epochs", "1", *runs]) == 2
     assert "error" in capsys.readouterr().err
     existing = tmp_path / "m.json"
     existing.write_text("keep")
-    assert cli(["train", "cxr", "--data", "demo:cxr", "--out", str(tmp_path / "m"), "--epochs", "1"]) == 2
+    assert cli(["train", "cxr", "--data", "demo:cxr", "--out", str(tmp_path / "m"), "--epochs", "1", *runs]) == 2
     assert existing.read_text() == "keep"
+    assert not (tmp_path / "runs").exists()  # every refusal came before the run folder was kept
 
 
 def test_cli_options_match_the_other_trainers():
@@ -133,7 +136,8 @@ def test_seed002_recipe_trains_on_the_real_nih_sample(shared_data, tmp_path):
         pytest.skip("NIH_ChestXray14_mini is not in the shared data")
     torch.set_num_threads(1)
     card = train_cxr(CxrTrainConfig(data=(str(folder),), labels="merge", arch="densenet121", size=64, epochs=1,
-                                    batch_size=4, val_fraction=0.3, out=str(tmp_path / "nih_dn121")))
+                                    batch_size=4, val_fraction=0.3, out=str(tmp_path / "nih_dn121"),
+                                    runs_dir=str(tmp_path / "runs")))
     assert card.arch == "densenet121" and card.multilabel and card.classes[-1] == OTHER
     assert card.training.optimizer == "adam" and card.training.loss == "weighted_bce"
     model, card = load_model(str(tmp_path / "nih_dn121"), task="classification")

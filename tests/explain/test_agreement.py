@@ -142,3 +142,20 @@ def test_one_image_attention_is_the_attention_map_and_metadata_counts(tiny_model
     other = explain_image(model, card, image, {"age": 80.0, "sex": "male", "site": "face"}, mask, ())
     assert not np.allclose(one["logits"], other["logits"])
     assert other["heats"] == {} and other["heat"] is None and "agreement" not in other
+
+
+def test_empty_map_scores_as_empty():
+    """A blank or flat map has no region: agreement 0 (it used to score about 0.49 from its other parts)."""
+    from lesion.explain.agreement import agreement_score
+
+    lesion = np.zeros((32, 32), bool)
+    lesion[8:20, 8:20] = True
+    att = np.zeros((32, 32))
+    att[8:20, 8:20] = 1.0
+    for blank in (np.zeros((32, 32)), np.full((32, 32), 0.5)):
+        out = agreement_score(blank, attention=att, reference=lesion)
+        assert out["n_components"] == 0 and out["agreement"] == 0.0
+        assert out["overlap"] == 0.0 and out["cam_attention_iou"] == 0.0
+    focused = np.zeros((32, 32))
+    focused[10:18, 10:18] = 1.0
+    assert agreement_score(focused, attention=att, reference=lesion)["agreement"] > 0.5

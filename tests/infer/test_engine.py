@@ -109,3 +109,68 @@ def test_auto_batch_size_fills_a_forward_pass_per_device(members, dataset):
     auto = predict(members, dataset, tta="hflip", device="cpu")
     fixed = predict(members, dataset, tta="hflip", batch_size=3, device="cpu")
     np.testing.assert_allclose(auto.probs, fixed.probs, atol=1e-5)
+
+
+class _LogMean(torch.nn.Module):
+    """Logit = log(mean of the normalised image): NaN for every image darker than the normalisation mean."""
+
+    num_classes = 1
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return torch.log(x.mean(dim=(1, 2, 3)) * self.scale)[:, None]
+
+
+@pytest.fixture(scope="module")
+def dark_and_bright(tmp_path_factory) -> Dataset:
+    """5 images, 2 of them dark (mean below the card's 0.5 normalisation mean), 3 bright."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("dark")
+    recs = []
+    for i, level in enumerate([40, 200, 60, 220, 180]):
+        p = root / f"d{i}.png"
+        cv2.imwrite(str(p), np.full((32, 32, 3), level, np.uint8))
+        recs.append(Record(id=f"d{i}", image_path=p, diagnosis="nv"))
+    return Dataset("dark", "plain", "derm", root, recs, ("nv",))
+
+
+def test_nan_model_is_an_error_not_a_score(members, dataset, tmp_path):
+    from lesion.errors import LesionError, ModelOutputError
+    from lesion.infer.cache import cached_predict
+
+    torch.manual_seed(0)
+    nan_model = create_classifier(ClsModelConfig("resnet10t", num_classes=1)).eval()
+    with torch.no_grad():
+        for p in nan_model.parameters():
+            p.fill_(float("nan"))
+    pair = (nan_model, _card("broken", 32))
+    for run in (lambda: predict([members[0], pair], dataset, tta="hflip", device="cpu"),
+                lambda: predict_naive([pair], dataset, tta="none", device="cpu")):
+        with pytest.raises(ModelOutputError, match=r"'broken' output NaN or Inf for 5 of 5 images") as e:
+            run()
+        assert isinstance(e.value, LesionError)
+    with pytest.raises(ModelOutputError, match="broken"):
+        cached_predict([pair], dataset, tta="none", device="cpu", cache_root=tmp_path)
+    assert not list(tmp_path.rglob("*.npz"))  # nothing cached
+    with torch.no_grad():  # +Inf logits are refused too
+        inf_model = create_classifier(ClsModelConfig("resnet10t", num_classes=1)).eval()
+        inf_model.fc.bias.fill_(float("inf"))
+    with pytest.raises(ModelOutputError, match="5 of 5"):
+        predict([(inf_model, _card("inf", 32))], dataset, tta="none", device="cpu")
+
+
+def test_nan_on_some_images_counts_them(dark_and_bright):
+    from lesion.errors import ModelOutputError
+
+    pair = (_LogMean().eval(), _card("logmean", 32))
+    for run in (predict, predict_naive):
+        with pytest.raises(ModelOutputError, match=r"'logmean' output NaN or Inf for 2 of 5 images \(e\.g\. d0, d2\)"):
+            run([pair], dark_and_bright, tta="d4", device="cpu")
+    bright = Dataset("bright", "plain", "derm", dark_and_bright.root,
+                     [r for r in dark_and_bright.records if r.id in ("d1", "d3", "d4")], ("nv",))
+    res = predict([pair], bright, tta="d4", device="cpu")  # the same model scores finite images
+    assert np.isfinite(res.probs).all() and res.probs.shape == (3, 1)

@@ -198,3 +198,37 @@ def test_demo_derm_has_multi_view_lesions():
     assert cols[0] == "lesion_id" and "patient_id" in cols and "site" not in cols
     c = Cases.from_keys(case_keys(ds, "lesion_id"))
     assert c.multi.sum() >= 20
+
+
+def test_label_and_property_columns_are_never_case_ids():
+    """PH2 (issue 13): 200 images, one row each, with a diagnosis column whose few values repeat a lot; the
+    demo's age and the NIH follow-up number repeat too. None of them is a case id."""
+    dx = ["Common Nevus", "Atypical Nevus", "Melanoma", "Melanoma in situ", "Compound nevus", None]
+    recs = [_rec(i, histological_diagnosis=dx[i % 6], clinical_diagnosis=str(i % 3), colors=f"{i % 4} {i % 5}",
+                 dx=["mel", "nv", "bkl"][i % 3], age=float(20 + i % 7), follow_up=str(i % 4), label=str(i % 2))
+            for i in range(60)]
+    assert case_columns(recs) == []
+    recs = [_rec(i, histological_diagnosis=dx[i % 6], patient=f"P{i // 3}", case_no=f"C{i // 2}") for i in range(60)]
+    assert case_columns(recs) == ["patient", "case_no"]
+
+
+def test_is_label_column_and_is_id_column():
+    from lesion.infer.fusion import is_id_column, is_label_column
+
+    for c in ("diagnosis", "histological_diagnosis", "dx", "Label", "finding_labels", "sex", "site", "colors"):
+        assert is_label_column(c) and not is_id_column(c), c
+    for c in ("lesion_id", "patient_id", "Patient ID", "group", "case", "subject", "study_uid"):
+        assert is_id_column(c) and not is_label_column(c), c
+    assert not is_id_column("image_no") and not is_id_column("age")
+
+
+def test_too_few_multi_view_cases_give_no_auc_but_say_why():
+    keys = ["A", "A", "B", "B", "C", "C", "D", "D"]
+    p = [0.9, 0.7, 0.6, 0.8, 0.2, 0.4, 0.1, 0.3]
+    y = [1, 1, 1, 1, 0, 0, 0, 0]
+    rep = evaluate_fusion(p, y, keys, n_boot=0, methods=("mean",), min_cases=10)
+    assert rep.auc.empty and "Only 4 labelled multi-view cases (2 positive, 2 negative)" in rep.no_auc
+    assert rep.no_auc in rep.notes and len(rep.cases) == 4  # the fused scores are still there
+    assert not evaluate_fusion(p, y, keys, n_boot=0, methods=("mean",)).auc.empty  # min_cases=0: AUC as before
+    rep = evaluate_fusion(p, y, keys, n_boot=0, methods=("mean",), min_cases=4, min_per_class=3)
+    assert rep.auc.empty and "3 of each class" in rep.no_auc

@@ -66,11 +66,21 @@ def test_explain_shows_heatmaps_and_scores(run_page, with_weights):
     scores = [d.value for d in at.dataframe if "pointing_game" in d.value.columns][0]
     assert list(scores["map"]) == ["gradcam", "gradcam++", "eigencam", "attention"]
     assert scores["iou"].between(0, 1).all()
-    at.button(key="explain_run_all").click().run()
+    at.button(key="explain_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     table = [d.value for d in at.dataframe if "agreement" in d.value.columns and "wrong" in d.value.columns][0]
     assert len(table) == 200 and table["agreement"].between(0, 1).all()
     assert any("low agreement" in m.label for m in at.metric)
+    # the page says in words what the CI says about the hypothesis (issue 13: 0.259 [0.176, 0.348] went uncommented)
+    import re
+
+    from lesion.metrics import ci_verdict
+
+    ci = next(re.search(r"95% CI ([0-9.]+)–([0-9.]+)", c.value) for c in at.caption if "95% CI" in c.value)
+    word = ci_verdict(float(ci.group(1)), float(ci.group(2)))
+    said = " ".join(x.value for x in [*at.success, *at.warning, *at.info])
+    assert {"supports": "supports the hypothesis", "contradicts": "contradicts the hypothesis",
+            "inconclusive": "Inconclusive on this data"}[word] in said
 
 
 def test_review_table_filters_and_tags(run_page, with_weights, tmp_path, monkeypatch):

@@ -56,7 +56,9 @@ def test_tiny_classifier_learns_and_reloads(tmp_path: Path):
     assert card.preprocessing.size == 32 and card.split.method == "stratified_group_kfold" and card.split.fold == 0
     assert len(card.history) == 4 and all("val_auc" in h for h in card.history)
     assert card.extra["ema_decay"] == 0.9 and card.training.optimizer == "radam"
-    assert (tmp_path / "runs" / "blob_cls" / "log.csv").read_text().count("\n") == 5  # header + 4 epochs
+    run = Path(card.extra["run_dir"])  # the run's own folder, runs/cls/<name>-<UTC time>/
+    assert run.parent == tmp_path / "runs" / "cls" and run.name.startswith("blob_cls-20")
+    assert (run / "log.csv").read_text().count("\n") == 5  # header + 4 epochs
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["schema"] == 2 and card.licences and card.path == str(out.with_suffix(".safetensors"))
     assert [m for m in saved["metrics"] if m["name"] == "auc"][0]["value"] == auc.value
@@ -74,9 +76,9 @@ def test_tiny_classifier_learns_and_reloads(tmp_path: Path):
 def test_tiny_multitask_with_masks_runs(tmp_path: Path):
     ds = blob_dataset(tmp_path / "data", n=24)
     cfg = ClsTrainConfig(target="melanoma", model="multitask", arch="resnet10t", size=32, epochs=1, batch_size=8,
-                         augment=AugmentConfig(p=0.5), n_splits=3, loss="ohem", flood=0.01, device="cpu")
+                         augment=AugmentConfig(p=0.5), n_splits=3, loss="ohem", flood=0.01, device="cpu", runs_dir="")
     card = train_classifier(cfg, dataset=ds)
-    assert card.task == "multitask" and card.uses_metadata and card.path is None  # no --out: not saved
+    assert card.task == "multitask" and card.uses_metadata and card.path is None  # no --out, no run folder: not saved
     assert "val_mask_dice" in card.history[0]
     assert 0.0 <= card.history[0]["val_mask_dice"] <= 1.0
     assert card.metric("mask_dice").value == card.history[0]["val_mask_dice"]
@@ -105,7 +107,7 @@ def test_init_from_continues_a_checkpoint_at_a_larger_size_and_guards_the_split(
     ds = blob_dataset(tmp_path / "data")
     first = tmp_path / "w" / "first"
     base = dict(target="melanoma", arch="resnet10t", epochs=3, patience=0, batch_size=8, lr=3e-3, augment=NO_AUG,
-                n_splits=4, drop_rate=0.0, device="cpu")
+                n_splits=4, drop_rate=0.0, device="cpu", runs_dir=str(tmp_path / "runs"))
     card = train_classifier(ClsTrainConfig(**base, size=32, out=str(first)), dataset=ds)
     assert card.metric("auc").value > 0.9
     cont = ClsTrainConfig(**{**base, "epochs": 1, "lr": 1e-12}, size=48, init_from=str(first))

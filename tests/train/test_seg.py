@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,7 +83,10 @@ def test_card_log_and_files(trained):
     assert set(card.provenance.versions) >= {"python", "torch", "timm", "segmentation_models_pytorch"}
     assert card.provenance.device.startswith("CPU") and card.provenance.command.startswith("lesion train seg")
     assert card.training.loss == "bce_jaccard" and card.training.config["epochs"] == 4
-    with open(root / "runs" / "blob_unet" / "log.csv") as f:
+    run = Path(card.extra["run_dir"])  # the run's own folder: runs/seg/<name>-<UTC time>/
+    assert run.parent == root / "runs" / "seg" and run.name.startswith("blob_unet-20")
+    assert {p.name for p in run.iterdir()} == {"log.csv", "best.safetensors", "best.json"}
+    with open(run / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     # 16 train images // batch 4 = 4 steps per epoch, 4 epochs: progress counts 16 steps, one at a time
@@ -132,7 +136,8 @@ def test_init_from_continues_training_and_refuses_another_architecture(trained):
 def test_cli_reports_bad_options(tmp_path):
     from lesion.cli import main as lesion_main
 
-    assert lesion_main(["train", "seg", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+    assert lesion_main(["train", "seg", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"),
+                       "--runs-dir", str(tmp_path / "runs")]) == 2
     with pytest.raises(SystemExit):
         main(["--data", "x", "--loss", "nope"])
 
