@@ -89,8 +89,8 @@ def cache_folder(fingerprint: str, root: str | Path | None = None) -> Path:
     return d
 
 
-def _read_entry(f: Path, ids: list[str]) -> np.ndarray | None:
-    """The probabilities of one cache file, None when it holds another id list.
+def _read_entry(f: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``(probabilities, view spread or None)`` of one cache file, None when it holds another id list.
 
     Raises:
         ValueError: the file is truncated, corrupt or holds no finite ``[N, K]`` probabilities.
@@ -98,21 +98,25 @@ def _read_entry(f: Path, ids: list[str]) -> np.ndarray | None:
     try:
         with np.load(f, allow_pickle=False) as z:
             cached_ids, probs = list(z["ids"]), np.asarray(z["probs"])
+            view_std = np.asarray(z["view_std"]) if "view_std" in z.files else None
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(str(e) or type(e).__name__) from e
     if cached_ids != ids:
         return None
     if probs.ndim != 2 or probs.shape[0] != len(ids) or not np.isfinite(probs).all():
         raise ValueError(f"probabilities of shape {probs.shape} for {len(ids)} images, or not finite")
-    return probs
+    if view_std is not None and view_std.shape != probs.shape:
+        view_std = None
+    return probs, view_std
 
 
-def _write_entry(f: Path, probs: np.ndarray, ids: list[str]) -> None:
+def _write_entry(f: Path, probs: np.ndarray, ids: list[str], view_std: np.ndarray | None = None) -> None:
     """Write one cache file atomically (temporary file in the same folder + rename)."""
     tmp = f.with_name(f".{f.stem}.{os.getpid()}.tmp")
+    extra = {} if view_std is None else {"view_std": view_std}
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, probs=probs, ids=np.asarray(ids))
+            np.savez(fh, probs=probs, ids=np.asarray(ids), **extra)
         os.replace(tmp, f)
     finally:
         tmp.unlink(missing_ok=True)
@@ -161,6 +165,7 @@ def cached_predict(
     data_key = data_identity(dataset)
     ids = [r.id for r in dataset.records]
     member_probs: dict[str, np.ndarray] = {}
+    view_std: dict[str, np.ndarray | None] = {}
     todo, notes, device_used = [], [], "cache"
     keys = {}
     for (model, card), m in zip(models, members):
@@ -168,14 +173,14 @@ def cached_predict(
         f = folder / f"{key}.npz"
         if f.is_file() and not refresh:
             try:
-                probs = _read_entry(f, ids)
+                entry = _read_entry(f, ids)
             except ValueError as e:
-                probs = None
+                entry = None
                 note = f"{m.name}: cache file {f.name} is truncated or corrupt ({e}); recomputing it."
                 notes.append(note)
                 warn(note)
-            if probs is not None:
-                member_probs[m.name] = probs
+            if entry is not None:
+                member_probs[m.name], view_std[m.name] = entry
                 notes.append(f"{m.name}: from cache")
                 continue
         todo.append(((model, card.replace(name=m.name)), m.name))
@@ -185,8 +190,9 @@ def cached_predict(
         device_used = res.device
         for _, name in todo:
             p = res.member_probs[name]
-            _write_entry(folder / f"{keys[name]}.npz", p, ids)
-            member_probs[name] = p
+            v = res.view_std.get(name) if res.view_std else None
+            _write_entry(folder / f"{keys[name]}.npz", p, ids, v)
+            member_probs[name], view_std[name] = p, v
     elif progress is not None:
         progress(len(ids), len(ids))
     ordered = [member_probs[m.name] for m in members]
@@ -194,8 +200,11 @@ def cached_predict(
     probs = merge_members(ordered, merge, ml) if len(ordered) > 1 else ordered[0]
     classes = members[0].card.classes or tuple(f"class{j}" for j in range(probs.shape[1]))
     ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(ids))
+    spreads = [view_std.get(m.name) for m in members]
     return PredictionResult(probs, {m.name: member_probs[m.name] for m in members}, ids, classes, device_used, ms,
-                            tta, merge, tta_merge, notes)
+                            tta, merge, tta_merge, notes,
+                            view_std=None if any(v is None for v in spreads) else
+                            {m.name: v for m, v in zip(members, spreads)})
 
 
 # ----------------------------------------------------------------------------------------------------------

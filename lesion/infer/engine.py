@@ -32,7 +32,7 @@ from lesion.classify.models import normalize, prepare_image
 from lesion.data.io import read_image
 from lesion.device import pick_device
 from lesion.errors import DataError, ModelOutputError
-from lesion.infer.ensemble import check_merge, merge_logits, merge_members
+from lesion.infer.ensemble import activate, check_merge, merge_logits, merge_members
 from lesion.infer.tta import augment_views, n_views, tta_transforms, view_list
 
 Progress = Callable[[int, int], None]
@@ -50,6 +50,8 @@ class PredictionResult:
         device: where the models ran (``"cpu"`` / ``"cuda"``).
         ms_per_image: wall time per image for the whole ensemble with TTA, milliseconds.
         tta, merge, tta_merge: how the views and members were merged.
+        view_std: member name -> ``[N, K]`` standard deviation of the probabilities over the TTA views (zeros
+            without TTA); the uncertainty a single model shows when the image is flipped or rotated.
     """
 
     probs: np.ndarray
@@ -62,13 +64,38 @@ class PredictionResult:
     merge: str = "mean_prob"
     tta_merge: str = "mean_prob"
     notes: list[str] = field(default_factory=list)
+    view_std: dict[str, np.ndarray] | None = None
 
     def positive_scores(self) -> np.ndarray:
         """``[N]`` score of the positive class (binary head: the only column)."""
         return self.probs[:, -1] if self.probs.shape[1] == 1 else self.probs.max(axis=1)
 
+    def uncertainty(self, multilabel: bool = False) -> dict[str, np.ndarray]:
+        """Per image: ``tta_std`` (the members' mean spread of the positive score over TTA views; NaN when the
+        views were not kept, e.g. from an older cache), ``member_std`` (spread of the positive score over the
+        ensemble's members; 0 for one member) and ``entropy`` of the ensemble's mean probabilities (nats; binary
+        and multi-label heads: of each column's Bernoulli, averaged)."""
+        col = self.positive_column()
+        members = np.stack([p[:, col] for p in self.member_probs.values()])  # [M, N]
+        member_std = members.std(axis=0) if len(members) > 1 else np.zeros(members.shape[1])
+        if self.view_std is not None and len(self.view_std) == len(self.member_probs):
+            tta_std = np.mean([v[:, col] for v in self.view_std.values()], axis=0)
+        else:
+            tta_std = np.full(len(self.ids), np.nan)
+        p = np.clip(np.asarray(self.probs, np.float64), 1e-12, 1 - 1e-12)
+        if p.shape[1] == 1 or multilabel:
+            entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p)).mean(axis=1)
+        else:
+            entropy = -(p * np.log(p)).sum(axis=1)
+        return {"tta_std": tta_std, "member_std": member_std, "entropy": entropy}
+
+    def positive_column(self) -> int:
+        """The column :meth:`positive_scores` reads for binary heads (the only one), else the argmax's."""
+        return 0 if self.probs.shape[1] == 1 else int(np.argmax(self.probs.mean(axis=0)))
+
     def to_frame(self):
-        """One row per image: ``id``, ``p_<class>`` per class, and ``<member>:p_<class>`` per member."""
+        """One row per image: ``id``, ``p_<class>`` per class, ``<member>:p_<class>`` per member, and the
+        uncertainty columns ``tta_std``, ``member_std``, ``entropy`` (:meth:`uncertainty`)."""
         import pandas as pd
 
         df = pd.DataFrame({"id": self.ids})
@@ -77,6 +104,8 @@ class PredictionResult:
         for name, p in self.member_probs.items():
             for j, c in enumerate(self.classes):
                 df[f"{name}:p_{c}"] = p[:, j]
+        for k, v in self.uncertainty().items():
+            df[k] = v
         return df
 
 
@@ -199,12 +228,14 @@ def _finish(members, logits, items, tta, merge, tta_merge, device, t0) -> Predic
     for m in members:
         check_finite_logits(m.name, np.concatenate(logits[m.name], axis=1), ids)
     member_probs = {m.name: merge_logits(np.concatenate(logits[m.name], axis=1), tta_merge, ml) for m in members}
+    # spread over the TTA views of each member's probabilities (views on axis 0)
+    view_std = {m.name: activate(np.concatenate(logits[m.name], axis=1), ml).std(axis=0) for m in members}
     probs = (merge_members(list(member_probs.values()), merge, ml) if len(members) > 1
              else next(iter(member_probs.values())))
     k = probs.shape[1]
     ms = (time.perf_counter() - t0) * 1000.0 / len(items)
     return PredictionResult(probs, member_probs, ids, _classes(members, k), device, ms,
-                            tta, merge, tta_merge)
+                            tta, merge, tta_merge, view_std=view_std)
 
 
 #: Images per forward pass (views included) that suit each kind of device. Measured on 2 CPU threads with the

@@ -174,3 +174,36 @@ def test_nan_on_some_images_counts_them(dark_and_bright):
                      [r for r in dark_and_bright.records if r.id in ("d1", "d3", "d4")], ("nv",))
     res = predict([pair], bright, tta="d4", device="cpu")  # the same model scores finite images
     assert np.isfinite(res.probs).all() and res.probs.shape == (3, 1)
+
+
+def test_uncertainty_spread_over_views_and_members(members, dataset, tmp_path: Path):
+    """TTA spread is 0 without TTA and equals the views' std by hand with it; member spread is the members' std;
+    entropy is the Bernoulli entropy of the ensemble mean; the cache keeps the views' spread."""
+    from lesion.infer.cache import cached_predict
+    from lesion.infer.ensemble import activate
+    from lesion.infer.tta import view_list
+
+    plain = predict(members, dataset, tta="none", device="cpu").uncertainty()
+    assert np.allclose(plain["tta_std"], 0.0)
+    res = predict(members, dataset, tta="hflip", device="cpu")
+    u = res.uncertainty()
+    # by hand, member "a", first image: the two views' probabilities and their std
+    from lesion.classify.models import normalize, prepare_image
+    from lesion.data.io import read_image
+
+    model, card = members[0]
+    x = torch.from_numpy(normalize(prepare_image(read_image(dataset.records[0].image_path), card.preprocessing)[None],
+                                   card.preprocessing))
+    with torch.no_grad():
+        views = [float(activate(model(v).numpy())[0, 0]) for v in view_list(x, "hflip")]
+    assert res.view_std["a"][0, 0] == pytest.approx(np.std(views), abs=1e-6)
+    stack = np.stack([p[:, 0] for p in res.member_probs.values()])
+    assert np.allclose(u["member_std"], stack.std(axis=0)) and u["member_std"].max() > 0
+    p = res.probs[:, 0]
+    assert np.allclose(u["entropy"], -(p * np.log(p) + (1 - p) * np.log(1 - p)), atol=1e-9)
+    assert {"tta_std", "member_std", "entropy"} <= set(res.to_frame().columns)
+    first = cached_predict(members, dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+    again = cached_predict(members, dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+    assert all("from cache" in n for n in again.notes)
+    assert np.allclose(again.uncertainty()["tta_std"], first.uncertainty()["tta_std"])
+    assert np.allclose(again.uncertainty()["tta_std"], u["tta_std"], atol=1e-6)
