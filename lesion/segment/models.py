@@ -20,6 +20,7 @@ from lesion.card import ModelCard, Preprocessing
 from lesion.data.io import to_uint8_rgb
 from lesion.device import pick_device
 from lesion.errors import CheckpointError, ConfigError, LesionError, ModelOutputError, unknown_option
+from lesion.segment import medsam_encoder
 from lesion.weights import LITE_MEAN, LITE_STD, init_encoder_from_imagenet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,7 +52,7 @@ _HAS_DECODER_CHANNELS = {"unet", "unet_scse", "unetplusplus"}
 _DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 #: Initialisations a config may ask for.
-INITS = ("imagenet-lite-port", "random")
+INITS = ("imagenet-lite-port", "medsam", "random")
 
 #: Encoders with an offline ImageNet port (the rest start from random weights).
 PORTED_ENCODERS = ("tu-efficientnet_lite0", "tu-efficientnet_lite1", "tu-efficientnet_lite2")
@@ -100,6 +101,7 @@ def check_encoder(name: str) -> None:
     """Raise :class:`ConfigError` listing the options when ``name`` is not an smp or ``tu-`` timm encoder."""
     import segmentation_models_pytorch as smp
 
+    medsam_encoder.register()
     if name.startswith("tu-"):
         import timm
 
@@ -133,6 +135,12 @@ def create_seg_model(cfg: SegModelConfig, load_imagenet: bool = True) -> "torch.
     if not 1 <= cfg.encoder_depth <= 5:
         raise ConfigError(f"encoder_depth must be 1..5, got {cfg.encoder_depth}.")
     check_encoder(cfg.encoder)
+    if (cfg.init == "medsam") != (cfg.encoder == medsam_encoder.NAME) and cfg.init != "random":
+        raise ConfigError(f"init 'medsam' goes with encoder '{medsam_encoder.NAME}' (and that encoder with "
+                          "init 'medsam' or 'random').")
+    if cfg.encoder == medsam_encoder.NAME and (cfg.size != medsam_encoder.SIZE or cfg.encoder_depth != 3):
+        raise ConfigError(f"The {medsam_encoder.NAME} encoder needs size {medsam_encoder.SIZE} and encoder_depth 3 "
+                          f"(got size {cfg.size}, encoder_depth {cfg.encoder_depth}).")
     kwargs: dict[str, Any] = dict(
         encoder_name=cfg.encoder,
         encoder_weights=None,  # never a hub download; ImageNet comes from the offline port below
@@ -147,6 +155,8 @@ def create_seg_model(cfg: SegModelConfig, load_imagenet: bool = True) -> "torch.
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise ConfigError(f"Cannot build {cfg.arch} with encoder {cfg.encoder}: {e}") from e
     report: dict[str, Any] = {"init": "random"}
+    if cfg.init == "medsam" and load_imagenet:
+        report = medsam_encoder.load_medsam_encoder(model)
     if cfg.init == "imagenet-lite-port" and load_imagenet:
         if cfg.in_channels != 3:
             raise ConfigError("The ImageNet port needs in_channels=3 (use init='random' otherwise).")

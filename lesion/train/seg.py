@@ -114,7 +114,7 @@ class SegTrainConfig:
     data: tuple[str, ...]
     arch: str = field(default="unet", metadata={"choices": tuple(ARCHS)})
     encoder: str = "tu-efficientnet_lite0"
-    init: str = field(default="imagenet-lite-port", metadata={"choices": ("imagenet-lite-port", "random")})
+    init: str = field(default="imagenet-lite-port", metadata={"choices": ("imagenet-lite-port", "medsam", "random")})
     init_from: str = ""
     encoder_depth: int = field(default=5, metadata={"min": 1, "max": 5})
     size: int = field(default=256, metadata={"min": 1})
