@@ -34,6 +34,7 @@ from lesion.data.spec import open_data
 from lesion.device import DEVICE_CHOICES, pick_device
 from lesion.errors import ConfigError, DataError
 from lesion.metrics import seg_metrics, summarize
+from lesion.segment import medsam_encoder
 from lesion.segment.models import ARCHS, SegModelConfig, SegModelSegmenter, cfg_to_card, create_seg_model
 from lesion.train.augment import seg_train_transform
 from lesion.train.common import Timer, cosine_schedule, make_optimizer, seed_everything, split_column_or_groups
@@ -41,8 +42,8 @@ from lesion.train.loop import (
     Destination,
     LoopConfig,
     Progress,
-    final_card,
     check_paths,
+    final_card,
     fit,
     out_names_file,
     plan_destination,
@@ -378,8 +379,10 @@ def _train_segmentation(cfg: SegTrainConfig, progress: Progress | None, log: Log
                                          cfg.out, cfg.runs_dir, cfg.overwrite))
     dest = reserved[0]
     name = dest.name or cfg.name or f"{domain}_{cfg.arch}_{cfg.encoder.removeprefix('tu-')}"
+    # the encoder's own input scaling: EfficientNet-Lite's [-1, 1]; LiteMedSAM's TinyViT takes 0..1
+    mean, std = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if cfg.encoder == medsam_encoder.NAME else (LITE_MEAN, LITE_STD)
     model_cfg = SegModelConfig(arch=cfg.arch, encoder=cfg.encoder, size=cfg.size, init=cfg.init,
-                               encoder_depth=cfg.encoder_depth, mean=LITE_MEAN, std=LITE_STD)
+                               encoder_depth=cfg.encoder_depth, mean=mean, std=std)
     model = create_seg_model(model_cfg)  # validates arch/encoder before the data is read
     init_card = _init_from(model, cfg, say)
     train_recs: list = []
