@@ -44,7 +44,7 @@ from lesion.classify.models import normalize, prepare_image
 from lesion.data.spec import open_data
 from lesion.errors import CheckpointError, ConfigError, DataError, unknown_option
 from lesion.infer.engine import as_items
-from lesion.paths import file_digest
+from lesion.paths import atomic_target, file_digest
 from lesion.train.loop import check_file_target, library_versions, run_provenance
 from lesion.train.options import OptionParser, check_value, command_line
 from lesion.weights import card_json
@@ -372,10 +372,8 @@ def exported_card(source: ModelCard, out: Path, prep: Preprocessing, extra: Mapp
 
 def _write_card(onnx_path: Path, card: ModelCard) -> None:
     """Write the card beside ``onnx_path`` atomically (temporary sibling + rename)."""
-    target = card_path(onnx_path)
-    tmp = _tmp_sibling(target)
-    tmp.write_text(card_json(card.replace(path=None)))
-    os.replace(tmp, target)
+    with atomic_target(card_path(onnx_path)) as tmp:
+        tmp.write_text(card_json(card.replace(path=None)))
 
 
 def _check_against_torch(path: Path, head: Any, prep: Preprocessing, with_meta: bool) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """Where lesion-lab keeps generated and cached files (never inside a user's data folder)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 #: Folder of the shipped checkpoints and model cards (``$LESION_WEIGHTS_DIR`` points the app and the CLI at
 #: another folder of checkpoints, e.g. a lab's own models or a test's).
@@ -38,4 +41,22 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_target(target: str | Path) -> Iterator[Path]:
+    """A temporary sibling of ``target`` to write to; renamed onto ``target`` when the block succeeds, removed
+    when it fails. A kill at any moment leaves the old file or the new one, never half of one (same folder, so
+    the rename is atomic and never crosses devices)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 

@@ -21,7 +21,6 @@ import hashlib
 import importlib
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -31,7 +30,7 @@ import numpy as np
 from lesion.card import ModelCard
 from lesion.data.records import file_content_digest, file_version
 from lesion.errors import CheckpointError, ConfigError
-from lesion.paths import WEIGHTS_DIR
+from lesion.paths import WEIGHTS_DIR, atomic_target
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -266,14 +265,8 @@ def _stem(path: str | Path) -> Path:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``path`` through a temporary file in the same folder and a rename: a kill leaves old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_target(path) as tmp:
         tmp.write_bytes(data)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def card_json(card: ModelCard) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import time
 import warnings
 import zipfile
@@ -34,7 +33,7 @@ import numpy as np
 from lesion.card import ModelCard
 from lesion.infer.engine import PredictionResult, _members, predict
 from lesion.infer.ensemble import check_merge, merge_members
-from lesion.paths import cache_dir, dataset_cache_dir
+from lesion.paths import atomic_target, cache_dir, dataset_cache_dir
 
 CACHE_VERSION = 2
 PREDICTIONS = "cls_predictions"
@@ -112,14 +111,9 @@ def _read_entry(f: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray | None]
 
 def _write_entry(f: Path, probs: np.ndarray, ids: list[str], view_std: np.ndarray | None = None) -> None:
     """Write one cache file atomically (temporary file in the same folder + rename)."""
-    tmp = f.with_name(f".{f.stem}.{os.getpid()}.tmp")
     extra = {} if view_std is None else {"view_std": view_std}
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, probs=probs, ids=np.asarray(ids), **extra)
-        os.replace(tmp, f)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_target(f) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, probs=probs, ids=np.asarray(ids), **extra)
 
 
 def _warn(message: str) -> None:

@@ -14,9 +14,7 @@ Warnings (metadata missing, partial labels) go to stderr.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,6 +32,7 @@ from lesion.infer.engine import PredictionResult, predict
 from lesion.infer.ensemble import MERGE_MODES, check_merge
 from lesion.infer.tta import TTA_NAMES, tta_transforms
 from lesion.metrics import logits_auc, mean_auc, per_label_auc, roc_auc_ci
+from lesion.paths import atomic_target
 from lesion.zoo import CLASSIFIER_TASKS, load_model
 
 #: How an evaluation gets its predictions: ``predictor(members, dataset, tta=, merge=, batch_size=, device=,
@@ -87,8 +86,9 @@ def check_label_classes(dataset, target: str) -> None:
 
 
 def metadata_warnings(members: Sequence[tuple[Any, ModelCard]], records: Sequence[Any]) -> list[str]:
-    """Readable notes for metadata models when the data lacks age / sex / site."""
-    users = [c.name for m, c in members if as_classifier(m).uses_metadata]
+    """Readable notes for metadata models when the data lacks age / sex / site (a member without its model, e.g.
+    one served remotely, is judged by its card)."""
+    users = [c.name for m, c in members if (as_classifier(m).uses_metadata if m is not None else c.uses_metadata)]
     if not users:
         return []
     cov = metadata_coverage(records)
@@ -298,12 +298,5 @@ def check_args(a: argparse.Namespace) -> Path | None:
 
 def write_parquet(df, out: Path) -> None:
     """Write ``df`` to ``out`` through a temporary file: a failure or a kill never leaves half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_target(out) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
