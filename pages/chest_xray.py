@@ -23,8 +23,8 @@ require_domain(ds, "cxr", "This page works on chest X-rays; the data set in the 
 from lesion.classify.cxr import LabelSet, class_table, labels_for_model, view_warnings  # noqa: E402
 from lesion.explain.attention import heatmap_scores  # noqa: E402
 from lesion.explain.overlay import draw_outline, heatmap_overlay, overlay_mask  # noqa: E402
-from lesion.infer.cache import cached_predict  # noqa: E402
-from ui.classify import load_classifier_cached, run_gate  # noqa: E402
+from ui.classify import no_models_where, run_ensemble, run_gate  # noqa: E402
+from ui.compute import heatmaps_where, ran_on, require_compute  # noqa: E402
 from ui.cxr import (  # noqa: E402
     cxr_classifier_cards,
     finding_auc_table,
@@ -40,9 +40,11 @@ for note in list(ds.warnings) + view_warnings(ds.records):
     st.warning(note)
 
 # ------------------------------------------------------------------------------------------ model
+require_compute(finish_page)
 cards = cxr_classifier_cards()
 if not cards:
-    st.info("No chest X-ray classifier in `weights/`. Train one with `lesion train cxr …` (see the README).")
+    st.info(f"No chest X-ray classifier {no_models_where('cxr')}. Train one with `lesion train cxr …` (see the "
+            "README).")
     finish_page(stop=True)
 by_name = {c.name: c for c in cards}
 c1, c2 = st.columns([3, 1])
@@ -80,8 +82,7 @@ run_gate("cxr", "Run on the data set", "Predictions are cached per model, data s
 
 update, clear = st_progress("Predicting…")
 try:
-    model_card = load_classifier_cached(name)
-    result = cached_predict([model_card], ds, tta=tta, merge="mean_prob", progress=update)
+    result = run_ensemble(ds, [name], tta, "mean_prob", progress=update)
 except LesionError as e:
     clear()
     st.error(str(e))
@@ -97,7 +98,7 @@ keep_ids, on_what = subset_choice([card], ds, "cxr")
 y_all = y
 if y is not None:
     y = mask_labels(y, result.ids, keep_ids)
-st.caption(f"Ran on **{result.device}**, {result.ms_per_image:.1f} ms per image.")
+st.caption(f"Ran on **{ran_on(result.device)}**, {result.ms_per_image:.1f} ms per image.")
 
 preds = result.to_frame()[["id"] + [f"p_{c}" for c in classes]]
 if y is not None:
@@ -149,6 +150,7 @@ a.image(image, width="stretch", caption=f"{rec.id} · findings: {', '.join(rec.f
 try:
     heat = label_heat(name, str(rec.image_path), image, j, method)
     b.image(heatmap_overlay(image, heat), width="stretch", caption=f"{method} for '{finding}' (p={probs[pick, j]:.3f})")
+    b.caption(f"Heatmap computed on {heatmaps_where()}.")
 except LesionError as e:
     b.error(str(e))
     heat = None
@@ -160,7 +162,8 @@ if lungs:
         panel = overlay_mask(image, lung, color=(0, 200, 255), alpha=0.3)
         if truth is not None:
             panel = draw_outline(panel, truth, color=(255, 255, 0), box=False)
-        c.image(panel, width="stretch", caption=f"lung fields by {seg}" + (" · yellow: ground truth" if truth is not None else ""))
+        c.image(panel, width="stretch", caption=f"lung fields by {seg} (on this machine)"
+                + (" · yellow: ground truth" if truth is not None else ""))
         inside = heatmap_scores(heat, lung)["heat_inside"] if heat is not None and lung.any() else None
         if inside is not None and not np.isfinite(inside):  # an all-zero map: no heat anywhere to share out
             st.caption("The heatmap is all zero, so no share of it lies inside the predicted lung fields.")

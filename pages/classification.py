@@ -12,6 +12,7 @@ from lesion.infer.tta import TTA_NAMES
 from lesion.metrics import auc_table, calibration_table, curve_table, threshold_report
 from ui.charts import fit
 from ui.classify import checked_target, require_classifiers, run_ensemble, run_gate, threshold_control
+from ui.compute import ran_on, require_compute
 from ui.state import in_options, keep, kept_members, members_name, page_setup, require_dataset, set_kept, st_progress
 from ui.trust import default_models, mask_labels, model_label, show_model_notes, subset_choice
 
@@ -21,6 +22,7 @@ st.caption("Pick ensemble members, test-time augmentation and the merge rule; re
            "bootstrap 95% CIs, the confusion matrix at a threshold, calibration, and how correlated members are.")
 
 ds = require_dataset(finish_page, need_images=False)
+require_compute(finish_page)
 
 if ds.domain == "cxr":
     st.caption("Multi-label chest X-ray findings models are on the **Chest X-ray** page.")
@@ -49,7 +51,7 @@ except LesionError as e:
     st.error(str(e))
     finish_page(stop=True)
 clear()
-st.caption(f"Ran on **{result.device}**, {result.ms_per_image:.1f} ms per image for the whole ensemble × TTA "
+st.caption(f"Ran on **{ran_on(result.device)}**, {result.ms_per_image:.1f} ms per image for the whole ensemble × TTA "
            f"({'; '.join(result.notes) if result.notes else 'no cached members'}).")
 
 keep_ids, on_what = subset_choice([by_name[m] for m in members], ds, "cls")

@@ -17,6 +17,7 @@ from lesion.metrics import ci_verdict
 from lesion.review import wrong_predictions
 from ui.charts import fit
 from ui.classify import run_gate
+from ui.compute import heatmaps_where, needs_this_machine, require_compute
 from ui.explain import (
     agreement_table,
     class_options,
@@ -40,6 +41,7 @@ st.caption(
 )
 
 ds = require_dataset(finish_page)
+compute = require_compute(finish_page)
 
 choices = classifier_picker(ds.domain, key="explain")
 if not choices:
@@ -66,7 +68,11 @@ methods = st.multiselect(
 if "scorecam" in methods:
     st.warning("Score-CAM runs one forward pass per channel of the target layer (1280 for EfficientNet-Lite0): "
                "minutes per image on a CPU (bench/bench_cam.py), seconds on a GPU.")
-aug_smooth = st.checkbox("TTA-smoothed maps (flips × brightness, averaged)", key=keep("explain_smooth", False))
+aug_smooth = st.checkbox("TTA-smoothed maps (flips × brightness, averaged)", key=keep("explain_smooth", False),
+                         disabled=compute.remote)
+if compute.remote:
+    st.caption(needs_this_machine("TTA-smoothed maps") + " The model server computes plain maps.")
+    aug_smooth = False
 
 ids = [r.id for r in ds.records]
 wanted = st.session_state.get("explain_image_id")
@@ -91,6 +97,7 @@ except LesionError as e:
     finish_page(stop=True)
 
 probs = probabilities(res["logits"], card)
+st.caption(f"Maps and prediction computed on **{heatmaps_where(compute)}**.")
 st.markdown("**Prediction**: " + " · ".join(f"{c} {p:.3f}" for c, p in probs.items())
             + (f" · truth: {record.diagnosis}" if record.diagnosis else ""))
 
@@ -151,6 +158,7 @@ except LesionError as e:
     st.error(str(e))
     finish_page(stop=True)
 clear()
+st.caption(f"Maps of the data set computed on **{heatmaps_where(compute)}**.")
 keep_ids, on_what = subset_choice([card], ds, "explain")
 y = mask_labels(label_vector(ds.records, labels_target), list(table["id"]), keep_ids)
 wrong, labelled = wrong_predictions(table["class_index"], y)

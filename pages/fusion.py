@@ -24,6 +24,7 @@ require_domain(ds, "derm", "This page fuses dermoscopy classifiers over several 
 
 from lesion.infer.fusion import MIN_AUC_CASES, ONE_VIEW, Cases, case_columns, case_keys, is_label_column  # noqa: E402
 from ui.classify import checked_target, require_classifiers, run_gate  # noqa: E402
+from ui.compute import ran_on, require_compute  # noqa: E402
 from ui.fusion import fusion_roc_figure, run_fusion  # noqa: E402
 from ui.state import in_options, keep, kept_members  # noqa: E402
 from ui.trust import default_models, model_label, show_model_notes, subset_choice  # noqa: E402
@@ -75,6 +76,7 @@ if not ds.has_labels:
             "fit the stacker.")
 
 # ------------------------------------------------------------------ models
+require_compute(finish_page)
 cards = require_classifiers(ds.domain, finish_page)
 by_name = {c.name: c for c in cards}
 names = list(by_name)
@@ -99,7 +101,7 @@ except LesionError as e:
     st.error(str(e))
     finish_page(stop=True)
 clear()
-st.caption(f"Ran on **{result.device}**, {result.ms_per_image:.1f} ms per image "
+st.caption(f"Ran on **{ran_on(result.device)}**, {result.ms_per_image:.1f} ms per image "
            f"({'; '.join(result.notes) if result.notes else 'no cached models'}).")
 for note in report.notes:
     (st.warning if "disagree" in note or "skipped" in note else st.caption)(note)

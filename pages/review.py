@@ -25,6 +25,7 @@ from ui.explain import (
     try_load_classifier,
 )
 from ui.classify import classifier_cards, run_gate, threshold_control
+from ui.compute import heatmaps_where, ran_on, require_compute
 from ui.state import in_options, keep, kept_members, page_setup, require_dataset, read_sample, st_progress
 from ui.trust import default_models, mask_labels, model_label, show_model_notes, subset_choice
 
@@ -35,6 +36,7 @@ st.caption("Which cases does the ensemble get wrong, and did it look at the lesi
            "attention (the thresholded heatmap splits into several regions).")
 
 ds = require_dataset(finish_page, need_images=False)
+compute = require_compute(finish_page)
 choices = classifier_picker(ds.domain, key="review")
 if not choices:
     no_classifier_message(ds.domain)
@@ -82,6 +84,7 @@ except LesionError as e:
     st.error(str(e))
     finish_page(stop=True)
 clear()
+st.caption(f"Predictions ran on **{ran_on(result.device)}**; heatmaps computed on **{heatmaps_where(compute)}**.")
 
 keep_ids, on_what = subset_choice(cards, ds, "review", what="cases")
 y = mask_labels(label_vector(ds.records, target), result.ids, keep_ids)

@@ -16,6 +16,7 @@ from lesion.explain.cam import FAST_METHODS
 from lesion.explain.overlay import compare_panel
 from lesion.infer.tta import TTA_NAMES
 from ui.classify import classifier_cards
+from ui.compute import heatmaps_where, ran_on, require_compute
 from ui.explain import (
     class_options,
     classifier_picker,
@@ -39,6 +40,7 @@ st.caption("Analyse an image of your own. It is kept in a folder of this session
            "replaced by your next upload and deleted when the session ends.")
 
 ds = current_dataset()
+compute = require_compute(finish_page)
 c0, c00 = st.columns([1, 3])
 domain = c0.radio("Image type", list(DOMAINS), format_func=DOMAINS.get, horizontal=True,
                   key=keep("upload_domain", ds.domain if ds is not None else "derm", valid=in_options(list(DOMAINS))),
@@ -136,7 +138,8 @@ except LesionError as e:
 
 rows = [{"class": c, "ensemble": p, **{m: pred["members"][m][j] for m in pred["members"]}}
         for j, (c, p) in enumerate(zip(pred["classes"], pred["probs"]))]
-st.markdown(f"**Probabilities** ({len(members)} model(s) × TTA '{tta}', {pred['device']}, {pred['ms']:.0f} ms)"
+st.markdown(f"**Probabilities** ({len(members)} model(s) × TTA '{tta}', ran on {ran_on(pred['device'])}, "
+            f"{pred['ms']:.0f} ms)"
             + (" · **the image does not look like the models' domain (see above)**" if look else ""))
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
@@ -181,7 +184,8 @@ if res["attention"] is not None:
 cols = right.columns(len(panels))
 for col, (cap, img) in zip(cols, panels.items()):
     col.image(img, caption=cap, width="stretch")
-right.caption(f"Red outline + green box: the thresholded heatmap; cyan: the segmentation. The network view is "
+right.caption(f"Heatmap computed on {heatmaps_where(compute)}; segmentation on this machine. "
+              f"Red outline + green box: the thresholded heatmap; cyan: the segmentation. The network view is "
               f"the {'centre crop' if card.preprocessing.center_crop else 'whole image'} resized to "
               f"{card.preprocessing.size} px.")
 finish_page()

@@ -1,19 +1,25 @@
-"""Streamlit glue of the Classification page: cached model loads and ensemble predictions."""
+"""Streamlit glue of the model pages: cached model loads and ensemble predictions on the chosen backend (this
+machine's PyTorch through the disk cache, ONNX Runtime, or the model server; :func:`run_ensemble`)."""
 from __future__ import annotations
 
+import dataclasses
 import threading
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from lesion.card import ModelCard
+from lesion.classify.metadata import METADATA_KEYS, metadata_coverage
 from lesion.errors import DataError, LesionError
-from lesion.infer.cache import cached_predict
+from lesion.infer.cache import cached_predict, data_identity
 from lesion.infer.evaluate import metadata_warnings, resolve_target
 from lesion.metrics import sensitivity_threshold, youden_threshold
+from lesion.serving.backends import predict as backend_predict
 from lesion.weights import list_weights, weights_file_identity
 from lesion.zoo import CLASSIFIER_TASKS, load_model
-from ui.state import THRESHOLD_MODES, in_options, keep, kept, set_kept
+from ui.compute import served_card, served_cards
+from ui.state import THRESHOLD_MODES, current_compute, in_options, keep, kept, set_kept
 
 #: The cached classifiers are shared by every session of this server process: a Grad-CAM computation hooks
 #: the shared model (and an upload's prediction may move it to the GPU), so one at a time.
@@ -25,17 +31,33 @@ def is_findings_model(card: ModelCard) -> bool:
     return card.multilabel and len(card.classes) > 1
 
 
+def available_cards(domain: str | None = None) -> list[ModelCard]:
+    """The cards of the models the chosen Compute can run: ``weights/`` (or ``$LESION_WEIGHTS_DIR``) on this
+    machine, the server's cards (:meth:`RemoteClient.cards`) with the model server; of ``domain`` when given."""
+    cards = served_cards() if current_compute().remote else list_weights()
+    return [c for c in cards if domain is None or c.domain == domain]
+
+
 def classifier_cards(domain: str) -> list[ModelCard]:
-    """Shipped single-target classifier / multi-task cards of a domain (``weights/`` or ``$LESION_WEIGHTS_DIR``):
-    the models the Classification, Multi-view fusion, Explain, Failure review and Upload pages offer."""
-    return [c for c in list_weights(domain=domain) if c.task in CLASSIFIER_TASKS and not is_findings_model(c)]
+    """Single-target classifier / multi-task cards of a domain (shipped, or served by the chosen server): the
+    models the Classification, Multi-view fusion, Explain, Failure review and Upload pages offer."""
+    return [c for c in available_cards(domain) if c.task in CLASSIFIER_TASKS and not is_findings_model(c)]
+
+
+def no_models_where(domain: str) -> str:
+    """Where a page looked for models, for its 'no models' message."""
+    compute = current_compute()
+    if compute.remote:
+        served = ", ".join(c.name for c in served_cards()) or "nothing"
+        return f"on the model server at {compute.url} (it serves {served})"
+    return "in `weights/`"
 
 
 def require_classifiers(domain: str, finish_page) -> list[ModelCard]:
     """:func:`classifier_cards`, or a message (and the page stops) when the domain has none."""
     cards = classifier_cards(domain)
     if not cards:
-        st.info(f"No classifier checkpoints for the '{domain}' domain in `weights/`. Train one with "
+        st.info(f"No classifier checkpoints for the '{domain}' domain {no_models_where(domain)}. Train one with "
                 "`lesion train cls …` (see the README).")
         finish_page(stop=True)
     return cards
@@ -60,10 +82,76 @@ def _load_classifier(name_or_path: str, identity: tuple):
     return load_model(name_or_path, task=CLASSIFIER_TASKS)
 
 
+def member(ref: str) -> tuple[Any, ModelCard]:
+    """``(model, card)`` of one model on the chosen Compute: loaded here (PyTorch, ONNX Runtime), or ``(None, the
+    server's card)`` with the model server (nothing is loaded on this machine).
+
+    Raises:
+        CheckpointError / ServerError: one readable line.
+    """
+    if current_compute().remote:
+        return None, served_card(str(ref))
+    return load_classifier_cached(ref)
+
+
+def member_identity(ref: str) -> tuple:
+    """What changes when the weights of ``ref`` change: the local file's identity, or the served card's sha256."""
+    if current_compute().remote:
+        return ("served", served_card(str(ref)).sha256)
+    return weights_file_identity(ref)
+
+
+#: Predictions of the ONNX Runtime and model-server backends kept per session (the PyTorch backend has the
+#: disk cache of :func:`lesion.infer.cache.cached_predict`, which stays PyTorch's).
+_RESULTS, _MAX_RESULTS = "_backend_results", 16
+
+
 def run_ensemble(ds, names: list[str], tta: str, merge: str, progress=None):
-    """Ensemble predictions over the data set; each member's output is cached on disk per data set."""
-    members = [load_classifier_cached(n) for n in names]
-    return cached_predict(members, ds, tta=tta, merge=merge, progress=progress)
+    """Ensemble predictions over the data set on the sidebar's Compute choice (:func:`lesion.serving.predict`).
+
+    PyTorch on this machine: each member's output is cached on disk per data set. ONNX Runtime and the model
+    server: the result is kept for the session under a key of backend, server address, token digest, data
+    content, models and their weights, TTA and merge, so one backend's numbers are never shown for another.
+    ``result.device`` says where the models ran (``cpu at http://host:port`` for a server).
+    """
+    compute = current_compute()
+    members = [member(n) for n in names]
+    if compute.kind == "torch":
+        return cached_predict(members, ds, tta=tta, merge=merge, progress=progress)
+    key = (compute.key(), data_identity(ds), tuple(map(str, names)), tuple(member_identity(n) for n in names),
+           tta, merge)
+    store: dict = st.session_state.setdefault(_RESULTS, {})
+    if key in store:
+        if progress is not None:
+            progress(len(ds), len(ds))
+        res = store[key]
+        return dataclasses.replace(res, notes=[f"kept from this session's earlier run on {compute.where()}"])
+    res = backend_predict(members, ds, tta=tta, merge=merge, progress=progress, backend=compute.kind,
+                          url=compute.url or None, token=compute.token)
+    while len(store) >= _MAX_RESULTS:
+        store.pop(next(iter(store)))
+    store[key] = res
+    return res
+
+
+def metadata_notes(members: list[tuple[Any, ModelCard]], records) -> list[str]:
+    """:func:`lesion.infer.evaluate.metadata_warnings`, from the cards alone when the models are on a server."""
+    if all(m is not None for m, _ in members):
+        return metadata_warnings(members, records)
+    users = [c.name for _, c in members if c.uses_metadata]
+    if not users:
+        return []
+    cov = metadata_coverage(records)
+    missing = [k for k in METADATA_KEYS if cov[k] == 0.0]
+    partial = [f"{k} ({cov[k]:.0%} known)" for k in METADATA_KEYS if 0.0 < cov[k] < 1.0]
+    notes = []
+    if missing:
+        notes.append(f"model(s) {', '.join(users)} use patient metadata (age, sex, site), but the data has no "
+                     f"{', '.join(missing)}; those inputs are set to 'unknown'. Expect a lower AUC than the card "
+                     "reports.")
+    if partial:
+        notes.append(f"metadata partly missing: {', '.join(partial)}; missing values count as 'unknown'.")
+    return notes
 
 
 def checked_target(members: list[str], records, finish_page, what: str = "member") -> str:
@@ -72,13 +160,13 @@ def checked_target(members: list[str], records, finish_page, what: str = "member
     if not members:
         st.warning(f"Choose at least one {what}.")
         finish_page(stop=True)
-    loaded = [load_classifier_cached(m) for m in members]
     try:
+        loaded = [member(m) for m in members]
         _, target = resolve_target([card for _, card in loaded], None)
     except LesionError as e:
         st.error(str(e))
         finish_page(stop=True)
-    for note in metadata_warnings(loaded, records):
+    for note in metadata_notes(loaded, records):
         st.warning(note)
     return target
 

@@ -12,13 +12,16 @@ import streamlit as st
 from lesion.card import ModelCard
 from lesion.explain.cam import label_heatmap
 from lesion.metrics import label_auc_table, label_curve_table
-from lesion.weights import list_weights, weights_file_identity
-from ui.classify import CAM_LOCK, load_classifier_cached
+from lesion.weights import list_weights
+from ui.classify import CAM_LOCK, available_cards, load_classifier_cached, member_identity
+from ui.compute import client, served_card
+from ui.state import current_compute
 
 
 def cxr_classifier_cards() -> list[ModelCard]:
-    """Chest X-ray classifier cards in ``weights/`` (multi-label findings or tuberculosis)."""
-    return [c for c in list_weights(domain="cxr") if c.task == "classification"]
+    """Chest X-ray classifier cards (multi-label findings or tuberculosis) in ``weights/``, or served by the
+    chosen model server."""
+    return [c for c in available_cards("cxr") if c.task == "classification"]
 
 
 def lung_segmenter_names() -> list[str]:
@@ -26,17 +29,31 @@ def lung_segmenter_names() -> list[str]:
 
 
 def label_heat(ref: str, image_key: str, _image: np.ndarray, class_index: int, method: str) -> np.ndarray:
-    """CAM of one finding over one radiograph (cached per model and its weights file's identity, image, finding
-    and method: a replaced checkpoint is recomputed)."""
-    return _label_heat(ref, weights_file_identity(ref), image_key, _image, class_index, method)
+    """CAM of one finding over one radiograph, on this machine or by the model server (cached per backend, model
+    and its weights' identity, image, finding and method: a replaced checkpoint is recomputed)."""
+    return _label_heat(current_compute().key(), ref, member_identity(ref), image_key, _image, class_index, method)
 
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=64)
-def _label_heat(ref: str, identity: tuple, image_key: str, _image: np.ndarray, class_index: int,
-                method: str) -> np.ndarray:
+def _label_heat(compute_key: tuple, ref: str, identity: tuple, image_key: str, _image: np.ndarray,
+                class_index: int, method: str) -> np.ndarray:
+    if compute_key[0] == "remote":
+        return remote_label_heat(ref, _image, class_index, method)
     model, card = load_classifier_cached(ref)
     with CAM_LOCK:
         return label_heatmap(model, card, _image, class_index, method)
+
+
+def remote_label_heat(name: str, image: np.ndarray, class_index: int, method: str) -> np.ndarray:
+    """:func:`lesion.explain.cam.label_heatmap` computed by the model server: the map at the network's view,
+    resized here to the radiograph (float32 ``[H, W]``). Raises ServerError (one line)."""
+    import cv2
+
+    card = served_card(name)
+    target = 1 if len(card.classes or ()) <= 1 else int(class_index)  # one-logit heads: the positive class
+    heat = client().explain(name, image, None, [method], target)["heats"][method]
+    h, w = image.shape[:2]
+    return cv2.resize(np.asarray(heat, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def finding_roc_figure(y: np.ndarray, probs: np.ndarray, classes: list[str]):

@@ -2,6 +2,7 @@
 data-set agreement runs, the tag store. Computation lives in ``lesion.explain`` and ``lesion.review``."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable
 
 import numpy as np
@@ -9,20 +10,30 @@ import streamlit as st
 
 from lesion.card import ModelCard
 from lesion.classify.metadata import METADATA_KEYS
+from lesion.classify.models import prepare_image
+from lesion.data.io import read_image, read_mask
 from lesion.errors import LesionError
-from lesion.explain.agreement import agreement_over_dataset, explain_image
-from lesion.infer.engine import predict
+from lesion.explain.agreement import agreement_over_dataset, agreement_score, explain_image
 from lesion.infer.ensemble import activate
 from lesion.review import TagStore
 from lesion.segment.otsu import otsu_segment
-from lesion.weights import list_weights, weights_file_identity
-from ui.classify import CAM_LOCK, classifier_cards, load_classifier_cached
+from lesion.serving.backends import predict as backend_predict
+from lesion.weights import list_weights
+from ui.classify import CAM_LOCK, classifier_cards, load_classifier_cached, member, member_identity
+from ui.compute import client, needs_this_machine, served_card, wire_meta
 from ui.segment import network_mask
-from ui.state import otsu_config
+from ui.state import current_compute, otsu_config
+
+#: The agreement parts :func:`lesion.explain.agreement.agreement_score` returns (one column each).
+AGREEMENT_COLUMNS = ["n_components", "compactness", "spread", "focus", "overlap", "cam_attention_iou",
+                     "cam_attention_corr", "agreement"]
 
 
 def classifier_picker(domain: str, key: str) -> dict[str, str]:
     """Shipped classifiers of ``domain`` plus any added by path in the sidebar. Returns display name -> path."""
+    if current_compute().remote:  # the server runs only the models it serves, named, never a path
+        st.sidebar.caption(needs_this_machine("Adding a classifier by path"))
+        return {c.name: c.name for c in classifier_cards(domain)}
     found = {c.name: c.path for c in classifier_cards(domain)}
     added: dict[str, str] = st.session_state.setdefault(f"explain_user_ckpts.{domain}", {})
     with st.sidebar.expander("Add a classifier by path"):
@@ -64,9 +75,10 @@ def class_options(card: ModelCard) -> dict[str, int]:
 
 
 def try_load_classifier(ref: str):
-    """``(model, card)`` or None after showing why it cannot be loaded."""
+    """``(model, card)`` or None after showing why it cannot be loaded (with the model server: ``(None, the served
+    card)``; nothing is loaded here)."""
     try:
-        return load_classifier_cached(ref)
+        return member(ref)
     except LesionError as e:
         st.error(str(e))
     except Exception as e:
@@ -83,17 +95,46 @@ def explain_image_cached(ref: str, image_key: str, _image: np.ndarray, _mask: np
     Returns dict: ``view`` (uint8 ``[S, S, 3]``), ``mask`` (bool or None), ``heats`` {method: ``[S, S]``},
     ``attention`` (``[S, S]`` or None), ``logits`` ``[K]`` and the agreement parts of the first method.
     """
-    return _explain_image_cached(ref, weights_file_identity(ref), image_key, _image, _mask, meta, methods,
-                                 class_index, aug_smooth, mask_key)
+    compute = current_compute()
+    return _explain_image_cached(compute.key(), ref, member_identity(ref), image_key, _image, _mask, meta, methods,
+                                 class_index, bool(aug_smooth) and not compute.remote, mask_key)
 
 
 @st.cache_data(show_spinner="Computing heatmaps…", max_entries=128)
-def _explain_image_cached(ref: str, identity: tuple, image_key: str, _image: np.ndarray, _mask: np.ndarray | None,
-                          meta: tuple, methods: tuple[str, ...], class_index: int, aug_smooth: bool,
-                          mask_key: str) -> dict:
+def _explain_image_cached(compute_key: tuple, ref: str, identity: tuple, image_key: str, _image: np.ndarray,
+                          _mask: np.ndarray | None, meta: tuple, methods: tuple[str, ...], class_index: int,
+                          aug_smooth: bool, mask_key: str) -> dict:
+    if compute_key[0] == "remote":
+        return explain_remote(ref, _image, _mask, dict(meta), methods, class_index)
     model, card = load_classifier_cached(ref)
     with CAM_LOCK:
         return explain_image(model, card, _image, dict(meta), _mask, methods, class_index, aug_smooth)
+
+
+def explain_remote(name: str, image: np.ndarray, mask: np.ndarray | None, meta: dict | None,
+                   methods: tuple[str, ...] | list[str], class_index: int | None, opening_radius: int = 3) -> dict:
+    """:func:`lesion.explain.agreement.explain_image`'s dict with the maps computed by the model server
+    (:meth:`RemoteClient.explain`): the network view and the reference are cut here with the served card's
+    preprocessing (the same crop and size as the server's), and the agreement is scored here on those maps.
+
+    Raises:
+        ServerError: the server is down, refuses the token or the request (one line).
+    """
+    card = served_card(name)
+    methods = list(methods)
+    out = client().explain(name, image, wire_meta(meta), methods or ["gradcam"], class_index)
+    if mask is None:
+        view, ref = prepare_image(image, card.preprocessing), None
+    else:
+        view, ref = prepare_image(image, card.preprocessing, mask)
+    heats = {m: np.asarray(out["heats"][m], np.float32) for m in methods}
+    att = out["attention"]
+    res = {"view": view, "mask": ref, "heats": heats, "heat": heats[methods[0]] if methods else None,
+           "attention": None if att is None else np.asarray(att, np.float32),
+           "logits": np.asarray(out["logits"], np.float64).ravel(), "class_index": int(out["class_index"])}
+    if methods:
+        res.update(agreement_score(res["heat"], res["attention"], ref, opening_radius))
+    return res
 
 
 def probabilities(logits: np.ndarray, card: ModelCard) -> dict[str, float]:
@@ -107,14 +148,46 @@ def agreement_table(ds, ref: str, method: str, progress: Callable[[int, int], No
                     radius: int = 3):
     """Agreement of every image for one model, CAM method and opening radius (the map of each image's predicted
     class), kept for the session per data set (Explain and Review share it)."""
-    key = (ds.fingerprint(), ref, weights_file_identity(ref), method, int(radius))
+    compute = current_compute()
+    key = (compute.key(), ds.fingerprint(), ref, member_identity(ref), method, int(radius))
     store = st.session_state.setdefault("_agreement_tables", {})
     if key not in store:
-        model, card = load_classifier_cached(ref)
-        with CAM_LOCK:
-            store[key] = agreement_over_dataset(model, card, ds.records, method=method, progress=progress,
-                                                opening_radius=int(radius))
+        if compute.remote:
+            store[key] = remote_agreement(ds.records, ref, method, progress, int(radius))
+        else:
+            model, card = load_classifier_cached(ref)
+            with CAM_LOCK:
+                store[key] = agreement_over_dataset(model, card, ds.records, method=method, progress=progress,
+                                                    opening_radius=int(radius))
     return store[key]
+
+
+def remote_agreement(records, name: str, method: str, progress: Callable[[int, int], None] | None = None,
+                     radius: int = 3):
+    """:func:`lesion.explain.agreement.agreement_over_dataset` with each image's map computed by the model server
+    (one request per image; the masks, when present, are the references). Same columns; an unreadable image
+    gets NaN and its ``error``.
+
+    Raises:
+        ServerError: the server is down or refuses a request.
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    total = len(records)
+    for i, r in enumerate(records):
+        try:
+            image = read_image(r.image_path)
+            mask = read_mask(r.mask_path, image.shape[:2]) if r.mask_path else None
+        except LesionError as e:
+            rows.append({"id": r.id, "error": str(e), **{c: float("nan") for c in AGREEMENT_COLUMNS}})
+        else:
+            o = explain_remote(name, image, mask, dict(r.meta or {}), (method,), None, radius)
+            rows.append({"id": r.id, "logit": float(o["logits"].max()), "class_index": o["class_index"],
+                         **{c: o[c] for c in AGREEMENT_COLUMNS}, "error": None})
+        if progress is not None:
+            progress(i + 1, total)
+    return pd.DataFrame(rows)
 
 
 def segmentation_choices(domain: str) -> list[str]:
@@ -134,16 +207,19 @@ def predict_upload(refs: tuple[str, ...], image_key: str, _image: np.ndarray, me
     """Ensemble probabilities of one uploaded image with the patient's metadata (``lesion.infer.engine.predict``
     with TTA), straight from memory: nothing is written to disk. Cached per models (and their weights files'
     identity: a replaced checkpoint is recomputed), image, metadata, TTA and merge."""
-    identities = tuple(weights_file_identity(r) for r in refs)
-    return _predict_upload(tuple(refs), identities, image_key, _image, meta, tta, merge)
+    compute = current_compute()
+    identities = tuple(member_identity(r) for r in refs)
+    return _predict_upload(compute.key(), tuple(refs), identities, image_key, _image, meta, tta, merge)
 
 
 @st.cache_data(show_spinner="Predicting…", max_entries=64)
-def _predict_upload(refs: tuple[str, ...], identities: tuple, image_key: str, _image: np.ndarray, meta: tuple,
-                    tta: str, merge: str) -> dict[str, Any]:
-    members = [load_classifier_cached(r) for r in refs]
-    with CAM_LOCK:
-        res = predict(members, [(_image, dict(meta))], tta=tta, merge=merge)
+def _predict_upload(compute_key: tuple, refs: tuple[str, ...], identities: tuple, image_key: str,
+                    _image: np.ndarray, meta: tuple, tta: str, merge: str) -> dict[str, Any]:
+    compute = current_compute()  # the one compute_key names (this session's choice)
+    members = [member(r) for r in refs]
+    with CAM_LOCK if compute.kind == "torch" else nullcontext():  # the engine may move a shared model to the GPU
+        res = backend_predict(members, [(_image, dict(meta))], tta=tta, merge=merge, backend=compute.kind,
+                              url=compute.url or None, token=compute.token)
     return {"classes": list(res.classes), "probs": res.probs[0].tolist(),
             "members": {k: v[0].tolist() for k, v in res.member_probs.items()},
             "device": res.device, "ms": res.ms_per_image}

@@ -1,8 +1,10 @@
-"""Cached loaders and the shared sidebar (data-set picker, device)."""
+"""Cached loaders and the shared sidebar (data-set picker, where the models run, device)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 from typing import Any, Callable, Sequence
 
 import streamlit as st
@@ -15,12 +17,19 @@ from lesion.data.spec import DEMO_SOURCES, open_data  # noqa: E402
 from lesion.device import describe_device_quick  # noqa: E402
 from lesion.errors import LesionError  # noqa: E402
 from lesion.segment.otsu import preset  # noqa: E402
+from lesion.serving.client import RemoteClient, ServerError  # noqa: E402
 
 SOURCE_KEY = "dataset_source"
 DEMO_KIND, FOLDER_KIND = "Built-in demo (synthetic)", "Folder on this machine"
 #: Decision-threshold rules (kept setting ``thr_mode``), shared by the Classification and Failure review pages.
 THRESHOLD_MODES = {"youden": "Youden (best sensitivity + specificity)", "sensitivity": "chosen sensitivity",
                    "fixed": "fixed value"}
+#: Where the models run (the sidebar's Compute choice, kept setting ``compute_kind``).
+COMPUTE_KINDS = {"torch": "this machine", "onnx": "this machine, ONNX Runtime (CPU)", "remote": "model server"}
+BACKEND_ENV, TOKEN_ENV = "LESION_BACKEND", "LESION_SERVE_TOKEN"
+DEFAULT_URL = "http://127.0.0.1:8000"
+HEALTH_TTL_S, HEALTH_TIMEOUT_S = 5, 3.0
+_URL = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})/?$")
 
 
 # ------------------------------------------------------------------------------------------------ kept settings
@@ -170,6 +179,138 @@ def dataset_sidebar() -> str:
     return source
 
 
+# ------------------------------------------------------------------------------------------ where the models run
+def backend_from_env(value: str | None = None) -> tuple[str, str, str | None]:
+    """``(kind, url, note)`` of ``$LESION_BACKEND``: unset / ``local`` = this machine (PyTorch), ``onnx`` = ONNX
+    Runtime on this machine, ``http(s)://host:port`` = that model server; anything else falls back to this
+    machine with a one-line ``note``."""
+    v = (os.environ.get(BACKEND_ENV, "") if value is None else value).strip()
+    if v.lower() in ("", "local", "torch"):
+        return "torch", "", None
+    if v.lower() == "onnx":
+        return "onnx", "", None
+    if v.lower().startswith(("http://", "https://")):
+        return "remote", v, None
+    return "torch", "", (f"{BACKEND_ENV}='{v}' is none of local, onnx or a server URL (http://host:port): "
+                         "the models run on this machine.")
+
+
+def check_server_url(url: str) -> str | None:
+    """None for an ``http(s)://host:port`` address, else one line saying what is wrong with it."""
+    m = _URL.match(url or "")
+    if not m:
+        return (f"'{url}' is not a server address: write http://host:port (e.g. {DEFAULT_URL}), without a path."
+                if url else f"Enter the model server's address (e.g. {DEFAULT_URL}).")
+    if not 1 <= int(m.group(2)) <= 65535:
+        return f"Port {m.group(2)} of '{url}' is not 1..65535."
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Compute:
+    """Where the model pages run their models: ``kind`` torch (this process), onnx (ONNX Runtime, this machine's
+    CPU) or remote (the ``lesion serve`` server at ``url``, sending ``token``)."""
+
+    kind: str = "torch"
+    url: str = ""
+    token: str | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def remote(self) -> bool:
+        return self.kind == "remote"
+
+    def key(self) -> tuple[str, str, str]:
+        """Part of every cache key of results: backend, server address and a digest of the token (so results of
+        one backend, server or token are never shown for another)."""
+        digest = hashlib.sha256(self.token.encode()).hexdigest()[:16] if self.token else ""
+        return self.kind, self.url if self.remote else "", digest if self.remote else ""
+
+    def where(self) -> str:
+        """Words for captions: where the models run."""
+        if self.remote:
+            return f"the model server at {self.url}"
+        return "this machine (ONNX Runtime, CPU)" if self.kind == "onnx" else "this machine (PyTorch)"
+
+
+def current_compute() -> Compute:
+    """The session's Compute choice (the sidebar's; ``$LESION_BACKEND`` until one is made). The token is the
+    sidebar's, else ``$LESION_SERVE_TOKEN`` of the machine running the dashboard."""
+    env_kind, env_url, _ = backend_from_env()
+    kind = kept("compute_kind", env_kind)
+    if kind not in COMPUTE_KINDS:
+        kind = "torch"
+    if kind != "remote":
+        return Compute(kind)
+    url = str(kept("compute_url", env_url or DEFAULT_URL) or "").strip().rstrip("/")
+    token = str(kept("compute_token", "") or "").strip() or os.environ.get(TOKEN_ENV) or None
+    return Compute("remote", url, token)
+
+
+def server_problem(err: ServerError, url: str) -> str:
+    """One line for a server that is down, refuses the token or answers with an error."""
+    if err.refused_token:
+        return (f"The model server at {url} refused the token: enter its LESION_SERVE_TOKEN in the sidebar (or set "
+                "LESION_SERVE_TOKEN where the dashboard runs), or choose 'this machine'.")
+    if err.status is None:
+        return (f"{err} Start it (`lesion serve --models …`), correct the address, or choose 'this machine' in the "
+                "sidebar.")
+    return f"The model server at {url} answered with an error: {err}"
+
+
+@st.cache_data(ttl=HEALTH_TTL_S, show_spinner=False, max_entries=16)
+def server_status(url: str, token: str | None) -> dict[str, Any]:
+    """Health of the model server (cached a few seconds): ``ok``, ``message`` (one line when not ok), ``device``,
+    ``models`` and ``cards`` (the served models' cards, as dicts)."""
+    problem = check_server_url(url)
+    if problem:
+        return {"ok": False, "message": problem, "device": None, "models": [], "cards": []}
+    client = RemoteClient(url, token, timeout=HEALTH_TIMEOUT_S)
+    try:
+        health = client.health()
+        cards = [c.to_dict() for c in client.cards()]
+    except ServerError as e:
+        return {"ok": False, "message": server_problem(e, url), "device": None, "models": [], "cards": []}
+    except (ValueError, KeyError, TypeError) as e:  # an answer that is not a lesion server's
+        return {"ok": False, "message": f"{url} does not answer like a lesion-lab model server ({e}).",
+                "device": None, "models": [], "cards": []}
+    return {"ok": True, "message": "", "device": str(health.get("device", "?")),
+            "models": sorted(health.get("models", [])), "cards": cards}
+
+
+def compute_status(compute: Compute | None = None) -> dict[str, Any] | None:
+    """:func:`server_status` of the chosen server; None when the models run on this machine."""
+    compute = compute or current_compute()
+    return server_status(compute.url, compute.token) if compute.remote else None
+
+
+def compute_sidebar() -> Compute:
+    """Sidebar choice of where the models run (kept for the session): this machine (PyTorch or ONNX Runtime) or a
+    model server, with its address, token and health (device, models) or the one line saying what is wrong."""
+    sb = st.sidebar
+    sb.markdown("### Compute")
+    env_kind, env_url, note = backend_from_env()
+    kind = sb.radio("Where the models run", list(COMPUTE_KINDS), format_func=COMPUTE_KINDS.get,
+                    key=keep("compute_kind", env_kind, valid=in_options(list(COMPUTE_KINDS), "torch")),
+                    help=f"Default from {BACKEND_ENV} (local, onnx or http://host:port). A model server is a "
+                         "`lesion serve` application, e.g. on a GPU machine; segmentation always runs here.")
+    if note:
+        sb.caption(note)
+    if kind == "remote":
+        sb.text_input("Server URL", key=keep("compute_url", env_url or DEFAULT_URL), placeholder=DEFAULT_URL,
+                      help="http://host:port of `lesion serve`.")
+        sb.text_input("Token", type="password", key=keep("compute_token", ""),
+                      help=f"The server's {TOKEN_ENV}; blank: {TOKEN_ENV} of the machine running the dashboard.")
+        compute = current_compute()
+        status = compute_status(compute)
+        if status["ok"]:
+            models = status["models"]
+            sb.success(f"Server up at {compute.url}: models run on **{status['device']}** · {len(models)} model(s): "
+                       + ", ".join(models), icon=":material/dns:")
+        else:
+            sb.error(status["message"], icon=":material/cloud_off:")
+    return current_compute()
+
+
 def settings_summary() -> str:
     """One markdown line per shared setting in use (data set, models, threshold, Otsu), for the sidebar."""
     source = st.session_state.get(SOURCE_KEY, "demo:derm")
@@ -187,6 +328,7 @@ def settings_summary() -> str:
     mode, used = kept("thr_mode"), kept("thr_used")
     if mode:
         lines.append(f"Threshold: {THRESHOLD_MODES.get(mode, mode)}" + (f" = {used:.3f}" if used is not None else ""))
+    lines.append(f"Compute: {current_compute().where()}")
     changed = otsu_changes(domain)
     lines.append("Otsu: " + (f"{len(changed)} setting(s) changed ({', '.join(changed)})" if changed else "preset"))
     return "  \n".join(lines)
@@ -200,6 +342,7 @@ def page_setup() -> Callable[[], None]:
     imports torch (seconds), which must not delay the page's content.
     """
     dataset_sidebar()
+    compute_sidebar()
     summary = st.sidebar.empty()
     slot = st.sidebar.empty()
 
@@ -208,7 +351,16 @@ def page_setup() -> Callable[[], None]:
         with summary.container():
             st.markdown("**Settings in use** (kept across pages)")
             st.caption(settings_summary())
-        slot.caption(f"Compute device: **{device_label()}**")
+        compute = current_compute()
+        if compute.remote:
+            status = compute_status(compute) or {}
+            slot.caption(f"Models run on the server at **{compute.url}** ({status.get('device') or 'unreachable'}); "
+                         f"this machine: {device_label()}")
+        elif compute.kind == "onnx":
+            slot.caption(f"Models run on this machine's CPU with ONNX Runtime (heatmaps: PyTorch on "
+                         f"**{device_label()}**)")
+        else:
+            slot.caption(f"Compute device: **{device_label()}**")
         if stop:
             st.stop()
 

@@ -18,14 +18,27 @@ import numpy as np
 
 from lesion.card import ModelCard
 from lesion.errors import LesionError
-from lesion.infer.engine import PredictionResult, as_items
+from lesion.infer.results import PredictionResult, as_items
 from lesion.serving.protocol import MAX_IMAGES, decode_array, encode_image, predict_request
 
 Progress = Callable[[int, int], None]
 
 
 class ServerError(LesionError):
-    """The model server could not be reached, refused the request, or answered with an error."""
+    """The model server could not be reached, refused the request, or answered with an error.
+
+    ``status`` is the HTTP status of an answer with an error (401: the token was refused), None when the server
+    could not be reached at all.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def refused_token(self) -> bool:
+        """True when the server answered 401: a missing or wrong ``LESION_SERVE_TOKEN``."""
+        return self.status == 401
 
 
 class RemoteClient:
@@ -58,7 +71,7 @@ class RemoteClient:
                 reason = json.loads(e.read()).get("error") or e.reason
             except ValueError:
                 reason = e.reason
-            raise ServerError(f"{self.url}{path}: {e.code} {reason}") from None
+            raise ServerError(f"{self.url}{path}: {e.code} {reason}", status=e.code) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ServerError(f"Cannot reach the model server at {self.url} ({reason}).") from None

@@ -19,7 +19,7 @@ from typing import Any
 from lesion.errors import ConfigError, unknown_option
 from lesion.infer.evaluate import _parser as base_parser
 from lesion.infer.evaluate import check_args, evaluate_classifiers, write_parquet
-from lesion.serving import BACKENDS, predict
+from lesion.serving.backends import BACKENDS, predict
 from lesion.serving.batch import ray_predict
 
 ENGINES = ("local", "ray")

@@ -12,7 +12,7 @@ import pytest
 
 from lesion.data.spec import open_data
 from lesion.errors import ConfigError
-from lesion.serving import predict
+from lesion.serving.backends import predict
 from lesion.serving.client import RemoteClient, ServerError
 from lesion.serving.protocol import encode_image
 from lesion.serving.server import ServeConfig, check_config
