@@ -538,7 +538,7 @@ def quantize_onnx(
             pre = Path(d) / "pre.onnx"
             # shape inference + graph optimisation (Conv+BN fusion...) so that the scales are those of the
             # graph onnxruntime will run
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+            _pre_process(quant_pre_process, Path(fp32_path), pre, Path(d))
             exclude = _kept_fp32_nodes(pre)
             quantize_static(
                 str(pre), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
@@ -567,6 +567,21 @@ def quantize_onnx(
     log(f"wrote {out} ({q_card.provenance.file_size_bytes / 1e6:.1f} MB, max |Δp| vs fp32 "
         f"{agreement['max_abs_diff_probability']:.3f})")
     return q_card
+
+
+def _pre_process(quant_pre_process, src: Path, dst: Path, work: Path) -> None:
+    """onnxruntime's quantisation pre-processing, run inside ``work``: its symbolic shape inference writes
+    temporary files into the current folder, which must never be the user's. Models whose symbolic shapes it
+    cannot infer (the attention pooling of the multi-task model) are pre-processed without that step."""
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        except Exception:  # onnxruntime raises a bare Exception("Incomplete symbolic shape inference")
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    finally:
+        os.chdir(here)
 
 
 def _compare_models(a: Path, b: Path, x: np.ndarray, meta: np.ndarray | None, with_meta: bool) -> dict[str, Any]:

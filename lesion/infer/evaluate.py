@@ -158,6 +158,8 @@ def evaluate_classifiers(
     if predictor is None:
         predictor = _cached_predictor(warn) if use_cache else predict
     dataset = open_data(data)
+    for line in dataset.report.lines():
+        warn(f"note: {line}")
     for note in domain_warnings(members, dataset.domain):
         warn(note)
     if any(c.multilabel and len(c.classes) > 1 for _, c in members):
@@ -294,6 +296,17 @@ def check_args(a: argparse.Namespace) -> Path | None:
             raise ConfigError(f"--out must end in .parquet, got '{out.name}'.")
         check_out_file(out, a.overwrite)
     return out
+
+
+def writable_folder(out: Path) -> None:
+    """Refuse, before any work, an ``--out`` whose folder cannot be created or written."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_target(out.parent / ".lesion-write-test") as tmp:
+            tmp.write_bytes(b"")
+        (out.parent / ".lesion-write-test").unlink(missing_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write into {out.parent} ({e.strerror or e.__class__.__name__}).") from None
 
 
 def write_parquet(df, out: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from lesion.data.io import read_image, read_mask, resize_image
+from lesion.data.io import read_image, read_mask, resize_image, summarise_notes
 from lesion.data.records import Dataset
 from lesion.data.spec import open_data
 from lesion.errors import ConfigError, DataError, LesionError
@@ -67,6 +67,7 @@ def evaluate_segmentation(
     method_name: str = "otsu",
     size: int | None = None,
     batch_size: int = 8,
+    notes: list | None = None,
 ):
     """Run ``segmenter`` on every record that has a mask and score it against the mask.
 
@@ -78,8 +79,10 @@ def evaluate_segmentation(
         method_name: value of the ``method`` column (concatenate frames of several methods to compare).
         size: if set, the image and mask are resized to ``size x size`` before segmenting and scoring
             (area for the image, nearest for the mask); None scores at the native size.
-        batch_size: images per call of ``segmenter.predict_many(images, boxes)`` when it has one (MedSAM);
+        batch_size: images per call of ``segmenter.predict_many`` when it has one (MedSAM, the networks);
             ``progress`` is then called once per batch.
+        notes: a list that gains the read notes of every image and mask (mask not binary, multi-page file,
+            EXIF orientation; :func:`lesion.data.io.summarise_notes` folds them for display).
 
     Returns:
         pandas DataFrame with :data:`COLUMNS`: one row per record with a mask. A record whose image or
@@ -107,8 +110,8 @@ def evaluate_segmentation(
         for rec in chunk:
             row: dict = {"id": rec.id, "method": method_name}
             try:
-                image = read_image(rec.image_path)
-                truth = read_mask(rec.mask_path, shape=image.shape[:2])
+                image = read_image(rec.image_path, notes=notes)
+                truth = read_mask(rec.mask_path, shape=image.shape[:2], notes=notes)
                 native = image.shape[:2]
                 if size:
                     image = resize_image(image, size, "area")
@@ -126,6 +129,7 @@ def evaluate_segmentation(
             rows.append(row)
         if ready:
             try:
+                # one protocol: predict_many(images, boxes) (networks ignore the boxes)
                 preds = many([r[1] for r in ready], [r[3] for r in ready])
             except LesionError as e:  # the batch fails as a whole: each of its images gets the message
                 preds = [e] * len(ready)
@@ -268,15 +272,30 @@ def _write_csv(df, out: Path) -> None:
             os.unlink(tmp)
 
 
+def _writable_folder(out: Path) -> None:
+    """Refuse, before any work, an ``--out`` whose folder cannot be created or written."""
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lesion-write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write into {folder} ({e.strerror or e.__class__.__name__}).") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``lesion evaluate seg``: per-image CSV + a JSON summary as the last stdout line; a model used on another
     image domain than it was trained for gets a ``lesion: warning:`` line."""
     args = _parser().parse_args(argv)
     out = check_args(args)
+    if out is not None:
+        _writable_folder(out)
 
     from tqdm import tqdm
 
     dataset = open_data(args.data)
+    for line in dataset.report.lines():
+        print(f"lesion: note: {line}", file=sys.stderr)
     if not dataset.has_masks:
         raise DataError(f"Data set at {args.data} has no masks, so a segmentation cannot be scored.")
     name, segmenter = resolve_segmenter(args.model, args.domain or dataset.domain, args.prompt)
@@ -291,11 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
+    read_notes: list = []
     try:
         df = evaluate_segmentation(dataset, segmenter, progress=progress, threshold=args.threshold, method_name=name,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, notes=read_notes)
     finally:
         bar.close()
+    for line in summarise_notes(read_notes):
+        print(f"lesion: note: {line}", file=sys.stderr)
 
     if out is not None:
         _write_csv(df, out)

@@ -351,9 +351,10 @@ class SegModelSegmenter:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return predict_batch(self.model, [np.asarray(image)], self.card, self.device)[0]
 
-    def predict_many(self, images: Sequence[np.ndarray], batch_size: int = 8,
+    def predict_many(self, images: Sequence[np.ndarray], boxes: Sequence | None = None, batch_size: int = 8,
                      progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
-        """Probabilities for many images (batched); same output as calling one by one."""
+        """Probabilities for many images (batched); same output as calling one by one. ``boxes`` (the prompt of
+        box-prompted segmenters, same protocol as MedSAM's) is not used by a network."""
         return predict_batch(self.model, images, self.card, self.device, batch_size, progress)
 
     def mask(self, image: np.ndarray) -> np.ndarray:

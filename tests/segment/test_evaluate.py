@@ -146,3 +146,35 @@ def test_segmenter_with_predict_many_runs_in_batches(tmp_path):
     assert calls == [1, 2, 1]  # chunks of 2 records; img1 (corrupt) never reaches the segmenter
     assert progress == [2, 4, 5]
     assert (df.drop(index="img1")["iou"] == 1.0).all() and "img1.png" in df.loc["img1", "error"]
+
+
+def test_network_segmenter_with_predict_many_is_scored(tmp_path):
+    """A trained network (SegModelSegmenter.predict_many(images, batch_size)) goes through the batched path: a
+    regression test for a batch of boxes handed to it as its batch size."""
+    import torch
+
+    from lesion.card import ModelCard
+    from lesion.segment.models import SegModelConfig, SegModelSegmenter, cfg_to_card, create_seg_model
+
+    cfg = SegModelConfig(arch="unet", encoder="resnet18", encoder_depth=3, init="random", size=32)
+    torch.manual_seed(0)
+    seg = SegModelSegmenter(create_seg_model(cfg).eval(), ModelCard(name="tiny", task="segmentation",
+                                                                  **cfg_to_card(cfg)), device="cpu")
+    df = evaluate_segmentation(_dataset(tmp_path), seg, method_name="tiny", batch_size=2)
+    assert len(df) == 3 and df["error"].isna().all() and df["iou"].between(0, 1).all()
+
+
+def test_cli_reports_non_binary_masks_and_unwritable_out(tmp_path, monkeypatch, capsys):
+    ds = _dataset(tmp_path)
+    soft = np.asarray(Image.open(ds.records[0].mask_path)).copy()
+    soft[soft > 0] = 200
+    soft[0, 0] = 90  # a third value: anti-aliased edge
+    Image.fromarray(soft).save(ds.records[0].mask_path)
+    import lesion.segment.evaluate
+
+    monkeypatch.setattr(lesion.segment.evaluate, "open_data", lambda spec: ds)
+    assert main(["--model", "otsu", "--data", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "not binary" in err and "img0" in err
+    with pytest.raises(ConfigError, match="cannot write into"):
+        main(["--model", "otsu", "--data", str(tmp_path), "--out", "/proc/self/nowhere/x.csv"])
