@@ -10,7 +10,6 @@ import numpy as np
 import streamlit as st
 
 from lesion.card import ModelCard
-from lesion.classify.metadata import METADATA_KEYS, metadata_coverage
 from lesion.errors import DataError, LesionError
 from lesion.infer.cache import cached_predict, data_identity
 from lesion.infer.evaluate import metadata_warnings, resolve_target
@@ -135,23 +134,9 @@ def run_ensemble(ds, names: list[str], tta: str, merge: str, progress=None):
 
 
 def metadata_notes(members: list[tuple[Any, ModelCard]], records) -> list[str]:
-    """:func:`lesion.infer.evaluate.metadata_warnings`, from the cards alone when the models are on a server."""
-    if all(m is not None for m, _ in members):
-        return metadata_warnings(members, records)
-    users = [c.name for _, c in members if c.uses_metadata]
-    if not users:
-        return []
-    cov = metadata_coverage(records)
-    missing = [k for k in METADATA_KEYS if cov[k] == 0.0]
-    partial = [f"{k} ({cov[k]:.0%} known)" for k in METADATA_KEYS if 0.0 < cov[k] < 1.0]
-    notes = []
-    if missing:
-        notes.append(f"model(s) {', '.join(users)} use patient metadata (age, sex, site), but the data has no "
-                     f"{', '.join(missing)}; those inputs are set to 'unknown'. Expect a lower AUC than the card "
-                     "reports.")
-    if partial:
-        notes.append(f"metadata partly missing: {', '.join(partial)}; missing values count as 'unknown'.")
-    return notes
+    """:func:`lesion.infer.evaluate.metadata_warnings` (a member served remotely, without its model here, is
+    judged by its card)."""
+    return metadata_warnings(members, records)
 
 
 def checked_target(members: list[str], records, finish_page, what: str = "member") -> str:
