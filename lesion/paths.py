@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from lesion.errors import ConfigError
+
 #: Folder of the shipped checkpoints and model cards (``$LESION_WEIGHTS_DIR`` points the app and the CLI at
 #: another folder of checkpoints, e.g. a lab's own models or a test's).
 WEIGHTS_DIR = Path(os.environ.get("LESION_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
@@ -59,4 +61,28 @@ def atomic_target(target: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_out_file(out: Path, overwrite: bool, option: str = "--out", exists_error: type = ConfigError) -> None:
+    """``out`` can be written as a file, checked before any work: not a folder, not under a file, new unless
+    ``overwrite``, and its folder writable.
+
+    Raises:
+        ConfigError (``exists_error`` for an existing file): naming the path.
+    """
+    if out.is_dir():
+        raise ConfigError(f"{option}: {out} is a folder, not a file name.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{option}: {parent} is a file, so {out} cannot be written inside it.")
+    if out.exists() and not overwrite:
+        raise exists_error(f"{out} already exists; pass --overwrite to replace it, or choose another {option}.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".lesion-write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot write into {out.parent} ({e.strerror or e.__class__.__name__}).") from None
 

@@ -32,7 +32,7 @@ from lesion.infer.engine import PredictionResult, predict
 from lesion.infer.ensemble import MERGE_MODES, check_merge
 from lesion.infer.tta import TTA_NAMES, tta_transforms
 from lesion.metrics import logits_auc, mean_auc, per_label_auc, roc_auc_ci
-from lesion.paths import atomic_target
+from lesion.paths import atomic_target, check_out_file
 from lesion.zoo import CLASSIFIER_TASKS, load_model
 
 #: How an evaluation gets its predictions: ``predictor(members, dataset, tta=, merge=, batch_size=, device=,
@@ -259,23 +259,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_out_file(out: Path, overwrite: bool, option: str = "--out") -> None:
-    """``out`` can be written as a file: not a folder, not under a file, and new unless ``overwrite``.
-
-    Raises:
-        ConfigError: naming the path.
-    """
-    if out.is_dir():
-        raise ConfigError(f"{option}: {out} is a folder, not a file name.")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise ConfigError(f"{option}: {parent} is a file, so {out} cannot be written inside it.")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists; pass --overwrite to replace it.")
-
-
 def check_args(a: argparse.Namespace) -> Path | None:
     """Every option of ``lesion evaluate cls`` checked before a model or an image is read; returns ``--out``.
 
@@ -296,17 +279,6 @@ def check_args(a: argparse.Namespace) -> Path | None:
             raise ConfigError(f"--out must end in .parquet, got '{out.name}'.")
         check_out_file(out, a.overwrite)
     return out
-
-
-def writable_folder(out: Path) -> None:
-    """Refuse, before any work, an ``--out`` whose folder cannot be created or written."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_target(out.parent / ".lesion-write-test") as tmp:
-            tmp.write_bytes(b"")
-        (out.parent / ".lesion-write-test").unlink(missing_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out: cannot write into {out.parent} ({e.strerror or e.__class__.__name__}).") from None
 
 
 def write_parquet(df, out: Path) -> None:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +29,7 @@ from lesion.data.records import Dataset
 from lesion.data.spec import open_data
 from lesion.errors import ConfigError, DataError, LesionError
 from lesion.metrics import SEG_METRICS, seg_metrics, summarize
+from lesion.paths import atomic_target, check_out_file
 from lesion.segment.medsam import MEDSAM_CARD, MedSamSegmenter, parse_prompt, segmenter_for
 from lesion.segment.otsu import OtsuSegmenter, preset
 from lesion.zoo import load_segmenter
@@ -245,42 +244,15 @@ def check_args(args: argparse.Namespace) -> Path | None:
             raise ConfigError(f"--prompt is for --model medsam_lite only, not '{args.model}'.")
         args.prompt = str(parse_prompt(args.prompt))  # checked now: the checkpoint or the box file
     out = Path(args.out) if args.out else None
-    if out is None:
-        return None
-    if out.is_dir():
-        raise ConfigError(f"--out: {out} is a folder, not a file name.")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise ConfigError(f"--out: {parent} is a file, so {out} cannot be written inside it.")
-    if out.exists() and not args.overwrite:
-        raise DataError(f"{out} already exists; pass --overwrite to replace it, or choose another --out.")
+    if out is not None:
+        check_out_file(out, args.overwrite, exists_error=DataError)
     return out
 
 
 def _write_csv(df, out: Path) -> None:
     """``df`` as CSV at ``out`` through a temporary file and a rename (never half a file)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_target(out) as tmp:
         df.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _writable_folder(out: Path) -> None:
-    """Refuse, before any work, an ``--out`` whose folder cannot be created or written."""
-    folder = out.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lesion-write-test-"):
-            pass
-    except OSError as e:
-        raise ConfigError(f"--out: cannot write into {folder} ({e.strerror or e.__class__.__name__}).") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,8 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     image domain than it was trained for gets a ``lesion: warning:`` line."""
     args = _parser().parse_args(argv)
     out = check_args(args)
-    if out is not None:
-        _writable_folder(out)
 
     from tqdm import tqdm
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from lesion.errors import ConfigError, unknown_option
 from lesion.infer.evaluate import _parser as base_parser
-from lesion.infer.evaluate import check_args, evaluate_classifiers, writable_folder, write_parquet
+from lesion.infer.evaluate import check_args, evaluate_classifiers, write_parquet
 from lesion.serving.backends import BACKENDS, predict
 from lesion.serving.batch import ray_predict
 
@@ -70,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
 
     a = parser().parse_args(argv)
     out = check_args(a)
-    if out is not None:
-        writable_folder(out)
     predictor = make_predictor(a)
     bar = tqdm(total=0, desc="images", file=sys.stderr, unit="img")
 
