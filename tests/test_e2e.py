@@ -4,7 +4,8 @@ Opens every page by URL at 1400 × 1000, waits for its title and saves a full-pa
 ``$LESION_SCREENSHOTS`` when set, else a temporary folder); then drives the paths of issue 13 in one browser
 session: a real-data folder chosen once on Home and kept across three pages (sidebar navigation), the fusion page
 on that folder (PH2: no id column), an upload after the session's upload folder was removed, and no Plotly chart
-of the main pages narrower than 300 px. Skips when Debian's ``/usr/bin/chromium`` or Playwright is missing (we
+of the main pages (Models, Chest X-ray, Segmentation, Classification, Multi-view fusion, after their runs)
+narrower than 300 px. Skips when Debian's ``/usr/bin/chromium`` or Playwright is missing (we
 never run ``playwright install``: no downloads).
 """
 from __future__ import annotations
@@ -269,5 +270,33 @@ def test_no_plotly_chart_is_narrower_than_300px(server, browser):
         if not widths:
             pytest.skip("no chart drawn (no checkpoints with histories or chest X-ray models)")
         assert min(widths) >= 300, widths
+    finally:
+        page.close()
+
+
+def test_no_plotly_chart_on_the_scored_pages_is_narrower_than_300px(server, browser):
+    """Segmentation (whole data set), Classification (the ensemble) and Multi-view fusion, on the demo set."""
+    url, _ = server
+    page = browser.new_page(viewport=VIEWPORT)
+    widths: dict[str, list[float]] = {}
+    try:
+        page.goto(f"{url}/", wait_until="domcontentloaded", timeout=60_000)
+        _wait_done(page)
+        for title, button in (("Segmentation", "Run on the whole data set"), ("Classification", "Run the ensemble"),
+                              ("Multi-view fusion", "Run fusion")):
+            _nav(page, title)
+            run = page.get_by_role("button", name=button)
+            if not run.count():
+                continue
+            run.first.click()
+            page.wait_for_timeout(1000)
+            _wait_done(page, timeout=240_000)
+            widths[title] = _plotly_widths(page)
+            page.screenshot(path=str(_shots() / f"{title.lower().replace(' ', '_')}_after_run.png"), full_page=True)
+        drawn = [w for ws in widths.values() for w in ws]
+        if not drawn:
+            pytest.skip("no chart drawn on these pages (no checkpoints)")
+        assert widths.get("Segmentation"), widths  # the whole-data-set histogram and scatter at least
+        assert min(drawn) >= 300, widths
     finally:
         page.close()
