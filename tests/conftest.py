@@ -34,3 +34,35 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data not found at {root} (set LESION_SHARED_DATA)")
     return root
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``free_port()`` -> a port nothing listens on (a down server's address, or one to start a server on)."""
+    return _free_port
+
+
+@pytest.fixture(scope="module")
+def lesion_server(request):
+    """A local ``lesion serve`` (Ray Serve, CPU) of the test module's ``SERVE_MODELS`` with its ``SERVE_TOKEN``,
+    started once per module and stopped afterwards; yields its URL."""
+    pytest.importorskip("ray")
+    from lesion.serving import server as srv
+
+    port = _free_port()
+    srv.start(srv.ServeConfig(models=tuple(request.module.SERVE_MODELS), port=port, device="cpu",
+                              token=getattr(request.module, "SERVE_TOKEN", None)), num_cpus=2)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.stop()
+

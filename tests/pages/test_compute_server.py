@@ -5,7 +5,6 @@ server is down or refuses the token."""
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -20,25 +19,13 @@ TOKEN = "s3cret"
 N_IMAGES = 24
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SERVE_MODELS, SERVE_TOKEN = MODELS + (CXR_MODEL,), TOKEN
 
 
 @pytest.fixture(scope="module")
-def server():
-    """``lesion serve`` of the two shipped derm classifiers on a free port, with a token; stopped afterwards."""
-    pytest.importorskip("ray")
-    from lesion.serving import server as srv
-    from lesion.serving.server import ServeConfig
-
-    port = _free_port()
-    srv.start(ServeConfig(models=MODELS + (CXR_MODEL,), port=port, device="cpu", token=TOKEN), num_cpus=2)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.stop()
+def server(lesion_server):
+    """``lesion serve`` of the shipped derm classifiers and the findings model, with a token."""
+    return lesion_server
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +178,8 @@ PAGES = [("pages/classification.py", {}), ("pages/explain.py", {}), ("pages/revi
 
 
 @pytest.mark.parametrize("page,more", PAGES, ids=[Path(p).stem for p, _ in PAGES])
-def test_a_down_server_gives_one_message(run_page, folder, page, more):
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+def test_a_down_server_gives_one_message(run_page, folder, page, more, free_port):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     at = run_page(page, _session(folder, url, **more))
     assert at.title, "the page still renders"
     assert "Cannot reach the model server" in _texts(at.error), _texts(at.error)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -21,23 +20,12 @@ from lesion.zoo import load_model
 MODELS = ("derm_cls_efficientnet_lite0_focal", "derm_multitask_efficientnet_lite0", "cxr_demo_findings_efficientnet_lite0")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SERVE_MODELS, SERVE_TOKEN = MODELS, "s3cret"
 
 
 @pytest.fixture(scope="module")
-def server():
-    pytest.importorskip("ray")
-    from lesion.serving import server as srv
-
-    port = _free_port()
-    srv.start(ServeConfig(models=MODELS, port=port, device="cpu", token="s3cret"), num_cpus=2)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.stop()
+def server(lesion_server):
+    return lesion_server
 
 
 def _post(url: str, body, token: str | None = "s3cret") -> tuple[int, dict]:
@@ -99,9 +87,9 @@ def test_token_is_checked_on_every_request(server):
         RemoteClient(server, token="wrong").health()
 
 
-def test_down_server_is_one_line():
+def test_down_server_is_one_line(free_port):
     with pytest.raises(ServerError, match="Cannot reach the model server"):
-        RemoteClient(f"http://127.0.0.1:{_free_port()}", timeout=2).health()
+        RemoteClient(f"http://127.0.0.1:{free_port()}", timeout=2).health()
 
 
 def test_config_rules_before_start(monkeypatch):
