@@ -103,6 +103,7 @@ def run(root, n: int, threads: int, server: bool, ray_data: bool, device: str = 
 
 def _server_table(records, members, device: str = "cpu") -> list[str]:
     from lesion.serving import server as srv
+    from lesion.serving.backends import predict
     from lesion.serving.client import RemoteClient
 
     with socket.socket() as s:
@@ -113,15 +114,15 @@ def _server_table(records, members, device: str = "cpu") -> list[str]:
              "", "| concurrent clients | requests | images / s | p50 ms | p95 ms |", "|---|---|---|---|---|"]
     try:
         client = RemoteClient(f"http://127.0.0.1:{port}")
-        cards = [c for _, c in members]
+        remote = client.members([c for _, c in members])  # the served weights checked once
         chunks = [records[i:i + 4] for i in range(0, min(len(records), 64), 4)]
-        client.predict(cards, chunks[0], tta="d4")  # warm-up
+        predict(remote, chunks[0], tta="d4")  # warm-up
         for clients in (1, 4, 16):
             lat = []
 
             def one(chunk):
                 t = time.perf_counter()
-                client.predict(cards, chunk, tta="d4")
+                predict(remote, chunk, tta="d4")
                 lat.append((time.perf_counter() - t) * 1000)
 
             t0 = time.perf_counter()

@@ -24,7 +24,8 @@ from _common import data_root  # noqa: E402  (repository on sys.path, offline se
 
 
 def _fmt(auc, lo, hi) -> str:
-    return f"{auc:.3f} [{lo:.3f}, {hi:.3f}]"
+    """An AUC with its CI; "n/a" when the one-class rule of lesion.metrics made it NaN."""
+    return f"{auc:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(auc) else "n/a"
 
 
 def tb_table(data_root: Path) -> list[str]:
@@ -55,8 +56,7 @@ def tb_table(data_root: Path) -> list[str]:
             for src in ("MCUCXR", "CHNCXR"):
                 m = np.array([r.id.upper().startswith(src) for r in recs])
                 ok = m & np.isfinite(y)
-                row.append(_fmt(*roc_auc_ci(y[ok], s[ok], n_boot=2000)) + f" (n={ok.sum()})"
-                           if ok.any() and 0 < y[ok].sum() < ok.sum() else "n/a")
+                row.append(_fmt(*roc_auc_ci(y[ok], s[ok], n_boot=2000)) + f" (n={ok.sum()})")
             lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -81,8 +81,7 @@ def demo_table() -> list[str]:
         for j, cls in enumerate(res.classes):
             ok = np.isfinite(y[:, j])
             r = per_label_auc(y[ok, j][:, None], res.probs[ok, j][:, None], [cls], ci=True, n_boot=2000)[cls]
-            auc = _fmt(r["auc"], *r["auc_ci"]) if r["auc"] is not None else "n/a"
-            lines.append(f"| {c['name']} | {cls} | {int(ok.sum())} | {r['positives']} | {auc} |")
+            lines.append(f"| {c['name']} | {cls} | {int(ok.sum())} | {r['positives']} | {_fmt(r['auc'], *r['auc_ci'])} |")
     return lines
 
 

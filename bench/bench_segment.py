@@ -13,12 +13,20 @@ Otsu (share of the same images where the method's IoU is higher than Otsu's; tie
 mean IoU difference. MedSAM is slow on a CPU, so it runs on at most ``--medsam-max`` images per data set (a
 seeded sample, named in the table); its three prompts share one image encoding per image.
 
+Fusion rows (:mod:`lesion.segment.fusion`, one per rule: mean, vote, STAPLE) fuse members out of five roles: Otsu,
+the U-Net, the LinkNet, MedSAM with the Otsu box and MedSAM with the U-Net box. For each rule the members are the
+subset (two or more roles) with the highest mean IoU on the **HAM10000 held-out** images that MedSAM ran on; that
+choice is then applied unchanged to PH2 and to the lungs (the same roles of the lung models). PH2 chooses nothing:
+its fusion rows are reported only. Without HAM10000 in ``--sets`` the recorded choice
+(:data:`lesion.segment.fusion.RECOMMENDED`) is used. Fusion rows score the MedSAM sample (every member is there).
+
 Run: ``OMP_NUM_THREADS=1 python bench/bench_segment.py [--out results.txt] [--data ../shared/data]
 [--medsam-max 100] [--sets ph2,ham,lungs]``. Metrics are per image at native resolution.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -34,6 +42,9 @@ MEDSAM_PROMPTS = ("otsu", "unet box", "full")
 METRICS = ("iou", "dice", "thresholded_jaccard")
 SETS = ("ph2", "ham", "lungs")
 PH2_IOU_BAR, LUNG_IOU_BAR, LUNG_DICE_BAR = 0.86, 0.94, 0.97
+PH2_TJ_BAR = 0.82
+#: Fusion member roles (the U-Net / LinkNet of the data set's domain; MedSAM prompted by the Otsu / U-Net box).
+ROLES = ("otsu", "unet", "linknet", "medsam[otsu]", "medsam[unet box]")
 
 
 def _log(msg: str) -> None:
@@ -123,6 +134,8 @@ def bench_set(label: str, domain: str, ds, how: str, medsam_max: int, seed: int,
     per = {m: {} for m in methods}
     secs = {m: 0.0 for m in methods}
     keep_images, keep_truth, keep_masks, keep_ids, errors = [], [], {"otsu": [], "unet": []}, [], 0
+    role_of = {"otsu": "otsu", **{n: ("unet", "linknet")[NETS[domain].index(n)] for n in nets}}
+    keep_out: dict[str, list] = {role_of[m]: [] for m in methods}  # fusion members' outputs on the sample
     _log(f"{label}: {len(records)} images, methods {list(methods)}")
     for k, rec in enumerate(records):
         try:
@@ -146,6 +159,9 @@ def bench_set(label: str, domain: str, ds, how: str, medsam_max: int, seed: int,
             if unet_name:
                 u = outs[unet_name]
                 keep_masks["unet"].append(u > nets[unet_name].threshold if u.dtype != bool else u)
+            for m, o in outs.items():  # probabilities as float16: PH2's 200 images x 5 members stay < 0.5 GB
+                o = np.asarray(o)
+                keep_out[role_of[m]].append(o if o.dtype == bool else o.astype(np.float16))
         if (k + 1) % 100 == 0:
             _log(f"  {label}: {k + 1}/{len(records)}")
     n_ok = len(per["otsu"])
@@ -173,8 +189,42 @@ def bench_set(label: str, domain: str, ds, how: str, medsam_max: int, seed: int,
             continue
         scores = {i: _scores(p, t) for i, p, t in zip(keep_ids, probs[prompt], keep_truth)}
         rows.append(_row(f"medsam_lite[{prompt}]", scores, per["otsu"], ms.get(prompt, float("nan")), note=sub))
+        if prompt in ("otsu", "unet box"):
+            keep_out[f"medsam[{prompt}]"] = [p.astype(np.float16) for p in probs[prompt]]
     line = f"{label}: {n_ok} images ({how})" + (f", {errors} unreadable skipped" if errors else "")
-    return rows, line
+    material = {"ids": keep_ids, "truth": keep_truth, "outputs": keep_out, "otsu": per["otsu"], "note": sub,
+                "thresholds": {role_of[n]: float(getattr(s, "threshold", 0.5)) for n, s in nets.items()}}
+    return rows, line, material
+
+
+def fusion_scores(material: dict, roles: tuple[str, ...], rule: str) -> dict[str, dict]:
+    """Per-image scores of the fusion of ``roles`` by ``rule`` on a data set's MedSAM sample."""
+    from lesion.segment.fusion import fuse_probabilities
+
+    outs, thr = material["outputs"], material["thresholds"]
+    per = {}
+    for i, (rid, truth) in enumerate(zip(material["ids"], material["truth"])):
+        score = fuse_probabilities([outs[r][i] for r in roles], rule, [thr.get(r, 0.5) for r in roles], truth.shape)
+        per[rid] = _scores(score, truth)
+    return per
+
+
+def choose_fusions(material: dict) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """Per rule, the member roles (two or more) with the highest mean IoU on ``material`` (HAM10000 held-out only).
+
+    Returns (rule -> roles, lines of a table: the five best subsets of each rule)."""
+    from lesion.segment.fusion import FUSION_RULES
+
+    roles = [r for r in ROLES if r in material["outputs"] and len(material["outputs"][r]) == len(material["ids"])]
+    subsets = [c for k in range(2, len(roles) + 1) for c in itertools.combinations(roles, k)]
+    chosen, lines = {}, [f"Fusion members chosen on HAM10000 held-out ({len(material['ids'])} images, {material['note']}); "
+                         f"{len(subsets)} subsets of {', '.join(roles)} per rule, mean IoU:"]
+    for rule in FUSION_RULES:
+        scored = sorted(((float(np.mean([v["iou"] for v in fusion_scores(material, c, rule).values()])), c)
+                         for c in subsets), key=lambda t: (-t[0], len(t[1])))
+        chosen[rule] = scored[0][1]
+        lines += [f"  {rule:<6} " + "; ".join(f"{'+'.join(c)} {m:.3f}" for m, c in scored[:5])]
+    return chosen, lines
 
 
 def _fmt(s: dict) -> str:
@@ -182,15 +232,17 @@ def _fmt(s: dict) -> str:
 
 
 def table(results: list[tuple[str, list[dict]]]) -> str:
-    head = (f"{'data set':<18} {'method':<32} {'n':>4}  {'IoU [95% CI]':<22} {'Dice [95% CI]':<22} "
+    w = max([32] + [len(r["method"]) for _, rows in results for r in rows])
+    head = (f"{'data set':<18} {'method':<{w}} {'n':>4}  {'IoU [95% CI]':<22} {'Dice [95% CI]':<22} "
             f"{'thr. Jaccard [95% CI]':<22} {'ms/img':>7} {'win vs Otsu':>11} {'ΔIoU':>7}")
     lines = [head, "-" * len(head)]
     for label, rows in results:
         for r in rows:
             win = f"{100 * r['win']:.0f} %" if "win" in r else "—"
             delta = f"{r['delta']:+.3f}" if "delta" in r else "—"
-            lines.append(f"{label:<18} {r['method']:<32} {r['n']:>4}  {_fmt(r['iou']):<22} {_fmt(r['dice']):<22} "
-                         f"{_fmt(r['thresholded_jaccard']):<22} {r['ms']:>7.0f} {win:>11} {delta:>7}")
+            ms = f"{r['ms']:>7.0f}" if np.isfinite(r["ms"]) else f"{'—':>7}"
+            lines.append(f"{label:<18} {r['method']:<{w}} {r['n']:>4}  {_fmt(r['iou']):<22} {_fmt(r['dice']):<22} "
+                         f"{_fmt(r['thresholded_jaccard']):<22} {ms} {win:>11} {delta:>7}")
     return "\n".join(lines)
 
 
@@ -203,14 +255,29 @@ def run(root: Path, medsam_max: int = 100, seed: int = 0, sets: tuple[str, ...] 
     torch.set_num_threads(threads)
     out = [f"bench_segment  ({time.strftime('%Y-%m-%d %H:%M')}, CPU, torch threads = {torch.get_num_threads()}, "
            f"MedSAM on at most {medsam_max} images per data set)", ""]
-    results, lines = [], []
+    from lesion.segment.fusion import RECOMMENDED
+
+    results, lines, materials = [], [], {}
     for label, domain, ds, how in _datasets(root, sets):
-        rows, line = bench_set(label, domain, ds, how, medsam_max, seed, batch)
+        rows, line, material = bench_set(label, domain, ds, how, medsam_max, seed, batch)
         results.append((label, rows))
         lines.append(line)
+        materials[label] = material
     if not results:
         return "\n".join(out + [f"(no data set found under {root})"])
-    out += [table(results), "", "Images:"] + [f"  {x}" for x in lines]
+    # Fusion: members chosen on HAM10000 held-out only, then applied unchanged to every set (PH2 only reported).
+    if "HAM10000 held-out" in materials:
+        chosen, choice_lines = choose_fusions(materials["HAM10000 held-out"])
+    else:
+        chosen = {rule: tuple(roles) for rule, roles in RECOMMENDED["derm"]["members_by_rule"].items()}
+        choice_lines = ["Fusion members: the recorded HAM10000 held-out choice (lesion.segment.fusion.RECOMMENDED)."]
+    for label, rows in results:
+        m = materials[label]
+        for rule, roles in chosen.items():
+            if all(r in m["outputs"] and len(m["outputs"][r]) == len(m["ids"]) for r in roles) and m["ids"]:
+                rows.append(_row(f"fuse:{rule}({'+'.join(roles)})", fusion_scores(m, roles, rule), m["otsu"],
+                                 float("nan"), note=m["note"]))
+    out += [table(results), "", "Images:"] + [f"  {x}" for x in lines] + [""] + choice_lines
     out += ["", "Notes:",
             "  MedSAM rows score a sample when the set is larger than --medsam-max: "
             + "; ".join(f"{label}: {next((r['note'] for r in rows if r['note']), '-')}" for label, rows in results),
@@ -234,6 +301,14 @@ def run(root: Path, medsam_max: int = 100, seed: int = 0, sets: tuple[str, ...] 
             ok = u["iou"]["mean"] >= LUNG_IOU_BAR and u["dice"]["mean"] >= LUNG_DICE_BAR
             bars.append(f"[{'PASS' if ok else 'FAIL'}] lung U-Net held-out IoU {u['iou']['mean']:.3f} >= "
                         f"{LUNG_IOU_BAR} and Dice {u['dice']['mean']:.3f} >= {LUNG_DICE_BAR}")
+        if label == "PH2":
+            for r in rows:
+                if r["method"].startswith("fuse:"):
+                    iou, tj = r["iou"]["mean"], r["thresholded_jaccard"]["mean"]
+                    ok = iou >= PH2_IOU_BAR and tj >= PH2_TJ_BAR
+                    bars.append(f"[{'PASS' if ok else 'FAIL'}] PH2 {r['method']} IoU {iou:.3f} >= {PH2_IOU_BAR} "
+                                f"({iou - PH2_IOU_BAR:+.3f}) and thresholded Jaccard {tj:.3f} >= {PH2_TJ_BAR} "
+                                f"({tj - PH2_TJ_BAR:+.3f}); members chosen on HAM10000 held-out")
     if bars:
         out += ["", "Bars:"] + bars
     return "\n".join(out)

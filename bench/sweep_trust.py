@@ -2,8 +2,9 @@
 """Trust sweep (issue 12): bad input and faults tried as a hostile but fair user would.
 
 Every case builds its input in a temporary folder from generated images and masks whose answer is known
-(lesion.data.demo, numpy, PIL), runs it against the CLI (``.venv/bin/lesion`` subprocesses), the library or
-the Upload page (streamlit AppTest), and declares what it expects:
+(lesion.data.demo, numpy, PIL), runs it against the CLI (``.venv/bin/lesion`` subprocesses), the library,
+the Upload page (streamlit AppTest) or one ``lesion serve`` on 127.0.0.1 (the HTTP cases, a 4xx expected),
+and declares what it expects:
 
 * ``error``   - one readable error line and exit code 2 (ideally before any work);
 * ``result``  - exit 0 and the known answer (IoU of a drawn disk, AUC 0.5 of identical images, ...);
@@ -35,6 +36,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -108,6 +110,7 @@ class Ctx:
                         LESION_CACHE=str(self.cache), LESION_WEIGHTS_DIR=str(self.weights),
                         PYTHONDONTWRITEBYTECODE="1", TQDM_DISABLE="1")
         self.fixtures: dict[str, Any] = {}
+        self.cleanups: list[Callable[[], None]] = []  # run after every case (a server to stop)
         self._n = 0
         self._lock = threading.Lock()
 
@@ -1670,12 +1673,361 @@ def c_lib_save_existing(ctx: Ctx) -> Outcome:
     return o
 
 
+# ---------------------------------------------------------------- M. careless clients, the edges of the machine
+MULTI = "derm_multitask_efficientnet_lite0"
+SERVE_TOKEN = "sweep-tok-1"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server(ctx: Ctx) -> dict:
+    """One ``lesion serve`` (the multi-task model, a token, 127.0.0.1) for the server cases; stopped at the end."""
+    if "server" not in ctx.fixtures:
+        import signal
+        import urllib.request
+
+        port = _free_port()
+        env = {**ctx.env, "LESION_SERVE_TOKEN": SERVE_TOKEN, "LESION_SERVE_THREADS": "1"}
+        log = open(ctx.T / "serve.log", "w")
+        p = subprocess.Popen([LESION, "serve", "--models", MULTI, "--port", str(port), "--device", "cpu"], env=env,
+                             cwd=str(ctx.cwd), stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        ok = False
+        for _ in range(300):
+            if p.poll() is not None:
+                break
+            try:
+                req = urllib.request.Request(url + "/health", headers={"Authorization": f"Bearer {SERVE_TOKEN}"})
+                with urllib.request.urlopen(req, timeout=5):
+                    ok = True
+                    break
+            except OSError:
+                time.sleep(1)
+
+        def stop() -> None:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(90)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            log.close()
+
+        ctx.cleanups.append(stop)
+        ctx.fixtures["server"] = {"url": url, "port": port, "pid": p.pid, "ok": ok}
+    return ctx.fixtures["server"]
+
+
+def _http(url: str, method: str, path: str, data: bytes | None, token: str | bytes | None = SERVE_TOKEN
+          ) -> tuple[int, dict | None]:
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+    try:
+        conn.putrequest(method, path)
+        if token is not None:
+            conn.putheader("Authorization", token if isinstance(token, bytes) else f"Bearer {token}")
+        conn.putheader("Content-Length", str(len(data or b"")))
+        conn.endheaders(data)
+        r = conn.getresponse()
+        raw = r.read()
+        try:
+            return r.status, json.loads(raw)
+        except ValueError:
+            return r.status, None
+    finally:
+        conn.close()
+
+
+def _sweep_image(seed: int = 0) -> str:
+    from lesion.serving.protocol import encode_image
+
+    return encode_image(blob(500 + seed)[0])
+
+
+def judge_http(status: int, answer: dict | None, want: int | tuple[int, ...], must: str | None = None) -> Outcome:
+    """Expect the 4xx ``want`` with a one-line ``{"error"}`` (``must``: a regex it should match); a 5xx is the
+    server's traceback, a 200 a bad input accepted."""
+    want = (want,) if isinstance(want, int) else want
+    msg = str((answer or {}).get("error", answer))[:140]
+    if status >= 500:
+        return Outcome("traceback", f"HTTP {status}: {msg}")
+    if status == 200:
+        return Outcome("silently wrong", f"HTTP 200: the bad request was answered ({str(answer)[:100]})")
+    if status not in want or not answer or "error" not in answer or "\n" in answer["error"]:
+        return Outcome("silently wrong", f"HTTP {status} (expected {'/'.join(map(str, want))}): {msg}")
+    extra = f" [message lacks /{must}/]" if must and not re.search(must, answer["error"], re.I) else ""
+    return Outcome("clear error", f"HTTP {status}: {msg}{extra}")
+
+
+def _server_case(name: str, path: str, make: Callable[[], tuple[bytes, Any]], want: int, must: str | None = None):
+    @case(name, "error", serial=True)
+    def _c(ctx: Ctx) -> Outcome:
+        s = _server(ctx)
+        if not s["ok"]:
+            return Outcome("traceback", f"lesion serve did not start: {(ctx.T / 'serve.log').read_text()[-150:]}")
+        data, token = make()
+        return judge_http(*_http(s["url"], "POST" if data is not None else "GET", path, data, token), want, must)
+    return _c
+
+
+def _predict_body(**extra) -> bytes:
+    return json.dumps({"models": [MULTI], "images": [_sweep_image(0), _sweep_image(1)], "tta": "none",
+                       **extra}).encode()
+
+
+_server_case("serve: 'ids' of another length than the images", "/predict",
+             lambda: (_predict_body(ids=["only-one"]), SERVE_TOKEN), 422, "ids")
+_server_case("serve: 'ids' as a string, not a list", "/predict",
+             lambda: (_predict_body(ids="ab"), SERVE_TOKEN), 422, "ids")
+_server_case("serve: 'metadata' of another length than the images", "/predict",
+             lambda: (_predict_body(metadata=[{"age": 50}]), SERVE_TOKEN), 422, "metadata")
+_server_case("serve: age as a string ('50')", "/predict",
+             lambda: (_predict_body(metadata=[{"age": "50"}, None]), SERVE_TOKEN), 422, "age")
+_server_case("serve: 'images' as an object", "/predict",
+             lambda: (json.dumps({"models": [MULTI], "images": {"a": 1}}).encode(), SERVE_TOKEN), 422, "images")
+_server_case("serve: 'tta' as a number", "/predict",
+             lambda: (_predict_body(tta=4), SERVE_TOKEN), 422, "tta")
+_server_case("serve: metadata age NaN", "/predict",
+             lambda: (_predict_body().replace(b'"tta"', b'"metadata": [{"age": NaN}, null], "tta"'), SERVE_TOKEN),
+             422, "finite")
+_server_case("serve: metadata age Infinity", "/predict",
+             lambda: (_predict_body().replace(b'"tta"', b'"metadata": [null, {"age": Infinity}], "tta"'),
+                      SERVE_TOKEN), 422, "finite")
+_server_case("serve: /explain class_index out of range", "/explain",
+             lambda: (json.dumps({"model": MULTI, "image": _sweep_image(0), "class_index": 7}).encode(), SERVE_TOKEN),
+             422, "out of range")
+_server_case("serve: non-ASCII Authorization header", "/health", lambda: (None, b"Bearer t\xc3\xb6ken"), 401, "token")
+_server_case("serve: /docs without the token", "/docs", lambda: (None, None), 401, "token")
+_server_case("serve: /openapi.json without the token", "/openapi.json", lambda: (None, None), 401, "token")
+
+
+@case("serve: age 300 over HTTP = unknown, as from a folder", "result", serial=True)
+def c_serve_age(ctx: Ctx) -> Outcome:
+    s = _server(ctx)
+    if not s["ok"]:
+        return Outcome("traceback", "lesion serve did not start")
+    from lesion.data._common import norm_age
+    from lesion.serving.backends import predict
+    from lesion.serving.protocol import decode_image
+    from lesion.zoo import load_model
+
+    def probs(meta):
+        status, out = _http(s["url"], "POST", "/predict", json.dumps(
+            {"models": [MULTI], "images": [_sweep_image(0)], "metadata": [meta], "tta": "none"}).encode())
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {out}")
+        return np.asarray(out["probs"]), out.get("notes") or []
+
+    try:
+        p300, notes = probs({"age": 300})
+        p_none, _ = probs({})
+    except RuntimeError as e:
+        return Outcome("traceback", str(e)[:150])
+    folder_meta = {"age": norm_age(300)} if norm_age(300) is not None else {}  # what a folder's loader gives
+    local = predict([load_model(MULTI)], [(decode_image(_sweep_image(0)), folder_meta)], tta="none", device="cpu").probs
+    d_http, d_local = float(np.abs(p300 - p_none).max()), float(np.abs(p300 - local).max())
+    ok = d_http <= 1e-6 and d_local <= 1e-4 and bool(notes)
+    return Outcome("right result" if ok else "silently wrong",
+                   f"|p(age 300) - p(no age)| = {d_http:.1e}, vs in-process {d_local:.1e}; note: {bool(notes)}")
+
+
+@case("serve: Ray processes listen on loopback only", "result", serial=True)
+def c_serve_sockets(ctx: Ctx) -> Outcome:
+    s = _server(ctx)
+    if not s["ok"]:
+        return Outcome("traceback", "lesion serve did not start")
+    import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
+    import psutil
+
+    from lesion.serving.local_ray import is_loopback, listening_addresses
+
+    root = psutil.Process(s["pid"])
+    pids = {root.pid} | {p.pid for p in root.children(recursive=True)}
+    socks = listening_addresses(pids)
+    wide = sorted({f"{ip}:{port}" for ip, port, _ in socks if not is_loopback(ip)})
+    seen = any(port == s["port"] for _, port, _ in socks)
+    if wide:
+        return Outcome("silently wrong", f"{len(wide)} of {len(socks)} listening sockets beyond loopback: {wide[:4]}")
+    return Outcome("right result" if seen else "silently wrong",
+                   f"{len(socks)} listening sockets of {len(pids)} processes, all on loopback; proxy seen: {seen}")
+
+
+@case("serve --port already taken", "error")
+def c_serve_port_taken(ctx: Ctx) -> Outcome:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        r = ctx.lesion("serve", "--models", FOCAL, "--port", str(holder.getsockname()[1]), timeout=120)
+    return judge_error(r, "in use")
+
+
+@case("evaluate cls with LESION_CACHE naming a file", "error")
+def c_cache_is_file(ctx: Ctx) -> Outcome:
+    t = ctx.tmp("cachefile")
+    (t / "cachefile").write_text("mine")
+    r = ctx.lesion("evaluate", "cls", "--models", FOCAL, "--data", ctx.fixtures["clsset"], "--tta", "none",
+                   env={"LESION_CACHE": str(t / "cachefile")})
+    if (t / "cachefile").read_text() != "mine":
+        return Outcome("data lost", "the file was replaced")
+    return judge_error(r, "LESION_CACHE")
+
+
+@case("evaluate cls with a read-only cache folder (/sys/kernel)", "error")
+def c_cache_read_only(ctx: Ctx) -> Outcome:
+    r = ctx.lesion("evaluate", "cls", "--models", FOCAL, "--data", ctx.fixtures["clsset"], "--tta", "none",
+                   env={"LESION_CACHE": "/sys/kernel"})
+    return judge_error(r, "LESION_CACHE")
+
+
+@case("library: disk full (ENOSPC) while saving a checkpoint: nothing left", "error", serial=True)
+def c_lib_enospc(ctx: Ctx) -> Outcome:
+    import errno
+
+    t = ctx.tmp("enospc")
+    real = Path.write_bytes
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def go():
+        import torch
+
+        from lesion.card import ModelCard
+        from lesion.weights import save_checkpoint
+
+        Path.write_bytes = full
+        try:
+            save_checkpoint(torch.nn.Linear(4, 4), t / "m", ModelCard(name="m", task="classification"))
+        finally:
+            Path.write_bytes = real
+        return False, "saved on a full disk"
+
+    o = judge_lib(go, "error")
+    left = [p.name for p in t.iterdir()]
+    if o.category == "clear error" and left:
+        return Outcome("silently wrong", f"error, but left {left}")
+    return o
+
+
+@case("train seg under a file-size limit (ulimit -f 256 KB)", "error")
+def c_train_fsize(ctx: Ctx) -> Outcome:
+    t = ctx.tmp("fsize_train")
+    cmd = " ".join(map(shlex.quote, [LESION, "train", "seg", "--data", str(ctx.fixtures["derm"]), *TINY_SEG,
+                                     "--out", str(t / "out" / "m"), "--runs-dir", str(t / "runs")]))
+    r = ctx.run(["bash", "-c", f"ulimit -f 256; exec {cmd}"], cwd=t)
+    o = judge_error(r, "file-size limit")
+    left = [p.name for p in (t / "out").glob("m.*")] if (t / "out").exists() else []
+    if o.category == "clear error" and left:
+        return Outcome("silently wrong", f"error, but left {left}")
+    return o
+
+
+@case("export under a file-size limit (ulimit -f 2 MB): nothing left", "error")
+def c_export_fsize(ctx: Ctx) -> Outcome:
+    t = ctx.tmp("fsize_export")
+    cmd = " ".join(map(shlex.quote, [LESION, "export", FOCAL, "--out", str(t / "out" / "m.onnx")]))
+    r = ctx.run(["bash", "-c", f"ulimit -f 2048; exec {cmd}"], cwd=t)
+    o = judge_error(r, "file-size limit")
+    left = [p.name for p in (t / "out").iterdir()] if (t / "out").exists() else []
+    if o.category == "clear error" and left:
+        return Outcome("silently wrong", f"error, but left {left}")
+    return o
+
+
+@case("export --out a read-only folder: refused before the work", "error")
+def c_export_read_only(ctx: Ctx) -> Outcome:
+    r = ctx.lesion("export", FOCAL, "--out", "/sys/kernel/m.onnx")
+    o = judge_error(r, "cannot write")
+    if o.category == "clear error" and "loading" in r.err:
+        o.outcome += " [after loading the model]"
+    return o
+
+
+@case("evaluate seg on a folder with a symlink loop", "error")
+def c_symlink_loop(ctx: Ctx) -> Outcome:
+    t = ctx.tmp("symloop")
+    d = blob_set(t / "d", n=3)
+    os.symlink("loop.png", d / "images" / "loop.png")
+    return judge_error(eval_seg(ctx, d), "loop")
+
+
+@case("evaluate cls: card lists 4 classes, network has 5 outputs", "error")
+def c_card_classes(ctx: Ctx) -> Outcome:
+    t = ctx.tmp("cardclasses")
+    name = "cxr_demo_findings_efficientnet_lite0"
+    copy_weights(t / "w", name)
+    card = json.loads((t / "w" / f"{name}.json").read_text())
+    card["classes"] = card["classes"][:4]
+    (t / "w" / f"{name}.json").write_text(json.dumps(card))
+    r = ctx.lesion("evaluate", "cls", "--models", t / "w" / name, "--data", ctx.fixtures["cxr"], "--tta", "none",
+                   "--no-cache")
+    return judge_error(r, "classes")
+
+
+def _nudged_copy(name: str, folder: Path) -> Path:
+    """A checkpoint whose bytes no longer match its card (one weight nudged): a user's own edit."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = load_file(str(SHIPPED / f"{name}.safetensors"))
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key] + 1e-3
+    save_file(state, str(folder / f"{name}.safetensors"))
+    shutil.copy2(SHIPPED / f"{name}.json", folder / f"{name}.json")
+    return folder / name
+
+
+@case("evaluate cls --engine ray --no-verify: an edited checkpoint runs", "result")
+def c_ray_no_verify(ctx: Ctx) -> Outcome:
+    t = ctx.tmp("raynoverify")
+    stem = _nudged_copy(FOCAL, t / "w")
+    r = ctx.lesion("evaluate", "cls", "--models", stem, "--data", ctx.fixtures["clsset"], "--tta", "none",
+                   "--engine", "ray", "--no-verify", env={"LESION_RAY_THREADS": "1"}, timeout=600)
+    j = r.last_json or {}
+    if r.rc == 2 and "--no-verify" in r.err:
+        return Outcome("silently wrong", "told to pass --no-verify, which was passed")
+    return judge_result(r, j.get("n") == 12, f"n={j.get('n')} auc={j.get('auc')}")
+
+
+@case("evaluate seg --no-verify: an edited U-Net runs", "result")
+def c_seg_no_verify(ctx: Ctx) -> Outcome:
+    t = ctx.tmp("segnoverify")
+    stem = _nudged_copy(DERM_UNET, t / "w")
+    r = eval_seg(ctx, ctx.fixtures["blobs"], str(stem), "--no-verify")
+    iou, n = iou_of(r)
+    return judge_result(r, n == 4 and iou is not None, f"n={n} iou={iou}")
+
+
+@case("evaluate seg: every image unreadable", "error")
+def c_seg_all_failed(ctx: Ctx) -> Outcome:
+    t = ctx.tmp("segallfail")
+    d = blob_set(t / "d", n=3)
+    for p in (d / "images").iterdir():
+        p.write_text("not an image")
+    r = eval_seg(ctx, d, "otsu", "--out", t / "res.csv")
+    o = judge_error(r, "failed")
+    if o.category == "clear error" and (t / "res.csv").exists():
+        return Outcome("silently wrong", "error, but a CSV of NaN rows was written")
+    return o
+
+
 # ============================================================================================ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=2, help="parallel CLI cases (default 2)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    ap.add_argument("--only", default="", help="run only cases whose name contains this")
+    ap.add_argument("--only", default="", help="run only cases whose name contains this (several: A|B)")
     ap.add_argument("--tree", default="", help="sweep this copy of the sources instead of the script's repository")
     a = ap.parse_args(argv)
     global REPO, SHIPPED
@@ -1693,7 +2045,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     print(f"sweep folder: {root}", flush=True)
     build_fixtures(ctx)
-    chosen = [c for c in CASES if a.only.lower() in c.name.lower()]
+    only = [o.strip().lower() for o in a.only.split("|")]
+    chosen = [c for c in CASES if any(o in c.name.lower() for o in only)]
 
     def run_case(c: Case) -> None:
         t = time.time()
@@ -1713,6 +2066,8 @@ def main(argv=None) -> int:
         run_case(c)
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
         list(pool.map(run_case, rest))
+    for stop in ctx.cleanups:
+        stop()
 
     if lost(shipped_before):
         print(f"!! the repository's weights/ changed: {lost(shipped_before)}")

@@ -5,7 +5,10 @@ preprocessing its inputs need), what it was trained on (data sources with their 
 well it does and on which data (:class:`Metric`: value, data set, split, n, CI), how it got there (per-epoch
 history, training settings) and where it came from (:class:`Provenance`: command, library versions, device,
 time, sha256 of the weights). It plays the role of timm's ``pretrained_cfg`` and smp's hub config: the
-model is rebuilt from ``card.model`` alone (:func:`lesion.zoo.load_model`).
+model is rebuilt from ``card.model`` (:func:`lesion.zoo.load_model`), and its inputs are prepared from
+``card.preprocessing`` (:mod:`lesion.preprocess`). Each value is stored once: input size, mean and std live in
+``preprocessing`` only (old cards also wrote them into ``model``; they are read from there where
+``preprocessing`` lacks them, and never written back).
 
 JSON is the storage format (``NAME.json`` next to ``NAME.safetensors``), versioned by ``schema``. A card
 without ``schema`` is an old (version 1) hand-built dict, read through the one converter
@@ -15,11 +18,11 @@ without ``schema`` is an old (version 1) hand-built dict, read through the one c
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Mapping, Sequence
 
 from lesion.data.licences import LICENCES, licence_keys, licences_of
-from lesion.errors import CheckpointError
+from lesion.errors import CheckpointError, ConfigError, unknown_option
 
 #: Version of the JSON layout written by :meth:`ModelCard.to_dict`.
 SCHEMA_VERSION = 2
@@ -33,6 +36,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Data-set role of a source that was only evaluated on, never trained on.
 EXTERNAL = "external validation (never trained on)"
 TRAIN_VAL = "train+val"
+#: Split of a metric pooled over every fold of a K-fold ensemble, each image scored by the member that held it out.
+OUT_OF_FOLD = "out-of-fold"
 
 
 def _opt_float(x: Any) -> float | None:
@@ -50,37 +55,156 @@ def _ci(x: Any) -> tuple[float, float] | None:
     return (float(lo), float(hi))
 
 
+#: How an image is fitted to the network's H x W (:mod:`lesion.preprocess` implements them):
+#: ``squash`` resizes to H x W whatever the aspect; ``letterbox`` resizes the whole image into H x W keeping its
+#: aspect and pads bottom / right (SAM's layout); ``crop`` takes the central region of the target's aspect, then
+#: resizes it (for a square target: the central ``min(h, w)`` square, the classifiers' centre crop).
+RESIZE_MODES = ("squash", "letterbox", "crop")
+#: What the network sees before ``(x - mean) / std``: ``0-1`` = uint8 / 255, ``0-255`` = uint8 as is,
+#: ``minmax`` = each image's own min..max (over the image, not the padding) to 0..1 (MedSAM).
+SCALES = ("0-1", "0-255", "minmax")
+#: cv2 interpolation of the resize: ``auto`` = INTER_AREA when no side is enlarged, else INTER_LINEAR;
+#: ``area`` = always INTER_AREA (MedSAM's authors); ``linear`` = always INTER_LINEAR.
+INTERPOLATIONS = ("auto", "area", "linear")
+#: Keys an old card also stored in its ``model`` section; they live in ``preprocessing`` only.
+PREPROCESSING_KEYS_IN_MODEL = ("size", "mean", "std")
+
+
+def _hw(size: Any) -> int | tuple[int, int]:
+    """``224`` / ``[224]`` / ``[H, W]`` / ``"HxW"`` -> ``S`` when square, else ``(H, W)`` (ValueError otherwise)."""
+    if isinstance(size, str):
+        size = [int(s) for s in size.lower().replace("×", "x").split("x")] if "x" in size.lower() else int(size)
+    if isinstance(size, (list, tuple)):
+        if len(size) == 1:
+            size = size[0]
+        elif len(size) != 2:
+            raise ValueError(f"size must be one side or (height, width), got {size!r}")
+        else:
+            h, w = int(size[0]), int(size[1])
+            if h < 1 or w < 1:
+                raise ValueError(f"size must be positive, got {size!r}")
+            return h if h == w else (h, w)
+    if isinstance(size, bool) or int(size) != size or int(size) < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size!r}")
+    return int(size)
+
+
+def _resize_mode(resize: str, center_crop: bool | None) -> str:
+    """The resize mode of a card, also of an old one: ``""`` + ``center_crop`` (default True: the classifiers'
+    crop) and the free-text descriptions old cards carried (``"square, cv2 INTER_AREA ..."`` = squash)."""
+    text = str(resize or "").strip()
+    if not text:
+        return "crop" if center_crop is None or center_crop else "squash"
+    low = text.lower()
+    if low in RESIZE_MODES:
+        return low
+    if " " in low or "," in low:  # an old card's description
+        if low.startswith("square"):
+            return "squash"
+        if "longest side" in low or "pad" in low:
+            return "letterbox"
+        return "crop" if center_crop is None or center_crop else "squash"
+    raise unknown_option("resize mode", text, RESIZE_MODES)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an image becomes a network input (STYLE habit 4: preprocessing travels with the model)."""
+    """How an image becomes a network input (STYLE habit 4: preprocessing travels with the model).
 
-    size: int = 224  # side of the square network input, pixels
-    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel mean of the 0-1 input
-    std: tuple[float, ...] = IMAGENET_STD  # per-channel std of the 0-1 input
-    center_crop: bool = True  # crop the central square before resizing (classifiers; seed 003)
-    clahe: bool = False  # CLAHE on the lightness channel of the resized image (seed 003 preprocessing)
+    One description for classifiers, segmenters and MedSAM; :mod:`lesion.preprocess` is its one implementation
+    (``prepare`` -> uint8 ``[H, W, C]``, ``to_input`` -> float32 ``[B, C, H, W]``, ``restore`` for masks).
+    ``size`` is stored as ``S`` for a square input and ``(H, W)`` otherwise; read :attr:`hw`, :attr:`height`,
+    :attr:`width`. ``center_crop`` is the old spelling of ``resize='crop'`` / ``'squash'``: accepted by the
+    constructor (where ``resize`` is not given) and :meth:`from_dict`, readable as a property, never stored.
+    """
+
+    size: int | tuple[int, int] = 224  # network input: S (square) or (H, W), pixels
+    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel mean of the scaled input (see ``scale``)
+    std: tuple[float, ...] = IMAGENET_STD  # per-channel std of the scaled input
+    center_crop: InitVar[bool | None] = None  # old cards: True = resize 'crop', False = 'squash' (not stored)
+    clahe: bool = False  # CLAHE (clip 2, 8x8 tiles) on the lightness (grey) channel of the resized image
     channels: int = 3  # 3 = RGB input; 1 = grey (radiographs, seed 002): RGB is converted to grey first
     threshold: float | None = None  # segmenters: probability above which a pixel is foreground
-    resize: str = ""  # how the image is resized when that is not the classifier's crop + resize
+    resize: str = ""  # one of RESIZE_MODES ("" = from center_crop; default crop)
+    scale: str = "0-1"  # one of SCALES: the input range before (x - mean) / std
+    interpolation: str = "auto"  # one of INTERPOLATIONS
+
+    def __post_init__(self, center_crop: bool | None) -> None:
+        # ``resize`` wins over ``center_crop`` when both are given (dataclasses.replace passes the old property
+        # value of center_crop along with a new resize); center_crop alone decides only when resize is "".
+        object.__setattr__(self, "size", _hw(self.size))
+        object.__setattr__(self, "resize", _resize_mode(self.resize, center_crop))
+        scale = {1: "0-1", 255: "0-255"}.get(self.scale, self.scale) if not isinstance(self.scale, str) else self.scale
+        if scale not in SCALES:
+            raise unknown_option("input scale", scale, SCALES)
+        object.__setattr__(self, "scale", scale)
+        if self.interpolation not in INTERPOLATIONS:
+            raise unknown_option("interpolation", self.interpolation, INTERPOLATIONS)
+        object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
+        object.__setattr__(self, "std", tuple(float(x) for x in self.std))
+        object.__setattr__(self, "channels", int(self.channels))
+        object.__setattr__(self, "clahe", bool(self.clahe))
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", float(self.threshold))
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """``(H, W)`` of the network input."""
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
+
+    @property
+    def height(self) -> int:
+        return self.hw[0]
+
+    @property
+    def width(self) -> int:
+        return self.hw[1]
+
+    @property
+    def size_text(self) -> str:
+        """``"224"`` for a square input, ``"144x192"`` (height x width, as everywhere) otherwise."""
+        return str(self.size) if isinstance(self.size, int) else f"{self.height}x{self.width}"
 
     @classmethod
-    def from_dict(cls, p: Mapping[str, Any] | None) -> "Preprocessing":
+    def from_dict(cls, p: Mapping[str, Any] | None, model: Mapping[str, Any] | None = None) -> "Preprocessing":
+        """Read a card's ``preprocessing``, also an old one: an int ``size`` (square), ``center_crop`` with
+        ``resize: ""`` or a free-text ``resize``, and size / mean / std found only in the ``model`` section
+        (old cards stored them twice; ``preprocessing`` wins where both have them).
+
+        Raises:
+            ValueError: a size that is not one or two positive integers.
+            ConfigError: an unknown resize mode, scale or interpolation.
+        """
         p = dict(p or {})
+        m = dict(model or {})
+        for k in PREPROCESSING_KEYS_IN_MODEL:
+            if k not in p and m.get(k) is not None:
+                p[k] = m[k]
+        cc = p.get("center_crop")
         return cls(
-            size=int(p.get("size", 224)),
+            size=_hw(p.get("size", 224)),
             mean=tuple(float(x) for x in p.get("mean", IMAGENET_MEAN)),
             std=tuple(float(x) for x in p.get("std", IMAGENET_STD)),
-            center_crop=bool(p.get("center_crop", True)),
             clahe=bool(p.get("clahe", False)),
             channels=int(p.get("channels", 3)),
             threshold=_opt_float(p.get("threshold")),
-            resize=str(p.get("resize", "")),
+            resize=_resize_mode(str(p.get("resize") or ""), None if cc is None else bool(cc)),
+            scale=p.get("scale", "0-1"),
+            interpolation=str(p.get("interpolation", "auto")),
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``size`` an int (square) or ``[H, W]``; every value once (no ``center_crop``)."""
         d = dataclasses.asdict(self)
+        d["size"] = self.size if isinstance(self.size, int) else list(self.size)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
+
+
+# ``center_crop`` of an existing Preprocessing (pages, old callers): derived from ``resize``. Assigned after the
+# class is built so that the dataclass keeps ``center_crop`` as an init-only argument with a default of None.
+Preprocessing.center_crop = property(lambda self: self.resize == "crop",  # type: ignore[assignment]
+                                     doc="True when the central region is cropped (resize 'crop').")
 
 
 @dataclass(frozen=True)
@@ -236,6 +360,12 @@ class ModelCard:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise CheckpointError(f"Card '{self.name}' has task '{self.task}'; a card describes one of {', '.join(TASKS)}.")
+        if any(k in self.model for k in PREPROCESSING_KEYS_IN_MODEL):
+            # size / mean / std are preprocessing: stored once, in ``preprocessing`` (old cards and configs that
+            # carry them in the constructor section are read through Preprocessing.from_dict, which takes them
+            # from ``model`` only where ``preprocessing`` lacks them).
+            object.__setattr__(self, "model", {k: v for k, v in self.model.items()
+                                               if k not in PREPROCESSING_KEYS_IN_MODEL})
 
     # -- reading ---------------------------------------------------------------------------------------
     @property
@@ -282,6 +412,8 @@ class ModelCard:
         """The number a table shows first: IoU for segmenters, (mean) ROC-AUC for classifiers, pooled over
         the validation sets (external: the first external set)."""
         names = ("iou",) if self.task == "segmentation" else ("auc", "auc_mean")
+        if split == "val" and (oof := self.metric("auc", OUT_OF_FOLD)) is not None:
+            return oof  # a K-fold member: the pooled out-of-fold AUC over all images is the honest headline
         pooled = self.pooled_val_data if split == "val" else None
         for name in names:
             for m in self.metrics:
@@ -334,7 +466,7 @@ class ModelCard:
                 encoder=str(d.get("encoder") or ""), init=str(d.get("init") or "random"),
                 classes=tuple(str(c) for c in d.get("classes") or ()), target=d.get("target"),
                 multilabel=bool(d.get("multilabel", False)), model=dict(d.get("model") or {}),
-                preprocessing=Preprocessing.from_dict(d.get("preprocessing")),
+                preprocessing=Preprocessing.from_dict(d.get("preprocessing"), d.get("model")),
                 data=tuple(DataSource.from_dict(x) for x in d.get("data") or ()),
                 split=Split.from_dict(d.get("split")),
                 metrics=tuple(Metric.from_dict(x) for x in d.get("metrics") or ()),
@@ -343,7 +475,7 @@ class ModelCard:
                 extra=dict(d.get("extra") or {}), notes=str(d.get("notes") or ""),
                 warnings=tuple(str(w) for w in d.get("warnings") or ()), schema=SCHEMA_VERSION, path=path,
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise CheckpointError(f"Card '{d.get('name')}' does not follow schema {SCHEMA_VERSION}: {e!r}.") from e
 
 
@@ -482,7 +614,7 @@ def from_v1(d: Mapping[str, Any], path: str | None = None) -> ModelCard:
         name=name, task=task, domain=str(d.get("domain") or ""), arch=str(d.get("arch") or model.get("arch") or ""),
         encoder=str(d.get("encoder") or model.get("encoder") or ""), init=str(d.get("init") or "random"),
         classes=tuple(str(c) for c in classes or ()), target=d.get("target"),
-        multilabel=bool(d.get("multilabel", False)), model=model, preprocessing=Preprocessing.from_dict(prep),
+        multilabel=bool(d.get("multilabel", False)), model=model, preprocessing=Preprocessing.from_dict(prep, model),
         data=tuple(data), split=split, metrics=tuple(metrics), history=tuple(dict(r) for r in d.get("history") or ()),
         training=training, provenance=provenance, extra=extra, notes=str(d.get("notes") or ""),
         warnings=tuple(str(w) for w in d.get("warnings") or ()), path=path,

@@ -1,5 +1,5 @@
 """The ``lesion`` command: ``lesion train {seg,cls,cxr} …``, ``lesion evaluate {seg,cls} …``, ``lesion export …``,
-``lesion cache {clear,info}``.
+``lesion cache {clear,info}``, ``lesion analyse {slices,label-issues,diff,shortcuts} …``.
 
 Each task module owns its own argument parser (``main(argv) -> int``); this file only routes, so that the
 heavy imports of one task never slow down another. User errors (:class:`lesion.LesionError`) are printed as
@@ -28,6 +28,11 @@ COMMANDS: dict[tuple[str, str], str] = {
     ("cache", "clear"): "lesion.infer.cache:clear_main",
     ("cache", "info"): "lesion.infer.cache:info_main",
     ("serve", "models"): "lesion.serving.server:main",
+    ("import", "model"): "lesion.importer:main",
+    ("analyse", "slices"): "lesion.analyse.cli:slices_main",
+    ("analyse", "label-issues"): "lesion.analyse.cli:label_issues_main",
+    ("analyse", "diff"): "lesion.analyse.cli:diff_main",
+    ("analyse", "shortcuts"): "lesion.analyse.cli:shortcuts_main",
 }
 
 USAGE = """usage: lesion <command> <task> [options]
@@ -39,9 +44,14 @@ commands:
   lesion evaluate seg …      score a segmentation method over a data set
   lesion evaluate cls …      run a classifier ensemble with TTA over a data set
   lesion export MODEL …      export a classifier to ONNX
+  lesion import FILE …       make a model trained elsewhere (state dict, TorchScript, ONNX) a member
   lesion demo data …         generate the built-in synthetic demo data set
   lesion cache clear …       delete the prediction cache (--dry-run: only count; review tags are kept)
   lesion cache info          where the cache is and what it holds
+  lesion analyse slices …    per-group AUC / sensitivity / calibration, worst-group gap, slice finder (BH)
+  lesion analyse label-issues …  likely label errors (cleanlab), near duplicates, split leaks -> --out CSV
+  lesion analyse diff …      two members on the same images: paired ΔAUC, DeLong, McNemar
+  lesion analyse shortcuts … CAM mass outside the lesion / lungs against correctness
   lesion serve --models A,B  serve checkpoints over HTTP (Ray Serve; 127.0.0.1 unless LESION_SERVE_TOKEN is set)
 
 Run `lesion <command> <task> --help` for the options of one task.
@@ -58,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         key, rest = ("export", "model"), argv[1:]
     elif command == "serve":
         key, rest = ("serve", "models"), argv[1:]
+    elif command == "import":
+        key, rest = ("import", "model"), argv[1:]
     elif len(argv) >= 2:
         key, rest = (command, argv[1]), argv[2:]
     else:

@@ -37,6 +37,11 @@ class ConfigError(LesionError):
     """An unknown option name (the message lists the valid ones)."""
 
 
+class StorageError(LesionError):
+    """A file cannot be written for a reason of the machine: the disk is full, a file-size limit, a read-only or
+    forbidden folder. Nothing half-written is left at the destination."""
+
+
 def unknown_option(kind: str, name: str, options: list[str] | tuple[str, ...]) -> ConfigError:
     """Build a ConfigError that lists valid options and suggests the nearest one (MONAI's look_up_option)."""
 

@@ -2,8 +2,9 @@
 
 ``lesion export MODEL --format onnx --out FILE.onnx [--int8] [--calibrate DATA] …`` writes
 
-* ``FILE.onnx``: the network plus its output activation, input ``input`` float32 ``[batch, C, S, S]``
-  (NCHW, RGB scaled to 0-1 then ``(x - mean) / std``; the batch axis is dynamic, ``S`` is fixed), outputs
+* ``FILE.onnx``: the network plus its output activation, input ``input`` float32 ``[batch, C, H, W]``
+  (NCHW, RGB scaled as the card says, usually to 0-1, then ``(x - mean) / std``; the batch axis is dynamic,
+  ``H x W`` is fixed), outputs
   ``probabilities`` ``[batch, K]`` (sigmoid for one logit or a multi-label head, softmax otherwise) and
   ``logits`` ``[batch, K]``. Multi-task models built with the metadata encoder take a second input
   ``metadata`` float32 ``[batch, D]`` (:func:`lesion.classify.metadata.encode_metadata`; the all-unknown
@@ -17,7 +18,7 @@
   scales calibrated on ``--calibrate`` images (see :func:`quantize_onnx` for why static and not dynamic).
 
 :class:`OnnxClassifier` runs an exported file on the CPU with the card's preprocessing
-(:func:`lesion.classify.models.prepare_image` + :func:`~lesion.classify.models.normalize`), so that its
+(:func:`lesion.preprocess.prepare_batch`, the one preprocessing of every model), so that its
 probabilities equal those of the PyTorch model (tests: max |Δp| <= 1e-4 in fp32).
 
 Nothing here downloads anything; torch, onnx and onnxruntime are imported inside the functions.
@@ -40,12 +41,12 @@ import lesion
 from lesion.card import ModelCard, Preprocessing
 from lesion.classify.classifier import as_classifier
 from lesion.classify.metadata import AGE_CENTER, AGE_SCALE, SEX_VOCAB, SITE_VOCAB, encode_metadata
-from lesion.classify.models import normalize, prepare_image
 from lesion.data.spec import open_data
-from lesion.errors import CheckpointError, ConfigError, DataError, unknown_option
+from lesion.errors import CheckpointError, ConfigError, DataError, LesionError, unknown_option
 from lesion.infer.engine import as_items
-from lesion.paths import atomic_target, file_digest
-from lesion.train.loop import check_file_target, library_versions, run_provenance
+from lesion.paths import atomic_target, check_file_target, check_writable_folder, file_digest
+from lesion.preprocess import geometry, prepare, prepare_batch, to_input
+from lesion.train.loop import library_versions, run_provenance
 from lesion.train.options import OptionParser, check_value, command_line
 from lesion.weights import card_json
 from lesion.weights import read_card as read_model_card
@@ -135,11 +136,6 @@ def _check_targets(targets: Sequence[Path], protected: Sequence[Path], overwrite
         if existing:
             raise ConfigError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
                               "pass --overwrite to replace.")
-
-
-def _tmp_sibling(path: Path) -> Path:
-    """A temporary name in the same folder (so ``os.replace`` is atomic and never crosses devices)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def activation_name(num_classes: int, multilabel: bool) -> str:
@@ -271,7 +267,7 @@ def export_onnx(
     classes = list(card.classes)
     multilabel = card.multilabel
     with_meta = model.uses_metadata
-    x = torch.from_numpy(normalize(np.stack([prepare_image(im, prep) for im in _random_images(2, seed=1)]), prep))
+    x = torch.from_numpy(prepare_batch(_random_images(2, seed=1), prep))
     meta = None
     if with_meta:
         meta = torch.from_numpy(np.stack([encode_metadata({}), encode_metadata({"age": 61, "sex": "male",
@@ -280,21 +276,19 @@ def export_onnx(
         with torch.inference_mode():
             k = int(model(x, meta).logits.shape[-1])
     except RuntimeError as e:
-        raise ConfigError(f"'{card.name}' cannot run on {prep.size}-px inputs ({str(e).splitlines()[0]}); "
+        raise ConfigError(f"'{card.name}' cannot run on {prep.size_text}-px inputs ({str(e).splitlines()[0]}); "
                           "choose a larger --size.") from e
     if classes and len(classes) != k:
         raise CheckpointError(f"The card lists {len(classes)} classes but the model has {k} outputs.")
     act = activation_name(k, multilabel)
     head = _export_head(model, sigmoid=act == "sigmoid", with_meta=with_meta)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(out)
     inputs = (x, meta) if with_meta else (x,)
     input_names = [INPUT_NAME, META_NAME] if with_meta else [INPUT_NAME]
     dyn = {n: {0: "batch"} for n in (*input_names, *OUTPUT_NAMES)}
-    log(f"exporting to ONNX (opset {opset}, {prep.size} px)")
+    log(f"exporting to ONNX (opset {opset}, {prep.size_text} px)")
     t0 = time.perf_counter()
-    try:
+    with atomic_target(out) as tmp:  # nothing at ``out`` unless the check below passes
         with warnings.catch_warnings():
             # The TorchScript exporter (dynamo=False) is deprecated in favour of torch.export, but that one
             # needs the onnxscript package, which we do not ship; the TorchScript path covers timm CNNs.
@@ -310,19 +304,16 @@ def export_onnx(
             raise CheckpointError(
                 f"The exported model disagrees with PyTorch: max |Δ probability| = "
                 f"{check['max_abs_diff_probability']:.2e} > {EXPORT_ATOL:g}; nothing was written.")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     export_s = time.perf_counter() - t0
 
     source_path = Path(card.path) if card.path else None
     source_sha = sha256_file(source_path) if source_path is not None and source_path.is_file() else None
     c = prep.channels
     inputs_desc = [{
-        "name": INPUT_NAME, "shape": ["batch", c, prep.size, prep.size], "dtype": "float32", "layout": "NCHW",
-        "description": ("RGB" if c == 3 else "grey") + " image prepared as 'preprocessing' says (centre crop, "
-                       "resize, CLAHE), scaled to 0-1, then (x - mean) / std per channel",
+        "name": INPUT_NAME, "shape": ["batch", c, prep.height, prep.width], "dtype": "float32", "layout": "NCHW",
+        "description": ("RGB" if c == 3 else "grey") + f" image prepared as 'preprocessing' says (resize "
+                       f"'{prep.resize}'" + (", CLAHE" if prep.clahe else "") + f"), scaled '{prep.scale}', then "
+                       "(x - mean) / std per channel",
     }]
     if with_meta:
         inputs_desc.append({
@@ -349,7 +340,7 @@ def export_onnx(
         "export_s": round(export_s, 2),
     }
     if size is not None and int(size) != native:
-        extra["note"] = f"input size {prep.size} px overrides the model's native {native} px"
+        extra["note"] = f"input size {prep.size_text} px overrides the model's native {native} px"
     export_card = exported_card(card, out, prep, extra, dtype="float32", command=command)
     _write_card(out, export_card)
     log(f"wrote {out} ({export_card.provenance.file_size_bytes / 1e6:.1f} MB, max |Δp| vs PyTorch "
@@ -382,7 +373,7 @@ def _check_against_torch(path: Path, head: Any, prep: Preprocessing, with_meta: 
 
     sess = _session(path, threads=1)
     images = _random_images(4, seed=2)
-    x = normalize(np.stack([prepare_image(im, prep) for im in images]), prep)
+    x = prepare_batch(images, prep)
     metas = [{}, {"age": 35, "sex": "female", "site": "face"}, {"age": 70, "sex": "male"}, {"site": "back"}]
     meta = np.stack([encode_metadata(m) for m in metas]).astype(np.float32)
     diffs = []
@@ -406,7 +397,7 @@ def _check_against_torch(path: Path, head: Any, prep: Preprocessing, with_meta: 
 
 def _load_calibration(data: Any, prep: Preprocessing, n: int, seed: int, with_meta: bool,
                       progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Network inputs for ``n`` images of ``data`` (seeded sample): ``(x [n, C, S, S], meta [n, D] | None, name)``."""
+    """Network inputs for ``n`` images of ``data`` (seeded sample): ``(x [n, C, H, W], meta [n, D] | None, name)``."""
     name = "images"
     if isinstance(data, (str, Path)):
         ds = open_data(str(data))
@@ -416,13 +407,15 @@ def _load_calibration(data: Any, prep: Preprocessing, n: int, seed: int, with_me
         name = getattr(data, "name", name)
     items = as_items(data)
     order = np.random.default_rng(seed).permutation(len(items))[: max(1, int(n))]
-    xs, metas = [], []
-    for j, i in enumerate(order):
-        xs.append(prepare_image(items[i].load(), prep))
+    xs, content, metas = [], [], []
+    for j, i in enumerate(order):  # one image in memory at a time: prepared (network size) as it is read
+        image = items[i].load()
+        xs.append(prepare(image, prep))
+        content.append(geometry(np.asarray(image).shape[:2], prep).content)
         metas.append(items[i].meta)
         if progress is not None:
             progress(j + 1, len(order))
-    x = normalize(np.stack(xs), prep)
+    x = to_input(np.stack(xs), prep, content)
     meta = None
     if with_meta:
         meta = np.stack([encode_metadata(m or {}) for m in metas]).astype(np.float32)
@@ -529,11 +522,9 @@ def quantize_onnx(
         def rewind(self):
             self.it = iter(self.batches)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(out)
     log(f"quantising (static QDQ, {len(x_cal)} calibration images)")
     t0 = time.perf_counter()
-    try:
+    with atomic_target(out) as tmp:
         with tempfile.TemporaryDirectory(prefix="lesion-q-") as d:
             pre = Path(d) / "pre.onnx"
             # shape inference + graph optimisation (Conv+BN fusion...) so that the scales are those of the
@@ -546,10 +537,6 @@ def quantize_onnx(
                 calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
             )
         agreement = _compare_models(fp32_path, tmp, x_chk, m_chk, with_meta)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     extra = {k_: v for k_, v in card.extra.items() if k_ != "check"}
     extra["quantization"] = {
         "method": "static", "format": "QDQ", "weights": "int8 (7-bit range), symmetric, per output channel",
@@ -672,11 +659,11 @@ class OnnxClassifier:
         return self.card.name or self.path.stem
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 images ``[H, W, 3]`` (any size) -> network input float32 ``[N, C, S, S]``."""
-        return normalize(np.stack([prepare_image(np.asarray(im), self.prep) for im in images]), self.prep)
+        """RGB uint8 images ``[H, W, 3]`` (any size) -> network input float32 ``[N, C, H, W]``."""
+        return prepare_batch(images, self.prep)
 
     def run(self, x: np.ndarray, meta: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """One forward pass on prepared inputs ``x [B, C, S, S]`` float32 (``meta [B, D]``; None = unknown).
+        """One forward pass on prepared inputs ``x [B, C, H, W]`` float32 (``meta [B, D]``; None = unknown).
 
         Returns:
             ``{"probabilities": [B, K], "logits": [B, K]}`` float32.
@@ -744,11 +731,25 @@ def check_export_config(cfg: ExportConfig) -> tuple[Path, Path]:
     targets = [out, card_path(out)] + ([int8_out, card_path(int8_out)] if cfg.int8 else [])
     for t, option in zip(targets, ("--out", "--out", "--int8-out", "--int8-out")):
         check_file_target(t, option)
+    need = _export_bytes(cfg.model)  # the fp32 file (and the int8 copy, a quarter of it): writable, room for it
+    same = cfg.int8 and int8_out.parent == out.parent
+    check_writable_folder(out.parent, "--out", need + (need // 4 if same else 0))
+    if cfg.int8 and int8_out.parent != out.parent:
+        check_writable_folder(int8_out.parent, "--int8-out", need // 4)
     if cfg.int8:
         calib = open_data(str(cfg.calibrate))  # a missing or empty folder fails here, before the fp32 export
         if not calib.records:
             raise DataError(f"--calibrate {cfg.calibrate} has no images to calibrate the int8 model on.")
     return out, int8_out
+
+
+def _export_bytes(model: str | Path) -> int:
+    """About the size of the fp32 ONNX file of ``model``: twice its fp16 weights file, plus 1 MB of graph (0 when
+    the model cannot be found: the export then says why)."""
+    try:
+        return 2 * resolve_weights(model)[0].stat().st_size + (1 << 20)
+    except (LesionError, OSError):
+        return 0
 
 
 def run_export(cfg: ExportConfig, progress: Progress | None = None, log: Log | None = None) -> list[ModelCard]:
@@ -823,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         q = c.extra.get("quantization") or {}
         agree = q.get("agreement_with_fp32") or c.extra.get("check") or {}
         print(f"{c.path}  {c.provenance.file_size_bytes / 1e6:.2f} MB  {c.provenance.dtype}  "
-              f"{c.preprocessing.size} px  max|Δp| {'vs fp32' if q else 'vs PyTorch'} "
+              f"{c.preprocessing.size_text} px  max|Δp| {'vs fp32' if q else 'vs PyTorch'} "
               f"{agree.get('max_abs_diff_probability', float('nan')):.2e}")
     return 0
 

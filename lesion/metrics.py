@@ -22,6 +22,13 @@ both full (every pixel)     1.0         1.0          1.0         ``empty``   1.0
 ==========================  ==========  ===========  ==========  ==========  ===========  ========
 
 ``thresholded_jaccard`` is the ISIC 2018 challenge score: ``iou`` if ``iou >= 0.65`` else 0.
+
+One-class AUC rule
+------------------
+**An ROC-AUC over labels that hold one class only is undefined and is NaN** — never an exception, never None —
+and so are its CI bounds (:func:`binary_auc`, the one place that decides it; every AUC here goes through it).
+Callers test ``np.isfinite`` and show :data:`ONE_CLASS_AUC` (:func:`auc_text`) instead of a number. Mismatched
+lengths are still a :class:`~lesion.errors.DataError` (a bug in the caller's data, not a property of it).
 """
 from __future__ import annotations
 
@@ -266,6 +273,41 @@ def _auc_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     return u / (n_pos * n_neg)
 
 
+#: What a page shows instead of an AUC that the one-class rule made NaN.
+ONE_CLASS_AUC = "needs both classes"
+
+
+def _auc_inputs(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise DataError(f"y_true has {y.size} values but y_score has {s.size}.")
+    return y, s
+
+
+def binary_auc(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
+    """ROC-AUC of binary labels ``[n]`` against scores ``[n]`` (sklearn's ``roc_auc_score``).
+
+    The one-class rule (module docstring): NaN when the labels hold one class only (or none).
+
+    Raises:
+        DataError: the lengths differ.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y, s = _auc_inputs(y_true, y_score)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, s))
+
+
+def auc_text(auc: float | None, digits: int = 3) -> str:
+    """An AUC as a page shows it: ``"0.912"``, or :data:`ONE_CLASS_AUC` when it is undefined (NaN or None)."""
+    if auc is None or not np.isfinite(auc):
+        return ONE_CLASS_AUC
+    return f"{float(auc):.{digits}f}"
+
+
 def roc_auc_ci(
     y_true: Sequence[int] | np.ndarray,
     y_score: Sequence[float] | np.ndarray,
@@ -284,21 +326,14 @@ def roc_auc_ci(
         n_boot: bootstrap resamples (0 skips the CI: lo = hi = NaN).
 
     Returns:
-        ``(auc, lo, hi)``.
+        ``(auc, lo, hi)``; all three NaN when only one class is present (the one-class rule).
 
     Raises:
-        DataError: lengths differ, or only one class is present (AUC undefined).
+        DataError: the lengths differ.
     """
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y_true).astype(bool).ravel()
-    s = np.asarray(y_score, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise DataError(f"y_true has {y.size} values but y_score has {s.size}.")
-    if y.all() or not y.any():
-        raise DataError("ROC-AUC needs both positive and negative cases; only one class is present.")
-    auc = float(roc_auc_score(y, s))
-    if n_boot <= 0:
+    y, s = _auc_inputs(y_true, y_score)
+    auc = binary_auc(y, s)
+    if n_boot <= 0 or not np.isfinite(auc):
         return auc, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     pos, neg = s[y], s[~y]
@@ -342,14 +377,14 @@ def curve_table(y_true, scores: "dict[str, np.ndarray]", kind: str = "roc"):
         DataFrame ``model, x, y, threshold, label`` where ``label`` is e.g. ``"ens (AUC 0.91)"``.
     """
     import pandas as pd
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
     frames = []
     for name, s in scores.items():
         y, sc = _binary(y_true, s)
         if kind == "roc":
             x, yy, thr = roc_curve(y, sc)
-            label = f"{name} (AUC {roc_auc_score(y, sc):.3f})"
+            label = f"{name} (AUC {auc_text(binary_auc(y, sc))})"
         elif kind == "pr":
             yy, x, thr = precision_recall_curve(y, sc)
             thr = np.append(thr, np.nan)
@@ -405,10 +440,8 @@ def auc_table(y_true, scores: "dict[str, np.ndarray]", n_boot: int = 1000, seed:
         scores: model name -> positive-class score ``[N]``.
 
     Returns:
-        DataFrame ``model, auc, ci_lo, ci_hi, n`` (``n``: labelled images).
-
-    Raises:
-        DataError: the labelled images hold one class only.
+        DataFrame ``model, auc, ci_lo, ci_hi, n`` (``n``: labelled images); ``auc`` and the CI are NaN when the
+        labelled images hold one class only (the one-class rule).
     """
     import pandas as pd
 
@@ -448,7 +481,7 @@ def label_auc_table(y_true, scores, labels: Sequence[str], n_boot: int = 500):
     for j, name in enumerate(labels):
         t, sc = _label_column(y, s, j)
         r = per_label_auc(t[:, None], sc[:, None], [name], ci=True, n_boot=n_boot)[name]
-        lo, hi = r.get("auc_ci") or (None, None)
+        lo, hi = r.get("auc_ci") or (float("nan"), float("nan"))
         rows.append({"label": name, "n": r["n"], "positives": r["positives"], "auc": r["auc"],
                      "ci_lo": lo, "ci_hi": hi})
     return pd.DataFrame(rows, columns=["label", "n", "positives", "auc", "ci_lo", "ci_hi"])
@@ -464,19 +497,20 @@ def label_curve_table(y_true, scores, labels: Sequence[str]):
         and ``label`` reads e.g. ``"Effusion (AUC 0.912, n+=14)"``; empty when no column has both classes.
     """
     import pandas as pd
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
 
     y = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     frames = []
     for j, name in enumerate(labels):
         t, sc = _label_column(y, s, j)
-        if len(np.unique(t)) < 2:
+        auc = binary_auc(t, sc)
+        if not np.isfinite(auc):
             continue
         fpr, tpr, thr = roc_curve(t, sc)
         pos = int(t.sum())
         frames.append(pd.DataFrame({"model": name, "x": fpr, "y": tpr, "threshold": thr,
-                                    "label": f"{name} (AUC {roc_auc_score(t, sc):.3f}, n+={pos})", "positives": pos}))
+                                    "label": f"{name} (AUC {auc_text(auc)}, n+={pos})", "positives": pos}))
     if not frames:
         return pd.DataFrame(columns=["model", "x", "y", "threshold", "label", "positives"])
     return pd.concat(frames, ignore_index=True)
@@ -487,48 +521,44 @@ def label_curve_table(y_true, scores, labels: Sequence[str]):
 # ----------------------------------------------------------------------------------------------------------
 def logits_auc(logits: np.ndarray, y: np.ndarray) -> float:
     """ROC-AUC of a head's logits ``[N, K]``: binary on the single logit; multi-class (softmax) macro
-    one-vs-rest over the classes present. NaN when only one class is present."""
-    from sklearn.metrics import roc_auc_score
+    one-vs-rest over the classes present. NaN when only one class is present (the one-class rule)."""
     from scipy.special import softmax
 
     y = np.asarray(y)
     logits = np.asarray(logits, dtype=np.float64)
     if logits.shape[1] == 1:
-        if len(np.unique(y)) < 2:
-            return float("nan")
-        return float(roc_auc_score(y, logits[:, 0]))
+        return binary_auc(y, logits[:, 0])
     p = softmax(logits, axis=1)
-    present = [k for k in range(p.shape[1]) if 0 < (y == k).sum() < len(y)]
-    if not present:
-        return float("nan")
-    return float(np.mean([roc_auc_score(y == k, p[:, k]) for k in present]))
+    per_class = [binary_auc(y == k, p[:, k]) for k in range(p.shape[1])]
+    return _finite_mean(per_class)
+
+
+def _finite_mean(values: Iterable[float | None]) -> float:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def per_label_auc(y: np.ndarray, scores: np.ndarray, classes: Sequence[str], ci: bool = False,
                   n_boot: int = 500) -> dict[str, dict]:
-    """ROC-AUC per output column of a multi-label head (columns without both positives and negatives get
-    ``auc: None``); with ``ci`` the 95% bootstrap CI as ``auc_ci``."""
-    from sklearn.metrics import roc_auc_score
-
+    """ROC-AUC per output column of a multi-label head: ``{class: {"n", "positives", "auc"}}``; with ``ci`` also
+    the 95% bootstrap CI as ``auc_ci`` ``[lo, hi]``. A column without both positives and negatives gets NaN
+    (the one-class rule)."""
     out: dict[str, dict] = {}
     for j, c in enumerate(classes):
         t = np.asarray(y)[:, j]
-        n_pos = int(t.sum())
-        row: dict = {"n": int(len(t)), "positives": n_pos, "auc": None}
-        if 0 < n_pos < len(t):
-            if ci:
-                auc, lo, hi = roc_auc_ci(t, scores[:, j], n_boot=n_boot)
-                row.update(auc=float(auc), auc_ci=[float(lo), float(hi)])
-            else:
-                row["auc"] = float(roc_auc_score(t, scores[:, j]))
+        row: dict = {"n": int(len(t)), "positives": int(t.sum())}
+        if ci:
+            auc, lo, hi = roc_auc_ci(t, scores[:, j], n_boot=n_boot)
+            row.update(auc=auc, auc_ci=[lo, hi])
+        else:
+            row["auc"] = binary_auc(t, scores[:, j])
         out[c] = row
     return out
 
 
 def mean_auc(per_label: dict[str, dict]) -> float:
-    """Mean of the defined per-label AUCs (NaN when none is defined)."""
-    vals = [v["auc"] for v in per_label.values() if v.get("auc") is not None]
-    return float(np.mean(vals)) if vals else float("nan")
+    """Mean of the defined (finite) per-label AUCs; NaN when none is defined."""
+    return _finite_mean(v.get("auc") for v in per_label.values())
 
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -21,10 +20,10 @@ from filelock import FileLock, Timeout
 
 from lesion.errors import ConfigError, DataError, unknown_option
 from lesion.data.io import to_uint8_rgb
-from lesion.paths import dataset_cache_dir
+from lesion.paths import dataset_cache_dir, write_atomic
 
 #: Flag columns of the review table, also the ``kinds`` accepted by :func:`filter_cases`.
-FLAGS: tuple[str, ...] = ("false_positive", "false_negative", "low_agreement", "inconsistent_attention")
+FLAGS: tuple[str, ...] = ("false_positive", "false_negative", "low_agreement", "empty_map", "inconsistent_attention")
 #: Tag choices offered by the page (any string is stored).
 TAGS: tuple[str, ...] = ("label error", "model error", "image artefact", "ambiguous", "interesting")
 TAGS_FILE = "review_tags.json"
@@ -57,7 +56,9 @@ def build_review_table(
         threshold: predicted label = ``prob >= threshold``.
         agreement: optional DataFrame with ``id``, ``agreement`` and ``n_components`` (other columns kept).
         meta: optional DataFrame with ``id`` and metadata columns (age, sex, site, ...).
-        low_quantile: ``low_agreement`` = agreement below this quantile of the labelled set's agreement...
+        low_quantile: ``low_agreement`` = agreement at or below this quantile of the agreement of the maps that
+            have a region (``n_components > 0``): an empty map (no region, agreement 0) is flagged ``empty_map``
+            instead, so maps tied at 0 never fill the "lowest quantile" (on PH2 they were 77 of 200 cases)...
         low_threshold: ...or below this absolute value when given (takes precedence).
         inconsistent_components: ``inconsistent_attention`` = the binarised heatmap falls into at least this
             many separate regions (seed 003 Fig. 14).
@@ -89,12 +90,16 @@ def build_review_table(
     if "n_components" not in df:
         df["n_components"] = np.nan
     a = df["agreement"].to_numpy(dtype=np.float64)
+    comps = pd.to_numeric(df["n_components"], errors="coerce").to_numpy(dtype=np.float64)
+    empty = np.isfinite(a) & (comps == 0)
+    ranked = np.isfinite(a) & ~empty
     if low_threshold is not None:
         cut = float(low_threshold)
     else:
-        finite = a[np.isfinite(a)]
+        finite = a[ranked]
         cut = float(np.quantile(finite, low_quantile)) if finite.size else np.nan
-    df["low_agreement"] = np.isfinite(a) & (a <= cut) if np.isfinite(cut) else False
+    df["low_agreement"] = ranked & (a <= cut) if np.isfinite(cut) else False
+    df["empty_map"] = empty
     df["inconsistent_attention"] = df["n_components"].fillna(0).to_numpy() >= inconsistent_components
     if meta is not None and len(meta):
         df = df.merge(meta, on="id", how="left", suffixes=("", "_meta"))
@@ -229,17 +234,8 @@ class TagStore:
             self.reload()
 
     def _write(self, tags: Mapping[str, Any]) -> None:
-        """Atomic replace of the file; caller holds the lock."""
-        fd, tmp = tempfile.mkstemp(prefix=".tags-", suffix=".json", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(tags, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Atomic replace of the file (:func:`lesion.paths.write_atomic`); caller holds the lock."""
+        write_atomic(self.path, json.dumps(tags, indent=1, sort_keys=True))
 
     def _update(self, change) -> None:
         """Lock, re-read, apply ``change(tags) -> bool (changed)``, write if changed, unlock."""

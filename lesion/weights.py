@@ -30,7 +30,7 @@ import numpy as np
 from lesion.card import ModelCard
 from lesion.data.records import file_content_digest, file_version
 from lesion.errors import CheckpointError, ConfigError
-from lesion.paths import WEIGHTS_DIR, atomic_target
+from lesion.paths import WEIGHTS_DIR, write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -48,6 +48,8 @@ LITE_PACKAGES: dict[int, tuple[str, str]] = {
 
 #: Suffixes accepted as a weights file (safetensors is what we write; .pth/.pt for users' own checkpoints).
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+#: Suffixes of imported model files beside their card (``lesion import``): the file is the network.
+MODEL_FILE_SUFFIXES = WEIGHT_SUFFIXES + (".onnx", ".ts", ".torchscript")
 
 #: Keys of the full timm classifier that a ``features_only`` encoder does not have (expected extras).
 _HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")
@@ -260,13 +262,7 @@ def portable(obj: Any) -> Any:
 
 def _stem(path: str | Path) -> Path:
     p = Path(path)
-    return p.with_suffix("") if p.suffix in WEIGHT_SUFFIXES + (".json",) else p
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` through a temporary file in the same folder and a rename: a kill leaves old or new, never half."""
-    with atomic_target(path) as tmp:
-        tmp.write_bytes(data)
+    return p.with_suffix("") if p.suffix in MODEL_FILE_SUFFIXES + (".json",) else p
 
 
 def card_json(card: ModelCard) -> str:
@@ -294,6 +290,7 @@ def save_checkpoint(
 
     Raises:
         CheckpointError: a file exists and ``overwrite`` is False.
+        StorageError: the disk is full, a file-size limit, a read-only folder (one line; no new file is left).
     """
 
     import torch
@@ -318,8 +315,14 @@ def save_checkpoint(
     card = card.replace(name=stem.name, path=None, provenance=dataclasses.replace(
         card.provenance, sha256=hashlib.sha256(blob).hexdigest(), file_size_bytes=len(blob), dtype="float16",
         created=created))
-    _write_atomic(wpath, blob)
-    _write_atomic(cpath, card_json(card).encode())
+    existed = wpath.exists()
+    write_atomic(wpath, blob)
+    try:
+        write_atomic(cpath, card_json(card).encode())
+    except BaseException:  # e.g. the disk filled up between the two files: no new weights left without a card
+        if not existed:
+            wpath.unlink(missing_ok=True)
+        raise
     return wpath
 
 
@@ -328,7 +331,7 @@ def write_card(stem: str | Path, card: ModelCard) -> Path:
     if not isinstance(card, ModelCard):
         raise TypeError(f"write_card needs a ModelCard, not {type(card).__name__}")
     cpath = _stem(stem).with_suffix(".json")
-    _write_atomic(cpath, card_json(card.replace(path=None)).encode())
+    write_atomic(cpath, card_json(card.replace(path=None)).encode())
     return cpath
 
 
@@ -368,7 +371,7 @@ def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = N
     stems = [_stem(raw)]
     if len(raw.parts) == 1 and not raw.is_absolute():  # a bare name: look in the weights folder too
         stems.append(_stem(wdir / raw))
-    suffixes = (raw.suffix,) if raw.suffix in WEIGHT_SUFFIXES else WEIGHT_SUFFIXES
+    suffixes = (raw.suffix,) if raw.suffix in MODEL_FILE_SUFFIXES else MODEL_FILE_SUFFIXES
     for stem in stems:
         for suf in suffixes:
             wpath = stem.with_suffix(suf)
@@ -382,7 +385,7 @@ def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = N
                 return wpath, read_card(cpath, wpath)
     available = ", ".join(c.name for c in list_weights(weights_dir=wdir)) or "none"
     raise CheckpointError(
-        f"No weights file found for '{name_or_path}' (looked for {', '.join(WEIGHT_SUFFIXES)} at "
+        f"No weights file found for '{name_or_path}' (looked for {', '.join(MODEL_FILE_SUFFIXES)} at "
         f"{', '.join(str(s) for s in stems)}). Shipped weights: {available}."
     )
 
@@ -391,6 +394,30 @@ def weights_sha256(path: str | Path) -> str:
     """Hex sha256 of a weights file, hashed once per process and file version (path, size, mtime, ctime,
     inode): the app can ask on every rerun without re-reading the file."""
     return file_content_digest(path, "sha256")
+
+
+def state_digest(state: "torch.nn.Module | Mapping[str, Any]") -> str:
+    """The identity of weights held in memory: hex sha256 of a module's ``state_dict()`` (or of a state dict).
+
+    The one rule for weights without a file (a file's identity is :func:`lesion.paths.file_digest`, sha256 of its
+    bytes): for every entry in sorted key order, its name, dtype, shape and raw bytes (a contiguous CPU copy, so
+    the device and the memory format, e.g. ``channels_last``, do not change it); a non-tensor entry contributes
+    its name and ``repr``. Equal weights give equal digests in any process; any changed value, dtype or name
+    gives another one.
+    """
+    import torch
+
+    sd = state.state_dict() if callable(getattr(state, "state_dict", None)) else state
+    h = hashlib.sha256()
+    for key in sorted(sd):
+        value = sd[key]
+        if isinstance(value, torch.Tensor):
+            t = value.detach().to("cpu").contiguous()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(f"{key}|{value!r}\n".encode())
+    return h.hexdigest()
 
 
 def weights_file_identity(name_or_path: str | Path) -> tuple:
@@ -474,7 +501,7 @@ def list_weights(task: str | None = None, domain: str | None = None,
         return []
     out = []
     for cpath in sorted(wdir.glob("*.json")):
-        wpath = next((cpath.with_suffix(s) for s in WEIGHT_SUFFIXES if cpath.with_suffix(s).is_file()), None)
+        wpath = next((cpath.with_suffix(s) for s in MODEL_FILE_SUFFIXES if cpath.with_suffix(s).is_file()), None)
         if wpath is None:
             continue
         try:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 from lesion.card import ModelCard
 from lesion.classify import classifier
+from lesion.classify.imported import build_imported
 from lesion.errors import CheckpointError
 from lesion.segment import models as seg_models
 from lesion.weights import (WEIGHT_SUFFIXES, load_strict, read_state_file, resolve_weights, verify_weights,
@@ -42,10 +43,25 @@ def _check_task(card: ModelCard, task: str | Iterable[str] | None) -> None:
         )
 
 
+def _check_outputs(card: ModelCard) -> None:
+    """A classifier's card must name one class per output of the network it describes (``model.num_classes``);
+    otherwise every per-class column, metric and merge would be shifted or cut."""
+    if card.task not in CLASSIFIER_TASKS or not card.classes:
+        return
+    k = dict(card.model or {}).get("num_classes")
+    if isinstance(k, int) and k != len(card.classes):
+        raise CheckpointError(
+            f"The card of '{card.name}' lists {len(card.classes)} classes ({', '.join(card.classes[:6])}"
+            f"{', …' if len(card.classes) > 6 else ''}) but its network has {k} outputs; fix 'classes' in its .json "
+            "card.")
+
+
 def read_model_card(name_or_path: str | Path, task: str | Iterable[str] | None = None) -> ModelCard:
-    """The card of a checkpoint (no weights read); ``task`` refuses other kinds."""
+    """The card of a checkpoint (no weights read); ``task`` refuses other kinds, and a classifier card whose
+    classes do not match its network's outputs is refused."""
     _, card = resolve_weights(name_or_path)
     _check_task(card, task)
+    _check_outputs(card)
     return card
 
 
@@ -76,7 +92,8 @@ def load_model(
 
     Raises:
         CheckpointError: unknown name, missing/corrupt file or card, another task than ``task``, weights that
-            do not match the card's sha256 (``verify``), or weights that do not fit the model the card describes.
+            do not match the card's sha256 (``verify``), weights that do not fit the model the card describes, or a
+            classifier card whose classes are not one per network output.
     """
     path = Path(name_or_path)
     if seg_config is not None:
@@ -91,10 +108,17 @@ def load_model(
     else:
         wpath, card = resolve_weights(name_or_path)
         _check_task(card, task)
+    _check_outputs(card)
     digest = verify_weights(wpath, card) if verify else weights_sha256(wpath)
-    net = BUILDERS[card.task](card)
-    what = f"weights '{card.name}' ({card.arch}{'/' + card.encoder if card.encoder and card.encoder != card.arch else ''})"
-    load_strict(net, read_state_file(wpath), what=what)
+    if card.model.get("imported"):  # lesion import: a timm / torchvision / smp state dict, ONNX or TorchScript
+        net = build_imported(card, wpath)
+        if card.task in CLASSIFIER_TASKS:
+            net.num_classes = len(card.classes) or 1
+            net = classifier.Classifier(net)
+    else:
+        net = BUILDERS[card.task](card)
+        what = f"weights '{card.name}' ({card.arch}{'/' + card.encoder if card.encoder and card.encoder != card.arch else ''})"
+        load_strict(net, read_state_file(wpath), what=what)
     net.weights_sha256 = digest
     if device is not None:
         net.to(seg_models.torch_device(device))

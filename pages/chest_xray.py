@@ -34,7 +34,7 @@ from ui.cxr import (  # noqa: E402
 )
 from ui.charts import fit  # noqa: E402
 from ui.segment import network_mask  # noqa: E402
-from ui.trust import default_models, mask_labels, model_label, show_model_notes, subset_choice  # noqa: E402
+from ui.trust import default_models, follows_dataset, mask_labels, model_label, show_model_notes, subset_choice  # noqa: E402,E501
 
 for note in list(ds.warnings) + view_warnings(ds.records):
     st.warning(note)
@@ -48,8 +48,11 @@ if not cards:
     finish_page(stop=True)
 by_name = {c.name: c for c in cards}
 c1, c2 = st.columns([3, 1])
+cxr_default = default_models(cards, ds, 1)[0]
+cxr_follow = follows_dataset("cxr_model", ds, cards, [cxr_default])  # a demo pick never stays on real films
 name = c1.selectbox("Model", list(by_name),
-                    key=keep("cxr_model", default_models(cards, ds, 1)[0], valid=in_options(list(by_name))),
+                    key=keep("cxr_model", cxr_default,
+                             valid=lambda v: in_options(list(by_name), cxr_default)(cxr_follow(v))),
                     format_func=lambda n: f"{model_label(by_name[n])} · {', '.join(by_name[n].classes)[:80]}")
 tta = c2.selectbox("TTA", ["none", "hflip"], key=keep("cxr_tta", "none", valid=in_options(["none", "hflip"])),
                    help="Radiographs have a left and a right: only the horizontal flip is offered, and off by default.")
@@ -58,7 +61,7 @@ show_model_notes([card], ds)
 headline = card.headline()
 st.caption(f"Trained on: {', '.join(d.name for d in card.trained_on) or '?'}"
            + (" (synthetic images only)" if card.synthetic_only else "") + f" · {card.arch} · "
-           f"{card.preprocessing.size} px grey · "
+           f"{card.preprocessing.size_text} px grey · "
            + (f"held-out {'mean AUC' if headline.name == 'auc_mean' else 'AUC'} {headline.value:.3f} "
               f"({headline.data})" if headline else "no held-out AUC on its card"))
 

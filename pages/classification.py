@@ -6,15 +6,18 @@ import plotly.express as px
 import streamlit as st
 
 from lesion.errors import LesionError
-from lesion.infer.ensemble import MERGE_MODES, correlation_matrix, suggest_members
+from lesion.infer.ensemble import correlation_matrix, suggest_members
 from lesion.infer.evaluate import label_vector, score
-from lesion.infer.tta import TTA_NAMES
 from lesion.metrics import auc_table, calibration_table, curve_table, threshold_report
 from ui.charts import fit
 from ui.classify import checked_target, require_classifiers, run_ensemble, run_gate, threshold_control
 from ui.compute import ran_on, require_compute
-from ui.state import in_options, keep, kept_members, members_name, page_setup, require_dataset, set_kept, st_progress
-from ui.trust import default_models, mask_labels, model_label, show_model_notes, subset_choice
+from ui.ensemble import ensemble_context, ensemble_controls
+from ui.predfiles import predictions_control, show_coverage
+from ui.scope import plan_caption, scope_choice, stop_button, stopped_note
+from ui.state import keep, members_name, page_setup, require_dataset, set_kept, st_progress
+from ui.tables import auc_notes, pinned
+from ui.trust import model_label, show_model_notes
 
 finish_page = page_setup()
 st.title("Classification")
@@ -30,50 +33,59 @@ cards = require_classifiers(ds.domain, finish_page)
 by_name = {c.name: c for c in cards}
 names = list(by_name)
 
-c1, c2, c3 = st.columns([3, 1, 1])
-members = c1.multiselect("Ensemble members", names, format_func=lambda n: model_label(by_name[n]),
-                         key=kept_members("cls_members", ds.domain, names, default_models(cards, ds)),
-                         help="The same models are chosen on the Multi-view fusion, Failure review and Upload pages.")
-tta = c2.selectbox("TTA", TTA_NAMES, key=keep("cls_tta", "d4", "tta", in_options(TTA_NAMES, "d4")),
-                   help="none, horizontal / vertical flips, or the 8 views of the d4 group (flips + 90° rotations).")
-merge = c3.selectbox("Merge", MERGE_MODES, key=keep("cls_merge", "mean_prob", valid=in_options(MERGE_MODES, "mean_prob")),
-                     help="Mean of logits, mean of probabilities, log-mean (geometric) or rank average.")
-target = checked_target(members, ds.records, finish_page)
-show_model_notes([by_name[m] for m in members], ds)
-run_gate("cls", "Run the ensemble", "Predictions are cached per model, data set and TTA: a page revisited is instant.",
-         finish_page, identity=ds.fingerprint())
+files = predictions_control(ds, "cls")
+names = names + list(files)
+members, tta, merge = ensemble_controls(ds, cards, names, "cls",
+                                        label=lambda n: model_label(by_name[n]) if n in by_name else n)
+refs = [files.get(m, m) for m in members]
+target = checked_target(refs, ds.records, finish_page)
+member_cards = [by_name[m] if m in by_name else files[m].card for m in members]
+show_model_notes(member_cards, ds)
+scope = scope_choice(member_cards, ds, "cls")
+if not show_coverage(files, members, scope.ids):
+    finish_page(stop=True)
+st.caption(plan_caption(scope, refs, members, tta, ds))
+stopped_note("cls")
+run_gate("cls", "Run the ensemble", "Predictions are cached per model, data set, images and TTA: a page revisited "
+         "is instant.", finish_page, identity=ds.fingerprint())
 
+stop_slot = st.empty()
+with stop_slot:
+    stop_button("cls")
 update, clear = st_progress("Predicting…")
 try:
-    result = run_ensemble(ds, members, tta, merge, progress=update)
+    result = run_ensemble(ds, refs, tta, merge, progress=update, records=scope.records)
 except LesionError as e:
     clear()
+    stop_slot.empty()
     st.error(str(e))
     finish_page(stop=True)
 clear()
+stop_slot.empty()
 st.caption(f"Ran on **{ran_on(result.device)}**, {result.ms_per_image:.1f} ms per image for the whole ensemble × TTA "
            f"({'; '.join(result.notes) if result.notes else 'no cached members'}).")
 
-keep_ids, on_what = subset_choice([by_name[m] for m in members], ds, "cls")
-y = mask_labels(label_vector(ds.records, target), result.ids, keep_ids)
+on_what = scope.words
+y = label_vector(scope.records, target)
 scores = {name: score(p, result.classes, target) for name, p in result.member_probs.items()}
 if len(members) > 1:
     scores[f"ensemble ({merge})"] = score(result.probs, result.classes, target)
 preds = result.to_frame()
-preds["label"] = label_vector(ds.records, target)
-if keep_ids is not None:
-    preds["held_out"] = [i in keep_ids for i in result.ids]
+preds["label"] = y
+preds.insert(1, "split", [scope.split_of(i) for i in result.ids])
 labelled = np.isfinite(y)
 if not labelled.any() or len(np.unique(y[labelled])) < 2:
     st.info(f"This data set has no usable '{target}' labels on {on_what} (both classes needed): predictions "
             "only, no ROC.")
-    st.dataframe(preds, hide_index=True, width="stretch")
+    st.dataframe(preds, hide_index=True, width="stretch", column_config=pinned(preds.columns))
     finish_page(stop=True)
 
 # ------------------------------------------------------------------ AUC table and curves
-st.markdown(f"**Scored on {on_what}**: {int(labelled.sum())} labelled, {int(np.nansum(y))} positive for '{target}'.")
-st.dataframe(auc_table(y, scores), hide_index=True, width="stretch",
-             column_config={"auc": "AUC", "ci_lo": "95% CI low", "ci_hi": "95% CI high", "n": "images"})
+st.markdown(f"**Scored on {on_what}**: {int(labelled.sum())} labelled images, {int(np.nansum(y))} positive for "
+            f"'{target}'.")
+st.dataframe(auc_notes(auc_table(y, scores)), hide_index=True, width="stretch",
+             column_config={"model": st.column_config.TextColumn("model", pinned=True), "auc": "AUC",
+                            "ci_lo": "95% CI low", "ci_hi": "95% CI high", "n": "images"})
 
 left, right = st.columns(2)
 roc = curve_table(y, scores, "roc")
@@ -88,7 +100,8 @@ right.plotly_chart(fit(px.line(pr, x="x", y="y", color="label", labels={"x": "re
 left, right = st.columns(2)
 main = list(scores)[-1]
 with left:
-    thr, thr_words = threshold_control("cls", y, scores[main])
+    thr, thr_words = threshold_control("cls", y, scores[main],
+                                       context=ensemble_context(ds.fingerprint(), members, tta, merge))
 rep = threshold_report(y, scores[main], thr)
 cm = np.array([[rep["tn"], rep["fp"]], [rep["fn"], rep["tp"]]])
 left.plotly_chart(fit(px.imshow(cm, text_auto=True, x=["predicted 0", "predicted 1"], y=["true 0", "true 1"],
@@ -117,7 +130,8 @@ if st.button("Suggest an ensemble (high AUC, low correlation)", key="cls_suggest
                   "the images scored above."):
     update, clear = st_progress("Predicting with every model for the suggestion…")
     try:
-        all_res = run_ensemble(ds, names, tta, merge, progress=update)
+        all_res = run_ensemble(ds, [files.get(n, n) for n in names], tta, merge, progress=update,
+                               records=scope.records)
     except LesionError as e:
         clear()
         st.error(str(e))
@@ -131,6 +145,8 @@ if st.button("Suggest an ensemble (high AUC, low correlation)", key="cls_suggest
 if st.session_state.get("cls_suggested") and st.session_state["cls_suggested"] == members:
     st.success(f"Members set to the suggestion: {', '.join(members)}")
 
+st.subheader("Predictions")
+st.dataframe(preds, hide_index=True, width="stretch", height=260, column_config=pinned(preds.columns))
 st.download_button("Download predictions (CSV)", preds.to_csv(index=False).encode(),
                    file_name=f"predictions_{ds.layout}.csv", mime="text/csv")
 finish_page()

@@ -8,15 +8,15 @@ import plotly.express as px
 import streamlit as st
 
 from lesion.errors import LesionError
-from lesion.explain.agreement import agreement_score, wrongness_auc
+from lesion.explain.agreement import agreement_score, agreement_verdict
 from lesion.explain.attention import ATTENTION, heatmap_scores, outline_panel
-from lesion.explain.cam import FAST_METHODS, METHODS
+from lesion.explain.cam import FAST_METHODS, methods_for
 from lesion.explain.overlay import draw_outline
 from lesion.infer.evaluate import label_vector
-from lesion.metrics import ci_verdict
+from lesion.metrics import ONE_CLASS_AUC
 from lesion.review import wrong_predictions
 from ui.charts import fit
-from ui.classify import run_gate
+from ui.classify import run_gate, threshold_by_rule
 from ui.compute import heatmaps_where, needs_this_machine, require_compute
 from ui.explain import (
     agreement_table,
@@ -30,7 +30,9 @@ from ui.explain import (
     try_load_classifier,
 )
 from ui.state import in_options, keep, page_setup, require_dataset, read_sample, st_progress
-from ui.trust import mask_labels, show_model_notes, subset_choice
+from ui.scope import scope_choice, stop_button, stopped_note
+from ui.tables import pinned
+from ui.trust import show_model_notes
 
 finish_page = page_setup()
 st.title("Explain")
@@ -60,11 +62,19 @@ class_label = c2.selectbox("Class to explain", list(options), key=f"explain_clas
 radius = int(c3.number_input("Opening radius (px)", 0, 15, key=keep("explain_radius", 3, valid=int),
                              help="Morphological opening after the Otsu threshold removes specks thinner than 2r+1. "
                                   "The same radius draws the outlines and scores the maps (here and over the data set)."))
+# a member without gradients (an imported ONNX / TorchScript network) gets the gradient-free heatmap only
+differentiable = model is None or getattr(getattr(model, "net", model), "differentiable", True)
+offered = methods_for(differentiable)
 methods = st.multiselect(
-    "Methods", list(METHODS), key=keep("explain_methods", ["gradcam", "gradcam++", "eigencam"],
-                                       valid=lambda v: [m for m in (v or []) if m in METHODS]),
-    help="Score-CAM runs one forward pass per channel of the target layer: seconds to minutes on a CPU.",
+    "Methods", list(offered), key=keep(f"explain_methods.{'grad' if differentiable else 'nograd'}",
+                                       ["gradcam", "gradcam++", "eigencam"] if differentiable else ["occlusion"],
+                                       valid=lambda v: [m for m in (v or []) if m in offered]),
+    help="Score-CAM runs one forward pass per channel of the target layer: seconds to minutes on a CPU. "
+         "Occlusion (gradient-free) masks patches of the input and measures how much the score drops.",
 )
+if not differentiable:
+    st.caption("This model gives no gradients (an imported ONNX or TorchScript file): its heatmap is occlusion "
+               "sensitivity, scored against the lesion mask the same way as the CAMs.")
 if "scorecam" in methods:
     st.warning("Score-CAM runs one forward pass per channel of the target layer (1280 for EfficientNet-Lite0): "
                "minutes per image on a CPU (bench/bench_cam.py), seconds on a GPU.")
@@ -144,48 +154,83 @@ if res["heats"]:
 else:
     st.info("Choose at least one CAM method.")
 
-method_all = st.selectbox("CAM method for the data set", list(FAST_METHODS),
-                          key=keep("explain_ds_method", FAST_METHODS[0], valid=in_options(list(FAST_METHODS))))
+ds_methods = list(FAST_METHODS) if differentiable else list(offered)
+method_all = st.selectbox("Heatmap method for the data set", ds_methods,
+                          key=keep(f"explain_ds_method.{'grad' if differentiable else 'nograd'}", ds_methods[0],
+                                   valid=in_options(ds_methods)))
 labels_target = card.target or "melanoma"
-run_gate("explain", "Score agreement over the whole data set",
+scope = scope_choice([card], ds, "explain")
+keep_ids, on_what = None, scope.words
+st.caption(f"This run computes one {method_all} map for each of **{len(scope.records)} images** (the map of its "
+           f"predicted class, opening radius {radius})"
+           + (f"; the {scope.not_computed} training images are not computed" if scope.not_computed else "") + ".")
+stopped_note("explain")
+run_gate("explain", "Score agreement over the data set",
          f"Computes one {method_all} map per image (the map of its predicted class, opening radius {radius}).",
          finish_page, identity=ds.fingerprint())
+stop_slot = st.empty()
+with stop_slot:
+    stop_button("explain")
 update, clear = st_progress("Heatmaps…")
 try:
-    table = agreement_table(ds, choices[name], method_all, progress=update, radius=radius)
+    table = agreement_table(ds, choices[name], method_all, progress=update, radius=radius, records=scope.records)
 except LesionError as e:
     clear()
+    stop_slot.empty()
     st.error(str(e))
     finish_page(stop=True)
 clear()
+stop_slot.empty()
 st.caption(f"Maps of the data set computed on **{heatmaps_where(compute)}**.")
-keep_ids, on_what = subset_choice([card], ds, "explain")
-y = mask_labels(label_vector(ds.records, labels_target), list(table["id"]), keep_ids)
-wrong, labelled = wrong_predictions(table["class_index"], y)
-table = table.assign(wrong=wrong, labelled=labelled, empty_map=table["n_components"] == 0)
+y = label_vector(scope.records, labels_target)
+binary = len(card.classes) == 1
+if binary:  # "wrong" at the threshold in use (the session's rule on this model's one-view probabilities)
+    p_pos = 1.0 / (1.0 + np.exp(-table["logit"].to_numpy(dtype=np.float64)))
+    thr, thr_words = threshold_by_rule(y, p_pos)
+    pred_class = np.where(np.isfinite(p_pos), (p_pos >= thr).astype(float), np.nan)
+    wrong_words = (f"**wrong** = the model's probability (one view, the image its map explains) on the wrong side of "
+                   f"the {thr_words}, the session's threshold rule")
+else:
+    pred_class = table["class_index"].to_numpy(dtype=np.float64)
+    wrong_words = "**wrong** = the predicted (argmax) class differs from the label (a multi-class head has no threshold)"
+wrong, labelled = wrong_predictions(pred_class, y)
+table = table.assign(predicted=pred_class, wrong=wrong, labelled=labelled, empty_map=table["n_components"] == 0)
+table.insert(1, "split", [scope.split_of(i) for i in table["id"]])
 st.caption(f"Each image's **{method_all}** map of its **predicted class**, opening radius {radius}; scored on "
-           f"{on_what}. {int(table['empty_map'].sum())} maps have no region at all (listed as empty_map).")
-try:
-    auc, lo, hi = wrongness_auc(table["agreement"][labelled], wrong[labelled])
-    verdict = ci_verdict(lo, hi)
+           f"{on_what}; {wrong_words}. {int(table['empty_map'].sum())} maps have no region at all (listed as "
+           "empty_map). A map must be on the lesion: with a lesion mask, agreement is scaled by the share of heat "
+           "on it (a compact map wholly off the lesion scores 0).")
+res = agreement_verdict(table["agreement"][labelled], wrong[labelled], pred_class[labelled])
+auc, lo, hi = res["auc"], res["lo"], res["hi"]
+if not np.isfinite(auc):
+    st.info(f"No AUC: {int(wrong[labelled].sum())} wrong of {int(labelled.sum())} labelled images; the AUC "
+            f"{ONE_CLASS_AUC} (right and wrong predictions).")
+else:
+    verdict, ctl = res["verdict"], res["control"]
     st.metric("ROC-AUC of low agreement for 'prediction is wrong'", f"{auc:.3f}",
               help="0.5 = agreement says nothing about errors; above 0.5: wrong predictions have lower agreement.")
-    st.caption(f"95% CI {lo:.3f}–{hi:.3f} · {int(wrong[labelled].sum())} wrong of {int(labelled.sum())} labelled images")
+    st.caption(f"95% CI {lo:.3f}–{hi:.3f} · {int(wrong[labelled].sum())} wrong of {int(labelled.sum())} labelled "
+               f"images · control (right / wrong shuffled within each predicted class, what the predicted class "
+               f"alone gives, as for an untrained network): {ctl['mean']:.3f} (95% {ctl['lo']:.3f}–{ctl['hi']:.3f})")
     words = {
-        "supports": f"**This data supports the hypothesis**: the whole 95% CI ({lo:.3f}–{hi:.3f}) lies above 0.5, "
-                    "so wrong predictions tend to have lower agreement.",
+        "supports": f"**This data supports the hypothesis**: the whole 95% CI ({lo:.3f}–{hi:.3f}) lies above 0.5 and "
+                    f"above the control, so wrong predictions tend to have lower agreement.",
         "contradicts": f"**This data contradicts the hypothesis**: the whole 95% CI ({lo:.3f}–{hi:.3f}) lies below "
-                       "0.5, so here wrong predictions tend to have *higher* agreement; low agreement does not flag "
-                       "errors for this model.",
-        "inconclusive": f"**Inconclusive on this data**: the 95% CI ({lo:.3f}–{hi:.3f}) contains 0.5, so agreement "
-                        "neither flags errors nor the opposite measurably here.",
+                       "0.5 and below the control, so here wrong predictions tend to have *higher* agreement; low "
+                       "agreement does not flag errors for this model.",
+        "inconclusive": f"**Inconclusive on this data**: {res['reason']}.",
     }[verdict]
     (st.success if verdict == "supports" else st.warning if verdict == "contradicts" else st.info)(words)
-except LesionError as e:
-    st.info(f"No AUC: {e}")
-fig = px.histogram(table[labelled], x="agreement", color="wrong", barmode="overlay", nbins=20, opacity=0.6,
-                   labels={"wrong": "prediction wrong"})
+    per = pd.DataFrame(res["per_class"]).rename(columns={"class": "predicted class", "n": "images"})
+    st.markdown("**Within each predicted class** (the same statistic, so the class cannot make it)")
+    st.dataframe(per, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("auc", "lo", "hi")})
+COLOURS = {"right": "#1f77b4", "wrong": "#d62728"}  # fixed per category: the legend never swaps between runs
+hist = table[labelled].assign(outcome=np.where(wrong[labelled], "wrong", "right"))
+fig = px.histogram(hist, x="agreement", color="outcome", barmode="overlay", nbins=20, opacity=0.6,
+                   color_discrete_map=COLOURS, category_orders={"outcome": ["right", "wrong"]},
+                   labels={"outcome": "prediction"})
 st.plotly_chart(fit(fig, f"Agreement of right and wrong predictions ({int(labelled.sum())} labelled images)",
-                    height=400, legend_title="prediction wrong"), width="stretch")
-st.dataframe(table, hide_index=True, width="stretch")
+                    height=400, legend_title="prediction"), width="stretch")
+st.dataframe(table, hide_index=True, width="stretch", column_config=pinned(table.columns))
 finish_page()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from lesion.errors import LesionError
-from lesion.infer.tta import TTA_NAMES
 from ui.state import page_setup, require_dataset, require_domain, st_progress
 
 finish_page = page_setup()
@@ -26,8 +25,12 @@ from lesion.infer.fusion import MIN_AUC_CASES, ONE_VIEW, Cases, case_columns, ca
 from ui.classify import checked_target, require_classifiers, run_gate  # noqa: E402
 from ui.compute import ran_on, require_compute  # noqa: E402
 from ui.fusion import fusion_roc_figure, run_fusion  # noqa: E402
-from ui.state import in_options, keep, kept_members  # noqa: E402
-from ui.trust import default_models, model_label, show_model_notes, subset_choice  # noqa: E402
+from ui.ensemble import ensemble_controls  # noqa: E402
+from ui.predfiles import predictions_control, show_coverage  # noqa: E402
+from ui.scope import plan_caption, scope_choice, stop_button, stopped_note  # noqa: E402
+from ui.state import in_options, keep  # noqa: E402
+from ui.tables import auc_notes, pinned  # noqa: E402
+from ui.trust import model_label, show_model_notes  # noqa: E402
 
 # ------------------------------------------------------------------ cases
 columns = case_columns(ds.records)
@@ -64,6 +67,8 @@ m1.metric("Cases", len(cases))
 m2.metric("Cases with 1 view", int((~cases.multi).sum()))
 m3.metric("Cases with ≥ 2 views", int(cases.multi.sum()))
 m4.metric("Images in multi-view cases", int(cases.n_views[cases.multi].sum()))
+st.caption(f"Counts of the whole data set ({len(ds)} images); what is computed and scored (held-out images when a "
+           "chosen model trained here) is said below.")
 if 0 < cases.multi.sum() < MIN_AUC_CASES:
     st.warning(f"Only {int(cases.multi.sum())} cases have two or more views: too few for an AUC (at least "
                f"{MIN_AUC_CASES} labelled multi-view cases are needed). The page fuses the scores per case only.")
@@ -80,27 +85,41 @@ require_compute(finish_page)
 cards = require_classifiers(ds.domain, finish_page)
 by_name = {c.name: c for c in cards}
 names = list(by_name)
-c1, c2 = st.columns([3, 1])
-members = c1.multiselect("Models (mean-probability ensemble per view)", names,
-                         format_func=lambda n: model_label(by_name[n]),
-                         key=kept_members("fus_members", ds.domain, names, default_models(cards, ds)),
-                         help="The same models are chosen on the Classification, Failure review and Upload pages.")
-tta = c2.selectbox("TTA", TTA_NAMES, key=keep("fus_tta", "d4", "tta", in_options(TTA_NAMES, "d4")),
-                   help="none, horizontal / vertical flips, or the 8 views of the d4 group (flips + 90° rotations).")
-target = checked_target(members, ds.records, finish_page, what="model")
-show_model_notes([by_name[m] for m in members], ds)
-run_gate("fus", "Run fusion", "Predictions are cached per model, data set and TTA (shared with the Classification page).",
-         finish_page, identity=ds.fingerprint())
+files = predictions_control(ds, "fus")
+names = names + list(files)
+members, tta, merge = ensemble_controls(ds, cards, names, "fus", title="Models (the session's ensemble, per view)",
+                                        label=lambda n: model_label(by_name[n]) if n in by_name else n)
+refs = [files.get(m, m) for m in members]
+target = checked_target(refs, ds.records, finish_page, what="model")
+member_cards = [by_name[m] if m in by_name else files[m].card for m in members]
+show_model_notes(member_cards, ds)
+scope = scope_choice(member_cards, ds, "fus")
+if not show_coverage(files, members, scope.ids):
+    finish_page(stop=True)
+st.caption(plan_caption(scope, refs, members, tta, ds))
+stopped_note("fus")
+run_gate("fus", "Run fusion", "Predictions are cached per model, data set, images and TTA (shared with the "
+         "Classification page).", finish_page, identity=ds.fingerprint())
 
-keep_ids, on_what = subset_choice([by_name[m] for m in members], ds, "fus")
+keep_ids, on_what = None, scope.words
+stop_slot = st.empty()
+with stop_slot:
+    stop_button("fus")
 update, clear = st_progress("Predicting…")
 try:
-    result, report = run_fusion(ds, members, tta, target, column, progress=update, keep=keep_ids)
+    result, report = run_fusion(ds, refs, tta, target, column, progress=update, merge=merge, records=scope.records)
 except LesionError as e:
     clear()
+    stop_slot.empty()
     st.error(str(e))
     finish_page(stop=True)
 clear()
+stop_slot.empty()
+scored = Cases.from_keys(case_keys(scope.records, column))
+st.markdown(f"**Computed: {len(scope.records)} images in {len(scored)} cases** ({int(scored.multi.sum())} with two or "
+            f"more views, {int(scored.n_views[scored.multi].sum())} images) — {on_what}."
+            + (f" The other {scope.not_computed} images trained a chosen model and are not computed." if
+               scope.not_computed else ""))
 st.caption(f"Ran on **{ran_on(result.device)}**, {result.ms_per_image:.1f} ms per image "
            f"({'; '.join(result.notes) if result.notes else 'no cached models'}).")
 for note in report.notes:
@@ -122,8 +141,13 @@ else:
     auc = report.auc.copy()
     for col, ok in (("≥ per view", report.passes()), ("≥ one view", report.passes(ONE_VIEW))):
         auc[col] = auc["method"].map(ok)
-    right.markdown(f"**AUC on {on_what}**")
+    n_cases = int(report.auc["n"].iloc[-1])
+    n_imgs = int(scored.n_views[scored.multi].sum())
+    right.markdown(f"**AUC on the multi-view cases: {n_cases} labelled cases ({n_imgs} images) of the "
+                   f"{'held-out ' if scope.held_only else ''}images computed**")
+    auc = auc_notes(auc)
     right.dataframe(auc, hide_index=True, width="stretch", column_config={
+        "method": st.column_config.TextColumn("method", pinned=True),
         "auc": st.column_config.NumberColumn("AUC", format="%.3f"),
         "ci_lo": st.column_config.NumberColumn("CI low", format="%.3f"),
         "ci_hi": st.column_config.NumberColumn("CI high", format="%.3f"),
@@ -136,7 +160,18 @@ else:
 st.subheader("Per case")
 table = report.cases.copy()
 table.insert(0, "multi_view", table["n_views"] >= 2)
-st.dataframe(table, hide_index=True, width="stretch")
+if "label" in table:  # say why a case has no label rather than show a bare None
+    views = table["views"] if "views" in table else None
+    why = []
+    for i, lab in enumerate(table["label"]):
+        if lab is not None and lab == lab:
+            why.append("")
+            continue
+        ids = [v for v in str(views.iloc[i]).split(", ") if v] if views is not None else []
+        why.append("training images (not scored)" if ids and all(scope.split_of(v) == "training" for v in ids)
+                   else f"no '{target}' label in the data")
+    table.insert(table.columns.get_loc("label") + 1, "label_note", why)
+st.dataframe(table, hide_index=True, width="stretch", column_config=pinned(table.columns))
 st.download_button("Download per-case scores (CSV)", table.to_csv(index=False).encode(),
                    file_name=f"fusion_{ds.layout}_{column}.csv", mime="text/csv", key="fus_download")
 finish_page()

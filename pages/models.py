@@ -64,8 +64,10 @@ def _facts(card) -> pd.DataFrame:
     rows = [
         ("task", card.task), ("domain", card.domain), ("architecture", " / ".join(x for x in (card.arch, card.encoder) if x)),
         ("initialisation", card.init), ("classes", ", ".join(card.classes)), ("target", card.target or ""),
-        ("input", f"{card.preprocessing.size} px, {card.preprocessing.channels} channel(s)"
-                  + (", centre crop" if card.preprocessing.center_crop else "") + (", CLAHE" if card.preprocessing.clahe else "")),
+        ("input", f"{card.preprocessing.size_text} px, {card.preprocessing.channels} channel(s)"
+                  + (", centre crop" if card.preprocessing.center_crop else "")
+                  + (", letterbox" if card.preprocessing.resize == "letterbox" else "")
+                  + (", CLAHE" if card.preprocessing.clahe else "")),
         ("split", sp.method + (f" (fold {sp.fold} of {sp.n_splits})" if sp.n_splits else "")),
         ("train / val images", f"{sp.n_train} / {sp.n_val}" if sp.n_train is not None else ""),
         ("epochs (best)", f"{tr.epochs} ({tr.best_epoch})" if tr.epochs is not None else ""),

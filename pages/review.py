@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from lesion.analyse.label_issues import label_issue_columns
 from lesion.errors import LesionError
 from lesion.explain.attention import ATTENTION, outline_panel
 from lesion.explain.cam import FAST_METHODS, positive_target
 from lesion.explain.overlay import compare_panel, draw_outline
 from lesion.infer.evaluate import label_vector, resolve_target, score
-from lesion.infer.tta import TTA_NAMES
 from lesion.review import FLAGS, TAGS, build_review_table, export_tagged, filter_cases, pd_numeric
 from ui.classify import run_ensemble
 from ui.explain import (
     agreement_table,
     classifier_picker,
+    empty_agreement,
     explain_image_cached,
     meta_key,
     no_classifier_message,
@@ -26,8 +27,12 @@ from ui.explain import (
 )
 from ui.classify import classifier_cards, run_gate, threshold_control
 from ui.compute import heatmaps_where, ran_on, require_compute
-from ui.state import in_options, keep, kept_members, page_setup, require_dataset, read_sample, st_progress
-from ui.trust import default_models, mask_labels, model_label, show_model_notes, subset_choice
+from ui.ensemble import ensemble_context, ensemble_controls
+from ui.predfiles import predictions_control, show_coverage
+from ui.scope import plan_caption, scope_choice, stop_button, stopped_note
+from ui.state import in_options, keep, page_setup, require_dataset, read_sample, st_progress
+from ui.tables import pinned
+from ui.trust import model_label, show_model_notes
 
 finish_page = page_setup()
 st.title("Failure review")
@@ -42,67 +47,87 @@ if not choices:
     no_classifier_message(ds.domain)
     finish_page(stop=True)
 
-names = list(choices)
+files = predictions_control(ds, "review")
+names = list(choices) + list(files)
 shipped = {c.name: c for c in classifier_cards(ds.domain)}
-c1, c2, c3 = st.columns([3, 1, 1])
-members = c1.multiselect("Ensemble members", names,
-                         format_func=lambda n: model_label(shipped[n]) if n in shipped else n,
-                         key=kept_members("review_members", ds.domain, names,
-                                          default_models(list(shipped.values()), ds)),
-                         help="The same models are chosen on the Classification, Multi-view fusion and Upload pages.")
-tta = c2.selectbox("TTA", TTA_NAMES, key=keep("review_tta", "none", valid=in_options(TTA_NAMES, "none")))
-method = c3.selectbox("Heatmap", list(FAST_METHODS), key=keep("review_method", FAST_METHODS[0],
-                                                               valid=in_options(list(FAST_METHODS))),
-                      help="CAM method of the first member, used for the agreement score and the gallery.")
+members, tta, merge = ensemble_controls(ds, list(shipped.values()), names, "review",
+                                        label=lambda n: model_label(shipped[n]) if n in shipped else n)
 if not members:
     st.warning("Choose at least one member.")
     finish_page(stop=True)
-loaded = [try_load_classifier(choices[m]) for m in members]
+loaded = [(None, files[m].card) if m in files else try_load_classifier(choices[m]) for m in members]
 if any(x is None for x in loaded):
     finish_page(stop=True)
 cards = [c for _, c in loaded]
 show_model_notes(cards, ds)
+networks = [m for m in members if m not in files]  # a predictions file has no network: no heatmap
+h1, h2 = st.columns([1, 4])
+method = h1.selectbox("Heatmap", list(FAST_METHODS), key=keep("review_method", FAST_METHODS[0],
+                                                               valid=in_options(list(FAST_METHODS))),
+                      help="CAM method of the first network member, used for the agreement score and the gallery.",
+                      disabled=not networks)
+h2.caption(f"Heatmaps: **{networks[0]}**, the first network member." if networks else
+           "No network among the members (predictions files only): no heatmaps, no agreement score.")
 try:
     model_target, target = resolve_target(cards, "melanoma" if cards[0].target == "dx7" else None)
 except LesionError as e:
     st.error(str(e))
     finish_page(stop=True)
-explainer = choices[members[0]]
-
+explainer = choices[networks[0]] if networks else None
+refs = [files[m] if m in files else choices[m] for m in members]
+scope = scope_choice(cards, ds, "review", what="cases")
+keep_ids, on_what = None, scope.words
+if not show_coverage(files, members, scope.ids, "cases"):
+    finish_page(stop=True)
+st.caption(plan_caption(scope, refs, members, tta, ds,
+                        extra=(f"; then one {method} heatmap per computed image for the agreement score" if explainer
+                               else "")))
+stopped_note("review")
 run_gate("review", "Build the review table",
-         "Runs the ensemble (cached per data set) and one heatmap per image for the agreement score.",
-         finish_page, identity=ds.fingerprint())
+         "Runs the ensemble (cached per data set and images) and one heatmap per computed image for the agreement "
+         "score.", finish_page, identity=ds.fingerprint())
 
+stop_slot = st.empty()
+with stop_slot:
+    stop_button("review")
 update, clear = st_progress("Predicting…")
 try:
-    result = run_ensemble(ds, [choices[m] for m in members], tta, "mean_prob", progress=update)
+    result = run_ensemble(ds, refs, tta, merge, progress=update, records=scope.records)
     clear()
     update, clear = st_progress("Heatmaps…")
-    agreement = agreement_table(ds, explainer, method, progress=update)
+    agreement = (agreement_table(ds, explainer, method, progress=update, records=scope.records) if explainer else
+                 empty_agreement(result.ids))
 except LesionError as e:
     clear()
+    stop_slot.empty()
     st.error(str(e))
     finish_page(stop=True)
 clear()
+stop_slot.empty()
 st.caption(f"Predictions ran on **{ran_on(result.device)}**; heatmaps computed on **{heatmaps_where(compute)}**.")
 
-keep_ids, on_what = subset_choice(cards, ds, "review", what="cases")
-y = mask_labels(label_vector(ds.records, target), result.ids, keep_ids)
+y = label_vector(scope.records, target)
 prob = score(result.probs, result.classes, target)
-threshold, thr_words = threshold_control("review", y, prob)
+threshold, thr_words = threshold_control("review", y, prob,
+                                         context=ensemble_context(ds.fingerprint(), members, tta, merge))
 meta = ds.to_frame()
 meta = meta[["id"] + [c for c in ("diagnosis", "age", "sex", "site") if c in meta.columns]]
 table = build_review_table(result.ids, y, prob, threshold,
                            agreement[["id", "agreement", "n_components", "overlap", "focus"]], meta)
-if keep_ids is not None:  # the cases a chosen model trained on are not reviewed as its failures
-    table = table[table["id"].isin(keep_ids)].reset_index(drop=True)
+# only the scope's cases were computed: the held-out ones, or also the training ones, labelled in 'split'
+table.insert(1, "split", [scope.split_of(i) for i in table["id"]])
+# confident learning (cleanlab) on the reviewed cases' probabilities: held-out ones when a model trained here
+issues = label_issue_columns(result.ids, y, prob)
+table = table.merge(issues, on="id", how="left")
+table["label_issue"] = table["label_issue"].astype("boolean").fillna(False).astype(bool)
 scored_class = dict(zip(agreement["id"], agreement["class_index"]))  # the class whose map was scored
 
 # ------------------------------------------------------------------ filters and sorting
 f1, f2, f3 = st.columns([3, 1, 2])
 kinds = f1.multiselect("Show only", list(FLAGS), key="review_kinds", format_func=lambda k: k.replace("_", " "))
 any_kind = f2.radio("Match", ["any", "all"], horizontal=True, key="review_any") == "any"
-sort_by = f3.selectbox("Sort by", ["loss", "agreement", "prob"], key="review_sort")
+sort_by = f3.selectbox("Sort by", ["loss", "agreement", "prob", "label_issue_score"], key="review_sort",
+                       format_func=lambda c: "label-issue score (cleanlab)" if c == "label_issue_score" else c)
 age = sex = site = None
 g1, g2, g3 = st.columns(3)
 ages = pd_numeric(table["age"]) if "age" in table else np.array([])
@@ -117,19 +142,28 @@ if "sex" in table:
 if "site" in table:
     site = g3.multiselect("Site", sorted(table["site"].dropna().astype(str).unique()), key="review_site")
 shown = filter_cases(table, kinds, any_kind, age=age, sex=sex, site=site)
+if st.checkbox("Only likely label errors (cleanlab)", key="review_label_issues",
+               help="Cases confident learning flags (cleanlab.filter.find_label_issues) from the ensemble's "
+                    "probabilities. Trust it on held-out cases only: a model that trained on a wrong label learnt it."):
+    shown = shown[shown["label_issue"]].reset_index(drop=True)
 shown = shown.sort_values(sort_by, ascending=sort_by == "agreement", na_position="last").reset_index(drop=True)
-st.markdown(f"**{len(shown)} of {len(table)} cases** ({on_what}; {thr_words}) · FP {int(table['false_positive'].sum())} · "
-            f"FN {int(table['false_negative'].sum())} · low agreement {int(table['low_agreement'].sum())} · "
-            f"inconsistent attention {int(table['inconsistent_attention'].sum())}")
+st.markdown(f"**{len(shown)} of {len(table)} cases shown** ({on_what}; wrong, FP and FN at the {thr_words}) · "
+            f"FP {int(table['false_positive'].sum())} · FN {int(table['false_negative'].sum())} · low agreement "
+            f"(lowest 20% of the maps with a region) {int(table['low_agreement'].sum())} · empty map "
+            f"{int(table['empty_map'].sum())} · inconsistent attention {int(table['inconsistent_attention'].sum())}")
 st.dataframe(shown, hide_index=True, width="stretch", column_config={
-    c: st.column_config.NumberColumn(format="%.3f") for c in ("prob", "loss", "agreement", "overlap", "focus")})
+    **{c: st.column_config.NumberColumn(format="%.3f") for c in ("prob", "loss", "agreement", "overlap", "focus",
+                                                                 "label_issue_score")},
+    **pinned(shown.columns)})
+st.caption(f"label_issue_score: 1 − cleanlab's self-confidence label quality (rank 1 = most likely a wrong label; "
+           f"{int(table['label_issue'].sum())} flagged on {on_what}). Tag a case 'label error' below to keep it.")
 
 # ------------------------------------------------------------------ gallery
 st.subheader("Worst cases")
 h1, h2 = st.columns([1, 2])
 n_show = int(h1.number_input("How many", 1, 24, 4, key="review_n"))
 seg_method = h2.selectbox("Predicted mask", segmentation_choices(ds.domain), key="review_seg")
-card0 = cards[0]
+card0 = cards[members.index(networks[0])] if networks else cards[0]
 classes0 = list(card0.classes)
 # The gallery draws the map that was scored: the agreement table explains each image's predicted class.
 fallback_index = positive_target(classes0)
@@ -142,6 +176,9 @@ def case_panels(rid: str) -> dict[str, np.ndarray]:
     pred = segment(image, str(rec.image_path), seg_method, ds.domain)
     meta_t = meta_key(rec.meta)
     cls_index = int(scored_class.get(rid, fallback_index))
+    if explainer is None:  # predictions files only: no network to draw a heatmap with
+        return {"image": image, "truth": draw_outline(image, truth, box=False) if truth is not None else image,
+                f"predicted ({seg_method})": compare_panel(image, pred, truth, box=True)}
     res = explain_image_cached(explainer, str(rec.image_path), image, pred, meta_t, (method,), cls_index, False,
                                mask_key=seg_method)
     cls_name = (classes0[cls_index] if len(classes0) > 1 else

@@ -17,25 +17,33 @@ from ui.charts import fit
 from ui.state import in_options, keep, page_setup, require_dataset, read_sample, st_progress
 from ui.trust import default_models, model_label, show_model_notes, subset_choice
 from ui.segment import (
+    MEDSAM_MEMBER,
     MEDSAM_PROMPTS,
     box_sliders,
     checkpoint_picker,
     dataset_counts,
     draw_boxes,
+    folder_counts,
+    fuse_one_image,
+    fusion_dataset_counts,
+    fusion_rules_picker,
     image_picker,
+    load_segmenter_cached,
+    mask_folder_picker,
     medsam_caveat,
     medsam_dataset_counts,
     medsam_method_name,
     medsam_probability,
     network_probability,
+    preset_note,
     prompt_boxes,
 )
 
 finish_page = page_setup()
 st.title("Segmentation")
 st.caption(
-    "Classical Otsu thresholding beside U-Net / LinkNet and the MedSAM foundation model (LiteMedSAM, prompted by a "
-    "box). Outlines: magenta = method, green = ground truth, yellow box = the method's bounding box, cyan box = "
+    "Classical Otsu thresholding beside U-Net / LinkNet, the MedSAM foundation model (LiteMedSAM, prompted by a "
+    "box), a folder of masks made elsewhere and fusions of them (mean, vote, STAPLE). Outlines: magenta = method, green = ground truth, yellow box = the method's bounding box, cyan box = "
     "MedSAM's prompt."
 )
 
@@ -44,6 +52,7 @@ ds = require_dataset(finish_page)
 # ---------------------------------------------------------------- settings (sidebar)
 with st.sidebar.expander("Otsu pipeline (kept for the session)", expanded=False):
     base = preset(ds.domain)
+    st.caption(preset_note(ds.domain))
     cfg: OtsuConfig = dataclass_form(OtsuConfig, base, key=f"otsu.{ds.domain}")
     show_steps = st.checkbox("Show intermediate images", key=keep("otsu_steps", False))
 
@@ -80,6 +89,10 @@ with st.sidebar.expander("MedSAM (foundation model)", expanded=True):
             st.warning("No network for this domain: MedSAM uses the Otsu box.")
             prompt_kind = "otsu"
 
+folder = mask_folder_picker(ds)  # a folder of masks made elsewhere: one more method column
+candidates = ["otsu", *models] + ([folder.name] if folder is not None else []) + ([MEDSAM_MEMBER] if use_medsam else [])
+fuse_rules, fuse_members = fusion_rules_picker(candidates, ds.domain)
+
 # ---------------------------------------------------------------- one image
 st.subheader("One image")
 record = image_picker(ds)
@@ -90,13 +103,22 @@ except LesionError as e:
     finish_page(stop=True)
 
 outputs: dict[str, object] = {}
+raw: dict[str, np.ndarray] = {}  # each method's own output (mask or probability), for the fusions
+member_thr: dict[str, float] = {}
 otsu = otsu_segment(image, cfg, return_steps=show_steps)
-outputs["otsu"] = otsu.mask
+outputs["otsu"] = raw["otsu"] = otsu.mask
 for name in models:
     try:
-        outputs[name] = network_probability(methods[name], str(record.image_path), image) > threshold
+        raw[name] = network_probability(methods[name], str(record.image_path), image)
+        outputs[name] = raw[name] > threshold
+        member_thr[name] = load_segmenter_cached(methods[name]).threshold
     except LesionError as e:
         st.error(f"{name}: {e}")
+if folder is not None:
+    try:
+        outputs[folder.name] = raw[folder.name] = folder.mask_for(record.id, image.shape[:2])
+    except LesionError as e:
+        st.warning(f"{folder.name}: {e}")
 
 medsam_name, medsam_boxes = None, []
 if use_medsam:
@@ -113,9 +135,13 @@ if use_medsam:
         medsam_boxes = prompt_boxes(prompt_kind, image, ds.domain, otsu_mask=otsu.mask, net_mask=net_mask,
                                     user_box=user_box)
         medsam_name = medsam_method_name(prompt_kind, extra.get(prompt_net, prompt_net))
-        outputs[medsam_name] = medsam_probability(image, medsam_boxes) > threshold
+        raw[MEDSAM_MEMBER] = medsam_probability(image, medsam_boxes)
+        outputs[medsam_name] = raw[MEDSAM_MEMBER] > threshold
     except LesionError as e:
         st.error(f"MedSAM: {e}")
+if fuse_rules and not (MEDSAM_MEMBER in fuse_members and MEDSAM_MEMBER not in raw):
+    for fname, score in fuse_one_image(fuse_rules, fuse_members, raw, member_thr).items():
+        outputs[fname] = score > threshold
 
 cols = st.columns(len(outputs) + 2)
 cols[0].image(image, caption=f"{record.id} ({image.shape[1]}×{image.shape[0]})", width="stretch")
@@ -134,7 +160,10 @@ else:
 if truth is not None:
     table = pd.DataFrame([{"method": n, **seg_metrics(m, truth)} for n, m in outputs.items()])
     st.dataframe(table.style.format({m: "{:.3f}" for m in SEG_METRICS}), hide_index=True, width="stretch")
-st.caption(f"Otsu threshold on channel '{cfg.channel}': {otsu.threshold:.1f}")
+st.caption(f"Otsu threshold on channel '{cfg.channel}': {otsu.threshold:.1f}. {preset_note(ds.domain)}")
+if any(n.startswith("fuse:") for n in outputs):
+    st.caption(f"fuse:* = fusion of {', '.join(m if m != MEDSAM_MEMBER else str(medsam_name) for m in fuse_members)}; "
+               f"vote / STAPLE binarise each network at its card's threshold, the fused score is cut at {threshold}.")
 if medsam_name:
     st.caption(f"{medsam_name}: prompt = {prompt_label}"
                + (f" ({prompt_net})" if prompt_kind == "network" else "") + f". {medsam_caveat()}")
@@ -165,10 +194,16 @@ if st.button("Run on the whole data set", type="primary", key="seg_run_all"):
 
 if ds.fingerprint() in ran_on:
     frames = []
+    recorded: dict[str, dict] = {}  # this run's outputs of the fusion's members, replayed by the fusion
+
+    def record_for(member: str) -> dict | None:
+        return recorded.setdefault(member, {}) if fuse_rules and member in fuse_members else None
+
     for name, ref in methods.items():
         update, done = st_progress(f"Running {name}…")
         try:
-            frames.append(dataset_counts(ds, name, ref, cfg, progress=update))
+            frames.append(dataset_counts(ds, name, ref, cfg, progress=update,
+                                         record=record_for(name) if ref is not None else None))
         except LesionError as e:
             st.error(f"{name}: {e}")
         done()
@@ -191,9 +226,31 @@ if ds.fingerprint() in ran_on:
         if run_key in medsam_ran:
             update, done = st_progress(f"Running {medsam_method_name(kind, net_ref)}…")
             try:
-                frames.append(medsam_dataset_counts(ds, kind, cfg, net_ref, progress=update))
+                frames.append(medsam_dataset_counts(ds, kind, cfg, net_ref, progress=update,
+                                                    record=record_for(MEDSAM_MEMBER)))
             except LesionError as e:
                 st.error(f"MedSAM: {e}")
+            done()
+    if folder is not None:
+        update, done = st_progress(f"Reading {folder.name}…")
+        try:
+            frames.append(folder_counts(ds, folder, progress=update))
+        except LesionError as e:
+            st.error(f"{folder.name}: {e}")
+        done()
+    if fuse_rules:
+        with_medsam = MEDSAM_MEMBER in fuse_members
+        medsam_spec = (kind, net_ref) if use_medsam else None
+        if with_medsam and not (use_medsam and run_key in medsam_ran):
+            st.caption("The fusion has MedSAM as a member: it runs with MedSAM's data-set run (button above).")
+        else:
+            update, done = st_progress(f"Fusing {', '.join(fuse_members)} ({', '.join(fuse_rules)})…")
+            try:
+                frames.append(fusion_dataset_counts(ds, fuse_rules, fuse_members, cfg, {m: methods[m] for m in models},
+                                                    folder=folder, medsam=medsam_spec, progress=update,
+                                                    recorded=recorded))
+            except LesionError as e:
+                st.error(f"Fusion: {e}")
             done()
     if not frames:
         finish_page(stop=True)
@@ -216,6 +273,10 @@ if ds.fingerprint() in ran_on:
     has_medsam = per_image["method"].astype(str).str.startswith("medsam_lite").any()
     if has_medsam:
         st.caption(medsam_caveat())
+    if per_image["method"].astype(str).str.startswith("fuse:").any():
+        st.caption(f"fuse:{{{', '.join(fuse_rules)}}} = fusion of " + ", ".join(
+            m if m != MEDSAM_MEMBER else medsam_method_name(kind, net_ref) for m in fuse_members)
+            + f" by each rule, cut at {threshold}." + (f" {medsam_caveat()}" if MEDSAM_MEMBER in fuse_members else ""))
     with st.expander("Every statistic (median, standard deviation)"):
         st.dataframe(summary, hide_index=True, width="stretch", column_config={
             c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns if c not in ("method", "n")})

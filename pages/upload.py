@@ -3,6 +3,7 @@ class's heatmap and attention mask, and the segmentation beside them."""
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,8 @@ from lesion.errors import LesionError
 from lesion.explain.attention import ATTENTION, outline_panel
 from lesion.explain.cam import FAST_METHODS
 from lesion.explain.overlay import compare_panel
-from lesion.infer.tta import TTA_NAMES
+from lesion.infer.tta import DEFAULT_TTA, TTA_NAMES
+from lesion.preprocess import geometry
 from ui.classify import classifier_cards
 from ui.compute import heatmaps_where, ran_on, require_compute
 from ui.explain import (
@@ -28,8 +30,8 @@ from ui.explain import (
     segmentation_choices,
     try_load_classifier,
 )
-from ui.state import current_dataset, in_options, keep, kept_members, page_setup
-from ui.trust import default_models, model_label, show_model_notes, upload_domain_warning
+from ui.state import current_dataset, in_options, keep, kept_members, members_name, page_setup, set_kept
+from ui.trust import default_models, follows_dataset, image_kind, model_label, synthetic_notes, upload_domain_warning
 from ui.uploads import clear_session_uploads, save_upload
 
 DOMAINS = {"derm": "dermoscopy", "cxr": "chest X-ray"}
@@ -41,11 +43,8 @@ st.caption("Analyse an image of your own. It is kept in a folder of this session
 
 ds = current_dataset()
 compute = require_compute(finish_page)
-c0, c00 = st.columns([1, 3])
-domain = c0.radio("Image type", list(DOMAINS), format_func=DOMAINS.get, horizontal=True,
-                  key=keep("upload_domain", ds.domain if ds is not None else "derm", valid=in_options(list(DOMAINS))),
-                  help="Which models to use: dermoscopy classifiers or chest X-ray classifiers.")
-c00.caption(f"Models of the **{DOMAINS[domain]}** domain are offered.")
+#: What the upload is judged against: the uploaded image itself (a real image, never the sidebar's data set).
+upload_data = SimpleNamespace(synthetic=False, name="your upload")
 
 exts = upload_extensions()
 file = st.file_uploader("Image", type=exts, key="upload_file",
@@ -75,6 +74,19 @@ except LesionError as e:
 image = decoded.image
 for note in decoded.notes:
     st.info(f"{name}: {note}.")
+kind = image_kind(image)
+if st.session_state.get("_upload_kind_for") != key:  # a new image: its type is judged from the image itself
+    st.session_state["_upload_kind_for"] = key
+    set_kept("upload_domain", kind)
+    st.session_state.pop("upload_domain", None)
+c0, c00 = st.columns([1, 3])
+domain = c0.radio("Image type", list(DOMAINS), format_func=DOMAINS.get, horizontal=True,
+                  key=keep("upload_domain", kind, valid=in_options(list(DOMAINS))),
+                  help="Judged from the image (grey like a radiograph: chest X-ray; colour: dermoscopy); change it "
+                       "if the guess is wrong. It decides which models are offered.")
+c00.caption(f"Image type judged from the image itself ({'grey, like a radiograph' if kind == 'cxr' else 'colour'}): "
+            f"**{DOMAINS[kind]}**" + ("" if domain == kind else f"; you chose **{DOMAINS[domain]}**")
+            + f". Models of the **{DOMAINS[domain]}** domain are offered; the sidebar's data set plays no part here.")
 if st.button("Remove my upload from the server", key="upload_remove"):
     clear_session_uploads()
     st.session_state.pop("_upload_saved", None)
@@ -94,9 +106,12 @@ if not choices:
 shipped = {c.name: c for c in classifier_cards(domain)}
 c1, c2, c3 = st.columns([3, 1, 1])
 names = list(choices)
+upload_default = default_models(list(shipped.values()), upload_data)
 members = c1.multiselect("Classifiers", names, format_func=lambda n: model_label(shipped[n]) if n in shipped else n,
-                         key=kept_members("upload_members", domain, names, default_models(list(shipped.values()), ds)))
-tta = c2.selectbox("TTA", TTA_NAMES, key=keep("upload_tta", "d4", "tta", in_options(TTA_NAMES, "d4")))
+                         key=kept_members("upload_members", domain, names, upload_default,
+                                          follow=follows_dataset(members_name(domain), upload_data,
+                                                                 list(shipped.values()), upload_default)))
+tta = c2.selectbox("TTA", TTA_NAMES, key=keep("upload_tta", DEFAULT_TTA, "tta", in_options(TTA_NAMES, DEFAULT_TTA)))
 method = c3.selectbox("Heatmap", list(FAST_METHODS), key=keep("upload_method", FAST_METHODS[0],
                                                                valid=in_options(list(FAST_METHODS))))
 if not members:
@@ -111,8 +126,8 @@ if refused:
     for w in refused:
         st.error(w)
     finish_page(stop=True)
-if ds is not None:
-    show_model_notes(cards, ds)
+for note in synthetic_notes(cards, upload_data):  # judged against the upload (a real image), not the sidebar
+    st.warning(note, icon=":material/warning:")
 
 users = [c.name for c in cards if c.uses_metadata]
 m1, m2, m3 = st.columns(3)
@@ -147,7 +162,12 @@ card = cards[0]
 options = class_options(card)
 label = st.radio("Explain class", list(options), horizontal=True, key="upload_class",
                  help=f"Heatmap of the first classifier ({members[0]}).")
-seg_method = st.selectbox("Segmentation", segmentation_choices(domain), key="upload_seg")
+seg_options = segmentation_choices(domain)
+if domain == "cxr":  # the lung fields come from the lung network; Otsu thresholds a radiograph's bones and air
+    nets = [m for m in seg_options if m != "otsu"]
+    seg_options = sorted(nets, key=lambda m: (0 if "unet" in m else 1, m)) + ["otsu"]
+seg_method = st.selectbox("Segmentation", seg_options, key=keep(f"upload_seg.{domain}", seg_options[0],
+                                                               valid=in_options(seg_options)))
 try:
     mask = segment(image, key, seg_method, domain)
     res = explain_image_cached(choices[members[0]], key, image, mask, meta, (method,), options[label], False,
@@ -157,22 +177,21 @@ except LesionError as e:
     finish_page(stop=True)
 
 
-def crop_box(img: np.ndarray, square: bool) -> np.ndarray:
-    """The image with the network's centre-crop square drawn in yellow (3 px), when the model crops."""
+def crop_box(img: np.ndarray, prep) -> np.ndarray:
+    """The image with the network's centre crop (:func:`lesion.preprocess.geometry`) drawn in yellow, when the
+    model crops."""
     out = img.copy()
-    if not square:
+    if prep.resize != "crop":
         return out
-    h, w = out.shape[:2]
-    s = min(h, w)
-    y0, x0 = (h - s) // 2, (w - s) // 2
-    t = max(2, s // 150)
-    for sl in ((slice(y0, y0 + t), slice(x0, x0 + s)), (slice(y0 + s - t, y0 + s), slice(x0, x0 + s)),
-               (slice(y0, y0 + s), slice(x0, x0 + t)), (slice(y0, y0 + s), slice(x0 + s - t, x0 + s))):
+    y0, x0, ch, cw = geometry(out.shape[:2], prep).crop
+    t = max(2, min(ch, cw) // 150)
+    for sl in ((slice(y0, y0 + t), slice(x0, x0 + cw)), (slice(y0 + ch - t, y0 + ch), slice(x0, x0 + cw)),
+               (slice(y0, y0 + ch), slice(x0, x0 + t)), (slice(y0, y0 + ch), slice(x0 + cw - t, x0 + cw))):
         out[sl] = (255, 220, 0)
     return out
 
 
-full = crop_box(compare_panel(image, mask, None, box=True), card.preprocessing.center_crop)
+full = crop_box(compare_panel(image, mask, None, box=True), card.preprocessing)
 st.markdown("**The whole image** and what the network sees")
 left, right = st.columns([2, 3])
 left.image(full, width="stretch",
@@ -187,5 +206,5 @@ for col, (cap, img) in zip(cols, panels.items()):
 right.caption(f"Heatmap computed on {heatmaps_where(compute)}; segmentation on this machine. "
               f"Red outline + green box: the thresholded heatmap; cyan: the segmentation. The network view is "
               f"the {'centre crop' if card.preprocessing.center_crop else 'whole image'} resized to "
-              f"{card.preprocessing.size} px.")
+              f"{card.preprocessing.size_text} px.")
 finish_page()

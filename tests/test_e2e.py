@@ -34,6 +34,7 @@ PAGES = [
     ("classification", "pages/classification.py", "Classification"),
     ("explain", "pages/explain.py", "Explain"),
     ("review", "pages/review.py", "Failure review"),
+    ("slices", "pages/slices.py", "Slices"),
     ("fusion", "pages/fusion.py", "Multi-view fusion"),
     ("chest-xray", "pages/chest_xray.py", "Chest X-ray"),
     ("upload", "pages/upload.py", "Upload"),

@@ -189,9 +189,49 @@ def test_rank_auc_equals_sklearn_per_resample():
         assert ours[i] == pytest.approx(roc_auc_score(y, np.r_[pos[i], neg[i]]))
 
 
-def test_roc_auc_one_class_raises():
-    with pytest.raises(DataError):
-        roc_auc_ci([1, 1, 1], [0.1, 0.2, 0.3])
+def test_one_class_auc_is_nan_everywhere():
+    """The one-class rule: every AUC of lesion.metrics is NaN (never raises, never None) on one class."""
+    from lesion.metrics import (ONE_CLASS_AUC, auc_table, auc_text, binary_auc, label_auc_table, logits_auc,
+                                mean_auc, per_label_auc)
+
+    one = ([1, 1, 1], [0.1, 0.2, 0.3])
+    assert math.isnan(binary_auc(*one)) and math.isnan(binary_auc([], []))
+    assert all(math.isnan(v) for v in roc_auc_ci(*one))
+    assert all(math.isnan(v) for v in roc_auc_ci(*one, n_boot=0))
+    assert math.isnan(logits_auc(np.array([[0.1], [0.2]]), np.array([0, 0])))
+    assert math.isnan(logits_auc(np.zeros((3, 4)), np.array([2, 2, 2])))
+    y = np.array([[1, 0], [0, 0], [1, 0]], dtype=float)
+    s = np.array([[0.9, 0.1], [0.2, 0.3], [0.8, 0.5]])
+    for ci in (False, True):
+        r = per_label_auc(y, s, ["a", "b"], ci=ci, n_boot=20)
+        assert r["a"]["auc"] == 1.0 and math.isnan(r["b"]["auc"]) and r["b"]["positives"] == 0
+        assert mean_auc(r) == 1.0
+    assert math.isnan(mean_auc({"b": {"auc": float("nan")}, "c": {"auc": None}}))
+    t = auc_table([1, 1, np.nan], {"a": [0.1, 0.2, 0.3]})
+    assert t["auc"].isna().all() and t["ci_lo"].isna().all() and t["n"].tolist() == [2]
+    assert label_auc_table(y, s, ["a", "b"])["auc"].isna().tolist() == [False, True]
+    assert auc_text(float("nan")) == auc_text(None) == ONE_CLASS_AUC == "needs both classes"
+    assert auc_text(0.91234) == "0.912"
+    with pytest.raises(DataError):  # a length mismatch is the caller's bug, not the one-class rule
+        binary_auc([0, 1], [0.1])
+
+
+def test_binary_and_logits_auc_match_sklearn():
+    from scipy.special import softmax
+    from sklearn.metrics import roc_auc_score
+
+    from lesion.metrics import binary_auc, logits_auc
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 60)
+    s = y + rng.normal(0, 1, 60)
+    assert binary_auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    assert logits_auc(s[:, None], y) == pytest.approx(roc_auc_score(y, s))
+    k = rng.integers(0, 3, 60)
+    z = rng.normal(0, 1, (60, 4)) + np.eye(4)[k]
+    p = softmax(z, axis=1)
+    want = np.mean([roc_auc_score(k == c, p[:, c]) for c in range(3)])  # class 3 absent: left out
+    assert logits_auc(z, k) == pytest.approx(want)
 
 
 # ------------------------------------------------------------------ classification curves
@@ -237,8 +277,7 @@ def test_auc_table_rows_are_roc_auc_ci_on_the_labelled_images():
     assert t["auc"].tolist() == pytest.approx([0.75, 0.0]) and (t["n"] == 4).all()
     auc, lo, hi = roc_auc_ci([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], n_boot=200)
     assert (t.loc[0, "auc"], t.loc[0, "ci_lo"], t.loc[0, "ci_hi"]) == (auc, lo, hi)
-    with pytest.raises(DataError):
-        auc_table([1, 1, np.nan], {"a": [0.1, 0.2, 0.3]})
+    assert auc_table([1, 1, np.nan], {"a": [0.1, 0.2, 0.3]})["auc"].isna().all()  # the one-class rule
 
 
 def test_label_auc_table_per_column_with_unlabelled_images():

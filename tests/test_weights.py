@@ -21,6 +21,7 @@ from lesion.weights import (
     read_state_file,
     resolve_weights,
     save_checkpoint,
+    state_digest,
 )
 
 
@@ -147,7 +148,27 @@ def test_save_refuses_to_overwrite(tmp_path):
         save_checkpoint(_tiny(), tmp_path / "m", _card())
     save_checkpoint(_tiny(), tmp_path / "m", _card(notes="second"), overwrite=True)
     assert json.loads((tmp_path / "m.json").read_text())["notes"] == "second"
-    assert not list(tmp_path.glob(".*tmp"))  # the atomic writes leave no temporary file behind
+    assert not list(tmp_path.glob(".*.tmp*"))  # the atomic writes leave no temporary file behind
+
+
+def test_state_digest_is_the_sha256_of_names_and_bytes():
+    a, b = _tiny(), _tiny()
+    d = state_digest(a)
+    assert len(d) == 64 and int(d, 16) >= 0  # sha256 hex
+    assert state_digest(b) == d == state_digest(a.state_dict())  # same weights: same digest; module or state dict
+    assert state_digest(dict(reversed(list(a.state_dict().items())))) == d  # key order does not matter
+    assert state_digest(a.to(memory_format=torch.channels_last)) == d  # memory format does not matter
+    sd = a.state_dict()
+    by_hand = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k].detach().cpu().contiguous()
+        by_hand.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode() + t.numpy().tobytes())
+    assert d == by_hand.hexdigest()
+    with torch.no_grad():
+        b[0].weight[0, 0, 0, 0] += 1e-3
+    assert state_digest(b) != d  # one changed value
+    assert state_digest(_tiny().half()) != d  # another dtype
+    assert state_digest({"x": torch.zeros(2)}) != state_digest({"y": torch.zeros(2)})  # another name
 
 
 def test_resolve_by_bare_name_and_by_path(tmp_path):

@@ -1,8 +1,7 @@
 """Streamlit glue of the model pages: cached model loads and ensemble predictions on the chosen backend (this
-machine's PyTorch through the disk cache, ONNX Runtime, or the model server; :func:`run_ensemble`)."""
+machine's PyTorch, ONNX Runtime, or the model server, each through the disk cache; :func:`run_ensemble`)."""
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Any
 
@@ -11,10 +10,11 @@ import streamlit as st
 
 from lesion.card import ModelCard
 from lesion.errors import DataError, LesionError
-from lesion.infer.cache import cached_predict, data_identity
+from lesion.infer.chunks import parts, predict_parts
 from lesion.infer.evaluate import metadata_warnings, resolve_target
+from lesion.infer.members import Member
 from lesion.metrics import sensitivity_threshold, youden_threshold
-from lesion.serving.backends import predict as backend_predict
+from lesion.serving.backends import predict
 from lesion.weights import list_weights, weights_file_identity
 from lesion.zoo import CLASSIFIER_TASKS, load_model
 from ui.compute import served_card, served_cards
@@ -100,37 +100,37 @@ def member_identity(ref: str) -> tuple:
     return weights_file_identity(ref)
 
 
-#: Predictions of the ONNX Runtime and model-server backends kept per session (the PyTorch backend has the
-#: disk cache of :func:`lesion.infer.cache.cached_predict`, which stays PyTorch's).
-_RESULTS, _MAX_RESULTS = "_backend_results", 16
+def run_ensemble(ds, names: list, tta: str, merge: str, progress=None, records=None):
+    """Ensemble predictions over the data set on the sidebar's Compute choice, through the one entry point
+    (:func:`lesion.serving.backends.predict`) with the disk cache around every member, whatever the backend:
+    the cache is keyed by each member's identity (the checkpoint's sha256; a served member adds the server's
+    address), so one backend's numbers are never shown for another's weights. ``result.device`` says where
+    the models ran (``cpu at http://host:port`` for a server).
 
-
-def run_ensemble(ds, names: list[str], tta: str, merge: str, progress=None):
-    """Ensemble predictions over the data set on the sidebar's Compute choice (:func:`lesion.serving.predict`).
-
-    PyTorch on this machine: each member's output is cached on disk per data set. ONNX Runtime and the model
-    server: the result is kept for the session under a key of backend, server address, token digest, data
-    content, models and their weights, TTA and merge, so one backend's numbers are never shown for another.
-    ``result.device`` says where the models ran (``cpu at http://host:port`` for a server).
-    """
+    ``names``: model names / paths, or member objects (a predictions file's
+    :class:`~lesion.infer.predictions.PredictionsMember`). ``records``: the images to compute (default: all of
+    ``ds``), e.g. the held-out ones only (:func:`ui.scope.scope_choice`); they are predicted in cached parts
+    (:mod:`lesion.infer.chunks`), so a run stopped half-way keeps the parts it finished."""
     compute = current_compute()
-    members = [member(n) for n in names]
-    if compute.kind == "torch":
-        return cached_predict(members, ds, tta=tta, merge=merge, progress=progress)
-    key = (compute.key(), data_identity(ds), tuple(map(str, names)), tuple(member_identity(n) for n in names),
-           tta, merge)
-    store: dict = st.session_state.setdefault(_RESULTS, {})
-    if key in store:
-        if progress is not None:
-            progress(len(ds), len(ds))
-        res = store[key]
-        return dataclasses.replace(res, notes=[f"kept from this session's earlier run on {compute.where()}"])
-    res = backend_predict(members, ds, tta=tta, merge=merge, progress=progress, backend=compute.kind,
-                          url=compute.url or None, token=compute.token)
-    while len(store) >= _MAX_RESULTS:
-        store.pop(next(iter(store)))
-    store[key] = res
-    return res
+    members = [resolve_member(n) for n in names]
+    recs = list(ds.records if records is None else records)
+    multilabel = any(getattr(c, "multilabel", False) for c in (member_card(m) for m in members))
+
+    def one(part, sub):
+        return predict(members, part, tta=tta, merge=merge, progress=sub, backend=compute.kind, cache=True,
+                       url=compute.url or None, token=compute.token)
+
+    return predict_parts(one, parts(recs, ds.fingerprint()), merge, multilabel, progress)
+
+
+def resolve_member(ref: Any):
+    """A member object as it is (a predictions file), else :func:`member` of a model name / path."""
+    return ref if isinstance(ref, Member) else member(ref)
+
+
+def member_card(m: Any) -> ModelCard:
+    """The card of a member object or of a ``(model, card)`` pair."""
+    return m[1] if isinstance(m, tuple) else m.card
 
 
 def metadata_notes(members: list[tuple[Any, ModelCard]], records) -> list[str]:
@@ -146,12 +146,13 @@ def checked_target(members: list[str], records, finish_page, what: str = "member
         st.warning(f"Choose at least one {what}.")
         finish_page(stop=True)
     try:
-        loaded = [member(m) for m in members]
-        _, target = resolve_target([card for _, card in loaded], None)
+        loaded = [resolve_member(m) for m in members]
+        _, target = resolve_target([member_card(m) for m in loaded], None)
     except LesionError as e:
         st.error(str(e))
         finish_page(stop=True)
-    for note in metadata_notes(loaded, records):
+    pairs = [(m, m.card) if isinstance(m, Member) else m for m in loaded]
+    for note in metadata_notes(pairs, records):
         st.warning(note)
     return target
 
@@ -168,9 +169,14 @@ def run_gate(key: str, label: str, caption: str, finish_page, identity: str = ""
         finish_page(stop=True)
 
 
-def threshold_control(prefix: str, y: np.ndarray | None, s: np.ndarray | None, container=None) -> tuple[float, str]:
+def threshold_control(prefix: str, y: np.ndarray | None, s: np.ndarray | None, container=None,
+                      context: tuple | None = None) -> tuple[float, str]:
     """The decision-threshold widgets (rule: Youden, chosen sensitivity or a fixed value), kept for the session
     and shared by the pages; returns ``(threshold, words saying which rule gave it)``.
+
+    The rule is the session's; the threshold itself is recomputed here on every run from ``y`` / ``s`` and kept
+    (for the sidebar) together with ``context`` (:func:`ui.ensemble.ensemble_context`: data set, members, TTA,
+    merge, scope), so the sidebar never shows one data set's threshold beside another's.
 
     Youden and chosen-sensitivity thresholds are computed on ``y`` / ``s`` (labels ``[N]`` with NaN for
     unlabelled, scores ``[N]``); without both classes the fixed value is used and the words say so.
@@ -203,6 +209,27 @@ def threshold_control(prefix: str, y: np.ndarray | None, s: np.ndarray | None, c
         except DataError:
             thr = float(kept("thr_value", 0.5))
             words = f"fixed threshold {thr:.2f} ({THRESHOLD_MODES[mode]} needs labels of both classes here)"
-    set_kept("thr_used", thr)
+    set_kept("thr_used", {"value": thr, "context": context, "words": words})
     box.caption(f"In use: **{words}**.")
     return thr, words
+
+
+def threshold_by_rule(y: np.ndarray | None, s: np.ndarray | None) -> tuple[float, str]:
+    """The session's threshold rule (kept ``thr_mode``, ``thr_value``, ``thr_sens``) applied to ``y`` / ``s``,
+    without widgets and without changing the threshold kept for the ensemble: ``(threshold, words)``."""
+    mode = kept("thr_mode", "youden")
+    mode = mode if mode in THRESHOLD_MODES else "youden"
+    fixed = float(kept("thr_value", 0.5))
+    if mode == "fixed":
+        return fixed, f"fixed threshold {fixed:.2f}"
+    try:
+        if y is None or s is None:
+            raise DataError("no labels")
+        if mode == "youden":
+            r = youden_threshold(y, s)
+            return float(r["threshold"]), f"Youden threshold {r['threshold']:.3f} (chosen on these images)"
+        want = float(kept("thr_sens", 0.9))
+        r = sensitivity_threshold(y, s, want)
+        return float(r["threshold"]), f"threshold {r['threshold']:.3f} for sensitivity ≥ {want:.2f} (chosen on these images)"
+    except DataError:
+        return fixed, f"fixed threshold {fixed:.2f} ({THRESHOLD_MODES[mode]} needs labels of both classes here)"

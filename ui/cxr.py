@@ -11,7 +11,7 @@ import streamlit as st
 
 from lesion.card import ModelCard
 from lesion.explain.cam import label_heatmap
-from lesion.metrics import label_auc_table, label_curve_table
+from lesion.metrics import ONE_CLASS_AUC, label_auc_table, label_curve_table
 from lesion.weights import list_weights
 from ui.classify import CAM_LOCK, available_cards, load_classifier_cached, member_identity
 from ui.compute import client, served_card
@@ -71,7 +71,9 @@ def finding_roc_figure(y: np.ndarray, probs: np.ndarray, classes: list[str]):
 
 
 def finding_auc_table(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """One row per finding: images scored, positives, AUC with bootstrap 95% CI (None without both classes)."""
+    """One row per finding: images scored, positives, AUC with bootstrap 95% CI (NaN without both classes, the
+    ``note`` column then says so)."""
     table = label_auc_table(y, probs, classes, n_boot=500)
+    table["note"] = ["" if np.isfinite(a) else ONE_CLASS_AUC for a in table["auc"].to_numpy(dtype=float)]
     return table.rename(columns={"label": "finding", "n": "images", "auc": "AUC", "ci_lo": "95% CI low",
                                  "ci_hi": "95% CI high"})

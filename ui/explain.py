@@ -17,7 +17,7 @@ from lesion.explain.agreement import agreement_over_dataset, agreement_score, ex
 from lesion.infer.ensemble import activate
 from lesion.review import TagStore
 from lesion.segment.otsu import otsu_segment
-from lesion.serving.backends import predict as backend_predict
+from lesion.serving.backends import predict
 from lesion.weights import list_weights
 from ui.classify import CAM_LOCK, classifier_cards, load_classifier_cached, member, member_identity
 from ui.compute import client, needs_this_machine, served_card, wire_meta
@@ -145,21 +145,44 @@ def probabilities(logits: np.ndarray, card: ModelCard) -> dict[str, float]:
 
 
 def agreement_table(ds, ref: str, method: str, progress: Callable[[int, int], None] | None = None,
-                    radius: int = 3):
-    """Agreement of every image for one model, CAM method and opening radius (the map of each image's predicted
-    class), kept for the session per data set (Explain and Review share it)."""
+                    radius: int = 3, records=None):
+    """Agreement of the images ``records`` (default: all of ``ds``; pages pass the held-out ones,
+    :func:`ui.scope.scope_choice`) for one model, CAM method and opening radius (the map of each image's predicted
+    class), kept for the session per data set in parts (Explain and Review share them): a run stopped half-way
+    keeps the parts it finished."""
+    import pandas as pd
+
+    from lesion.infer.chunks import parts
+
     compute = current_compute()
-    key = (compute.key(), ds.fingerprint(), ref, member_identity(ref), method, int(radius))
+    base = (compute.key(), ds.fingerprint(), ref, member_identity(ref), method, int(radius))
     store = st.session_state.setdefault("_agreement_tables", {})
-    if key not in store:
-        if compute.remote:
-            store[key] = remote_agreement(ds.records, ref, method, progress, int(radius))
-        else:
-            model, card = load_classifier_cached(ref)
-            with CAM_LOCK:
-                store[key] = agreement_over_dataset(model, card, ds.records, method=method, progress=progress,
-                                                    opening_radius=int(radius))
-    return store[key]
+    recs = list(ds.records if records is None else records)
+    chunks = parts(recs, ds.fingerprint())
+    total, done, out = len(recs), 0, []
+    for part in chunks:
+        key = base + (tuple(r.id for r in part.records),)
+        offset = done
+
+        def sub(d: int, _t: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + d, total)
+
+        if key not in store:
+            if compute.remote:
+                store[key] = remote_agreement(list(part.records), ref, method, sub, int(radius))
+            else:
+                model, card = load_classifier_cached(ref)
+                with CAM_LOCK:
+                    store[key] = agreement_over_dataset(model, card, list(part.records), method=method, progress=sub,
+                                                        opening_radius=int(radius))
+        out.append(store[key])
+        done += len(part)
+        if progress is not None:
+            progress(done, total)
+    if not out:
+        return pd.DataFrame(columns=["id", "logit", "class_index", *AGREEMENT_COLUMNS, "error"])
+    return pd.concat(out, ignore_index=True) if len(out) > 1 else out[0]
 
 
 def remote_agreement(records, name: str, method: str, progress: Callable[[int, int], None] | None = None,
@@ -190,6 +213,14 @@ def remote_agreement(records, name: str, method: str, progress: Callable[[int, i
     return pd.DataFrame(rows)
 
 
+def empty_agreement(ids):
+    """The agreement table of members without a network (predictions files): one row per id, all NaN."""
+    import pandas as pd
+
+    return pd.DataFrame({"id": list(ids), "logit": np.nan, "class_index": -1,
+                         **{c: np.nan for c in AGREEMENT_COLUMNS}, "error": None})
+
+
 def segmentation_choices(domain: str) -> list[str]:
     """``otsu`` plus the shipped segmentation networks of the domain."""
     return ["otsu"] + [c.name for c in list_weights(task="segmentation", domain=domain)]
@@ -218,7 +249,7 @@ def _predict_upload(compute_key: tuple, refs: tuple[str, ...], identities: tuple
     compute = current_compute()  # the one compute_key names (this session's choice)
     members = [member(r) for r in refs]
     with CAM_LOCK if compute.kind == "torch" else nullcontext():  # the engine may move a shared model to the GPU
-        res = backend_predict(members, [(_image, dict(meta))], tta=tta, merge=merge, backend=compute.kind,
+        res = predict(members, [(_image, dict(meta))], tta=tta, merge=merge, backend=compute.kind,
                               url=compute.url or None, token=compute.token)
     return {"classes": list(res.classes), "probs": res.probs[0].tolist(),
             "members": {k: v[0].tolist() for k, v in res.member_probs.items()},

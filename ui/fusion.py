@@ -7,12 +7,15 @@ from ui.charts import fit
 from ui.classify import run_ensemble
 
 
-def run_fusion(ds, members: list[str], tta: str, target: str, column: str, progress=None, keep=None):
-    """``(prediction result, fusion report)``: the members' mean-probability ensemble over the data set (cached on
-    disk per model, data set and TTA), fused per case of ``column``; only the labels of the images in ``keep``
-    (None: all) count. Raises LesionError subclasses."""
-    result = run_ensemble(ds, members, tta, "mean_prob", progress=progress)
-    return result, evaluate_predictions(ds.records, result, target, column, keep=keep)
+def run_fusion(ds, members: list, tta: str, target: str, column: str, progress=None, keep=None,
+               merge: str = "mean_prob", records=None):
+    """``(prediction result, fusion report)``: the members' ensemble (the session's ``merge``) over ``records``
+    (default: every image of ``ds``; the page passes the held-out ones), cached on disk per model, images and
+    TTA, fused per case of ``column``; only the labels of the images in ``keep`` (None: all) count. Raises
+    LesionError subclasses."""
+    recs = list(ds.records if records is None else records)
+    result = run_ensemble(ds, members, tta, merge, progress=progress, records=recs)
+    return result, evaluate_predictions(recs, result, target, column, keep=keep)
 
 
 def fusion_roc_figure(report, title: str):

@@ -9,13 +9,16 @@ import streamlit as st
 
 import hashlib
 
-from lesion.errors import CheckpointError
-from lesion.segment.compare import threshold_counts
+from lesion.errors import CheckpointError, LesionError
+from lesion.segment.compare import fusion_counts, threshold_counts
+from lesion.segment.fusion import FUSION_RULES, FusedSegmenter, fuse_probabilities
+from lesion.segment.masks import MaskFolder
 from lesion.segment.medsam import MEDSAM_CARD, MedSamSegmenter, boxes_of, full_box, load_medsam, medsam_probabilities
 from lesion.segment.models import SegModelSegmenter
-from lesion.segment.otsu import OtsuSegmenter
+from lesion.segment.otsu import PRESET_NOTES, OtsuSegmenter
 from lesion.weights import weights_file_identity
 from lesion.zoo import load_model
+from ui.state import keep
 from ui.uploads import save_files
 
 
@@ -63,7 +66,8 @@ def image_picker(ds):
     return ds.by_id(chosen)
 
 
-def dataset_counts(ds, name: str, ref, cfg, progress: Callable[[int, int], None] | None = None):
+def dataset_counts(ds, name: str, ref, cfg, progress: Callable[[int, int], None] | None = None,
+                   record: dict | None = None):
     """Confusion counts of one method over the data set, kept for the session (re-scoring is then instant).
 
     Args:
@@ -71,13 +75,58 @@ def dataset_counts(ds, name: str, ref, cfg, progress: Callable[[int, int], None]
         name: method name (``otsu`` or a checkpoint name).
         ref: checkpoint name or path for networks; None for Otsu.
         cfg: the Otsu configuration (part of the key, so a changed setting runs again).
+        record: when given and the method runs, each output is also kept there (float16, by pixel key) for a
+            fusion of the same page run (:class:`Recorder`), so the network is not run twice.
     """
     key = ("seg_counts", ds.fingerprint(), name, str(ref), repr(cfg) if ref is None else "")
     store = st.session_state.setdefault("_seg_counts", {})
     if key not in store:
         segmenter = OtsuSegmenter(cfg) if ref is None else load_segmenter_cached(str(ref))
+        if record is not None:
+            segmenter = Recorder(segmenter, record)
         store[key] = threshold_counts(ds, segmenter, name, progress=progress)
     return store[key]
+
+
+class Recorder:
+    """A segmenter that keeps a float16 copy of each output by the image's pixel key (:func:`image_key`).
+
+    Lives for one page run: the fusion of the same run replays the outputs (:class:`Replay`) instead of running a
+    network (or MedSAM) a second time. ``predict_many`` is passed through when the segmenter has it.
+    """
+
+    def __init__(self, segmenter, store: dict):
+        self.segmenter, self.store = segmenter, store
+        self.threshold = getattr(segmenter, "threshold", 0.5)
+        if hasattr(segmenter, "predict_many"):
+            self.predict_many = self._predict_many
+
+    def _keep(self, image: np.ndarray, out) -> None:
+        o = np.asarray(out)
+        self.store[image_key(image)] = o if o.dtype == np.bool_ else o.astype(np.float16)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        out = self.segmenter(image)
+        self._keep(image, out)
+        return out
+
+    def _predict_many(self, images, boxes=None, **kw):
+        outs = self.segmenter.predict_many(images, boxes, **kw)
+        for im, o in zip(images, outs):
+            self._keep(im, o)
+        return outs
+
+
+class Replay:
+    """A fusion member that answers from a :class:`Recorder`'s outputs, and runs its segmenter for any other image."""
+
+    def __init__(self, segmenter, store: dict):
+        self.segmenter, self.store = segmenter, store
+        self.threshold = getattr(segmenter, "threshold", 0.5)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        hit = self.store.get(image_key(image))
+        return hit if hit is not None else self.segmenter(image)
 
 
 def checkpoint_picker() -> dict[str, str]:
@@ -193,7 +242,7 @@ def _medsam_store() -> dict:
 
 
 def medsam_dataset_counts(ds, kind: str, cfg, net_ref: str | None = None,
-                          progress: Callable[[int, int], None] | None = None):
+                          progress: Callable[[int, int], None] | None = None, record: dict | None = None):
     """MedSAM's confusion counts over the data set for one prompt (slow: run only when asked).
 
     Kept for the process, keyed by the data set's content fingerprint, the prompt, and what draws the box (the
@@ -218,7 +267,8 @@ def medsam_dataset_counts(ds, kind: str, cfg, net_ref: str | None = None,
         else:
             seg = MedSamSegmenter("full", domain=ds.domain)
         name = medsam_method_name(kind, net_ref)
-        store[key] = threshold_counts(ds, seg, name, progress=progress, batch_size=4)
+        store[key] = threshold_counts(ds, seg if record is None else Recorder(seg, record), name, progress=progress,
+                                      batch_size=4)
         while len(store) > MEDSAM_KEEP:
             store.pop(next(iter(store)))
     return store[key]
@@ -229,3 +279,145 @@ def medsam_method_name(kind: str, net_ref: str | None = None) -> str:
     if kind == "network":
         return f"medsam_lite[network:{Path(str(net_ref)).name}]"
     return f"medsam_lite[{ {'boxes': 'my box'}.get(kind, kind) }]"
+
+
+# ---------------------------------------------------------------- a folder of masks, fusion
+def preset_note(domain: str) -> str:
+    """What the Otsu preset of ``domain`` was tuned on (:data:`lesion.segment.otsu.PRESET_NOTES`)."""
+    return f"Otsu preset '{domain}': {PRESET_NOTES.get(domain, 'no tuning note.')}"
+
+
+def mask_folder_picker(ds) -> MaskFolder | None:
+    """Sidebar: a folder of masks made elsewhere, as a method (matched by image id). A bad folder gives one line.
+
+    Returns the :class:`MaskFolder` when the path is a folder of masks matching at least one image id, else None.
+    """
+    with st.sidebar.expander("Folder of masks (made elsewhere)", expanded=bool(st.session_state.get("seg_mask_folder"))):
+        path = st.text_input("Folder of masks", key=keep("seg_mask_folder", ""),
+                             help="Masks from nnU-Net, MedSAM or any pipeline, one file per image, named by image id "
+                                  "(ISIC_0001.png or ISIC_0001_segmentation.png); any non-zero pixel is lesion.").strip()
+        if not path:
+            return None
+        try:
+            folder = MaskFolder(path)
+        except LesionError as e:
+            st.error(str(e).replace("--masks ", "", 1))
+            return None
+        ids = [r.id for r in ds.records if r.mask_path is not None] or [r.id for r in ds.records]
+        cov = folder.coverage(ids)
+        if not cov["matched"]:
+            st.error(f"No mask in {folder.folder.name}/ matches an image id of this data set (e.g. "
+                     f"{next(iter(folder.masks))} vs {ids[0] if ids else '-'}).")
+            return None
+        st.caption(f"{folder.name}: {cov['matched']} of {len(ids)} images have a mask"
+                   + (f"; {cov['missing']} without one are listed as errors" if cov["missing"] else "") + ".")
+        return folder
+
+
+def _folder_key(folder: MaskFolder) -> tuple:
+    """The folder and its files' names, sizes and times: a changed mask is scored again."""
+    stats = []
+    for k, p in sorted(folder.masks.items()):
+        try:
+            st_ = Path(p).stat()
+            stats.append((k, st_.st_size, st_.st_mtime_ns))
+        except OSError:
+            stats.append((k, -1, -1))
+    return (str(folder.folder.resolve()), hashlib.sha1(repr(stats).encode()).hexdigest())
+
+
+def folder_counts(ds, folder: MaskFolder, progress: Callable[[int, int], None] | None = None):
+    """Confusion counts of a folder of masks over the data set, kept for the session."""
+    key = ("seg_folder_counts", ds.fingerprint(), _folder_key(folder))
+    store = st.session_state.setdefault("_seg_counts", {})
+    if key not in store:
+        store[key] = threshold_counts(ds, folder, folder.name, progress=progress)
+    return store[key]
+
+
+#: The member of a page fusion that stands for MedSAM with the data-set prompt.
+MEDSAM_MEMBER = "medsam_lite (its prompt)"
+#: What the page fuses by default, chosen on HAM10000 held-out images (bench/bench_segment.py; PH2 chose nothing).
+DEFAULT_FUSION_RULES = ("staple",)
+
+
+def fusion_rules_picker(candidates: list[str], domain: str) -> tuple[list[str], list[str]]:
+    """Sidebar: fusion rules and members (from ``candidates``, the methods on the page). Returns (rules, members)."""
+    with st.sidebar.expander("Fusion of methods", expanded=False):
+        rules = st.multiselect("Fusion rules", list(FUSION_RULES), key=keep(
+            "seg_fuse_rules", list(DEFAULT_FUSION_RULES), valid=lambda v: [r for r in (v or []) if r in FUSION_RULES]),
+            help="mean: mean probability; vote: strict majority of the members' masks; staple: STAPLE (EM estimate of "
+                 "each member's sensitivity and specificity, Warfield et al. 2004). Each fusion is a method column.")
+        default = [c for c in candidates if c != MEDSAM_MEMBER]
+        members = st.multiselect("Members", candidates, key=keep(
+            f"seg_fuse_members.{domain}", default,
+            valid=lambda v: [m for m in (v if v is not None else default) if m in candidates]),
+            help="Two or more of the methods on this page. Vote and STAPLE binarise each network at its card's "
+                 "threshold; the fused score is then cut at the probability threshold. MedSAM as a member runs "
+                 "with MedSAM's data-set run (slow).")
+        if rules and len(members) < 2:
+            st.caption("Choose two or more members to fuse.")
+    return (rules if len(members) >= 2 else []), members
+
+
+def fuse_one_image(rules: list[str], members: list[str], outputs: dict[str, np.ndarray],
+                   thresholds: dict[str, float]) -> dict[str, np.ndarray]:
+    """The fused score ``[H, W]`` per rule (``fuse:RULE``) of one image's member outputs (name -> mask/probability)."""
+    ready = [m for m in members if m in outputs]
+    if len(ready) < 2:
+        return {}
+    arrays = [outputs[m] for m in ready]
+    thr = [thresholds.get(m, 0.5) for m in ready]
+    return {f"fuse:{r}": fuse_probabilities(arrays, r, thr) for r in rules}
+
+
+def fusion_dataset_counts(ds, rules: list[str], members: list[str], cfg, refs: dict[str, str],
+                          folder: MaskFolder | None = None, medsam: tuple[str, str | None] | None = None,
+                          progress: Callable[[int, int], None] | None = None, recorded: dict | None = None):
+    """Counts of each fusion rule (methods ``fuse:RULE``) over the data set, every member run once per image.
+
+    Args:
+        members: names among ``otsu``, the networks of ``refs`` (name -> checkpoint), ``folder.name`` and
+            :data:`MEDSAM_MEMBER` (MedSAM with the prompt ``medsam = (kind, network ref)``).
+    Kept for the session, keyed by the data set, the rules and what each member is (Otsu settings, checkpoint file
+    identities, the folder's files, MedSAM's prompt). ``recorded``: member name -> the outputs a :class:`Recorder`
+    kept in this page run (replayed instead of running that member again).
+    """
+    ident = []
+    built: dict[str, object] = {}
+    for m in members:
+        if m == "otsu":
+            built[m], what = OtsuSegmenter(cfg), repr(cfg)
+        elif folder is not None and m == folder.name:
+            built[m], what = folder, _folder_key(folder)
+        elif m == MEDSAM_MEMBER and medsam is not None:
+            kind, net_ref = medsam
+            what = (kind, str(net_ref), weights_file_identity(net_ref) if kind == "network" else "",
+                    repr(cfg) if kind == "otsu" else "")
+            built[m] = None  # built below, only when the counts are not kept yet
+        elif m in refs:
+            built[m], what = None, (refs[m], weights_file_identity(refs[m]))
+        else:
+            continue
+        ident.append((m, what))
+    key = ("seg_fusion_counts", ds.fingerprint(), tuple(rules), tuple(ident))
+    store = st.session_state.setdefault("_seg_counts", {})
+    if key not in store:
+        for m in list(built):
+            if m == MEDSAM_MEMBER:
+                medsam_network()
+                kind, net_ref = medsam
+                if kind == "otsu":
+                    built[m] = MedSamSegmenter("network", domain=ds.domain, network=OtsuSegmenter(cfg), network_name="otsu")
+                elif kind == "network":
+                    built[m] = MedSamSegmenter("network", domain=ds.domain, network=load_segmenter_cached(str(net_ref)),
+                                               network_name=Path(str(net_ref)).name)
+                else:
+                    built[m] = MedSamSegmenter("full", domain=ds.domain)
+            elif built[m] is None:
+                built[m] = load_segmenter_cached(refs[m])
+            if recorded and recorded.get(m):
+                built[m] = Replay(built[m], recorded[m])
+        fused = FusedSegmenter(built, rules[0])
+        store[key] = fusion_counts(ds, fused, rules, names=[f"fuse:{r}" for r in rules], progress=progress)
+    return store[key]

@@ -96,11 +96,15 @@ def members_name(domain: str) -> str:
     return f"members.{domain}"
 
 
-def kept_members(widget_key: str, domain: str, options: Sequence[str], default: Sequence[str]) -> str:
-    """:func:`keep` for a members multiselect: the shared choice of the domain, restricted to ``options``."""
+def kept_members(widget_key: str, domain: str, options: Sequence[str], default: Sequence[str],
+                 follow: Callable[[Any], Any] | None = None) -> str:
+    """:func:`keep` for a members multiselect: the shared choice of the domain, restricted to ``options``;
+    ``follow`` (e.g. :func:`ui.trust.follows_dataset`) first maps a choice made on another data set."""
     opts = list(options)
 
     def check(value: Any) -> list[str]:
+        if follow is not None:
+            value = follow(value)
         chosen = [m for m in (value or []) if m in opts]
         return chosen if chosen or value == [] else [m for m in default if m in opts]
 
@@ -321,13 +325,25 @@ def settings_summary() -> str:
         lines[0] += f" ({len(ds)} images)"
         domain = ds.domain
     except LesionError:
+        ds = None
         domain = "derm" if source != "demo:cxr" else "cxr"
+    from ui.ensemble import current_context, kept_merge, kept_tta  # ui.ensemble imports this module
+
     members = kept(members_name(domain))
     if members:
-        lines.append("Models: " + ", ".join(members))
+        lines.append("Ensemble: " + ", ".join(members) + f" · TTA {kept_tta()} · merge {kept_merge()}")
+    subset = kept("subset")
+    if subset:
+        lines.append("Scored on: " + ("held-out images only" if subset == "held-out" else
+                                      "held-out + training images (optimistic)"))
     mode, used = kept("thr_mode"), kept("thr_used")
     if mode:
-        lines.append(f"Threshold: {THRESHOLD_MODES.get(mode, mode)}" + (f" = {used:.3f}" if used is not None else ""))
+        line = f"Threshold: {THRESHOLD_MODES.get(mode, mode)}"
+        if isinstance(used, dict) and used.get("context") is not None and used["context"] == current_context(ds):
+            line += f" = {used['value']:.3f} (on these data and members)"
+        elif mode != "fixed":
+            line += " (computed on this data set and ensemble at the next run)"
+        lines.append(line)
     lines.append(f"Compute: {current_compute().where()}")
     changed = otsu_changes(domain)
     lines.append("Otsu: " + (f"{len(changed)} setting(s) changed ({', '.join(changed)})" if changed else "preset"))

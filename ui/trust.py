@@ -105,7 +105,7 @@ def subset_choice(cards: Sequence[ModelCard], ds, key: str, what: str = "images"
     exp = exposure(cards, ds)
     n = len(ds)
     if not exp.any:
-        return None, f"all {n} {what} of {ds.name} (none trained the model{'s' if len(cards) > 1 else ''})"
+        return None, f"all {n} {what} of {ds.name} ({no_training_words(cards, ds)})"
     n_held = len(exp.held)
     trained = max(exp.trained.values(), default=n)
     st.warning("**Training images in this data set.** " + " ".join(exp.notes)
@@ -124,6 +124,24 @@ def subset_choice(cards: Sequence[ModelCard], ds, key: str, what: str = "images"
     return None, f"all {n} {what} of {ds.name}, **including {trained} training images**"
 
 
+def training_unknown(card: ModelCard) -> bool:
+    """True when the card cannot say what the model trained on: an imported model or a predictions file
+    (``extra["training_data_unknown"]``), or a card that names no training data at all."""
+    extra = dict(getattr(card, "extra", None) or {})
+    return bool(extra.get("training_data_unknown")) or not card.trained_on
+
+
+def no_training_words(cards: Sequence[ModelCard], ds) -> str:
+    """Words for data that no card lists as training data: "none trained the model(s)" only when every card
+    names its training data; else which models' training data are unknown (they may include these images)."""
+    unknown = [c.name for c in cards if training_unknown(c)]
+    if not unknown:
+        return f"none trained the model{'s' if len(cards) > 1 else ''}"
+    named = len(cards) - len(unknown)
+    return (f"training data of {', '.join(unknown)} unknown: {'it' if len(unknown) == 1 else 'they'} may have "
+            "trained on these images" + (f"; the other {named} did not" if named else ""))
+
+
 def mask_labels(y: np.ndarray, ids: Sequence[str], keep_ids: frozenset[str] | None) -> np.ndarray:
     """``y`` (``[N]`` or ``[N, K]``) with the rows of images outside ``keep_ids`` set to NaN (left out of every
     metric, which drop unlabelled images); unchanged when ``keep_ids`` is None."""
@@ -140,11 +158,50 @@ def model_label(card: ModelCard, ds=None) -> str:
     return f"{card.name} ({SYNTHETIC_TAG})" if card.synthetic_only else card.name
 
 
-def default_models(cards: Sequence[ModelCard], ds, k: int = 3) -> list[str]:
-    """Up to ``k`` model names to start with: on real data, models trained only on synthetic images never are
-    (unless there is nothing else)."""
+#: Members an ensemble starts with: one fast model, so a first run on a real data set takes minutes on a
+#: 2-core CPU (more members are the user's choice, with the time said before Run).
+DEFAULT_MEMBERS = 1
+
+
+def default_models(cards: Sequence[ModelCard], ds, k: int = DEFAULT_MEMBERS) -> list[str]:
+    """Up to ``k`` model names to start with, the cheapest first (fewest input pixels): on real data, models
+    trained only on synthetic images never are (unless there is nothing else)."""
     real = [c for c in cards if not (c.synthetic_only and not getattr(ds, "synthetic", False))]
-    return [c.name for c in (real or list(cards))[:k]]
+    pool = list(real or list(cards))
+    pool.sort(key=lambda c: _pixels(c))
+    return [c.name for c in pool[:k]]
+
+
+def _pixels(card: ModelCard) -> int:
+    try:
+        h, w = card.preprocessing.hw
+        return int(h) * int(w)
+    except (AttributeError, TypeError, ValueError):
+        return 1 << 30
+
+
+def follows_dataset(name: str, ds, cards: Sequence[ModelCard], default: Sequence[str]):
+    """A ``valid`` for :func:`ui.state.keep` / :func:`ui.state.kept_members` that makes a kept model choice follow
+    the data set in use: a choice made on another data set keeps no model trained on synthetic images only when
+    the data are real (they were the demo's default, not a choice for these data); nothing left = ``default``."""
+    from ui.state import kept, set_kept
+
+    source = st.session_state.get(SOURCE_KEY, "")
+    where_key = f"{name}.chosen_on"
+    synthetic = {c.name for c in cards if c.synthetic_only}
+
+    def check(value):
+        single = not isinstance(value, (list, tuple))
+        chosen = [value] if single and value is not None else list(value or [])
+        if kept(where_key) != source and not getattr(ds, "synthetic", False):
+            chosen = [m for m in chosen if m not in synthetic]
+        set_kept(where_key, source)
+        if not single and value == [] and chosen == []:
+            return []  # the user emptied the choice: the page asks for a member
+        chosen = chosen or list(default)
+        return (chosen[0] if chosen else None) if single else chosen
+
+    return check
 
 
 def synthetic_notes(cards: Sequence[ModelCard], ds) -> list[str]:
@@ -173,6 +230,11 @@ def grey_fraction(image: np.ndarray) -> float:
         return 1.0
     spread = im[..., :3].max(axis=-1).astype(np.int16) - im[..., :3].min(axis=-1).astype(np.int16)
     return float((spread < 8).mean())
+
+
+def image_kind(image: np.ndarray) -> str:
+    """``cxr`` for a grey image (a radiograph: :func:`grey_fraction` > 0.98), else ``derm``."""
+    return "cxr" if grey_fraction(image) > 0.98 else "derm"
 
 
 def upload_domain_warning(image: np.ndarray, domain: str) -> str | None:

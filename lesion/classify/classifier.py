@@ -150,9 +150,15 @@ def create_model(cfg: ClsModelConfig | MultiTaskConfig) -> Classifier:
 
 
 def config_from_card(card: ModelCard) -> ClsModelConfig | MultiTaskConfig:
-    """The constructor config a card describes, with ``init='random'`` (the checkpoint holds every weight)."""
+    """The constructor config a card describes, with ``init='random'`` (the checkpoint holds every weight).
+
+    The network comes from ``card.model``; the config's input fields (size, mean, std) from
+    ``card.preprocessing``, the one place a card keeps them.
+    """
     kw = model_config(card)
     kw["init"] = "random"
+    prep = card.preprocessing
+    kw.update(size=prep.size, mean=prep.mean, std=prep.std)
     try:
         if card.task == "classification":
             return ClsModelConfig(**kw)

@@ -5,8 +5,9 @@ Heads:
       (``target='malignant'``) or *melanoma* (``target='melanoma'``, melanoma vs rest);
     * multi-class (``num_classes=7``, ``target='dx7'``): HAM10000's seven diagnoses :data:`HAM7`, softmax.
 
-Preprocessing is part of the model (STYLE habit 4): :class:`Preprocessing` travels in the card and both the
-training loop and the inference engine call :func:`prepare_image` with it.
+Preprocessing is part of the model (STYLE habit 4): :class:`Preprocessing` travels in the card and is applied by
+the one implementation, :mod:`lesion.preprocess` (:func:`prepare_image` and :func:`normalize` here are its old
+names, kept as thin wrappers).
 
 torch and timm are imported inside the functions (importing this module stays cheap).
 """
@@ -21,6 +22,7 @@ import numpy as np
 from lesion.card import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from lesion.data.labels import HAM7, MELANOMA_DX, TARGETS, Target, classes_for_target, make_targets, record_label
 from lesion.errors import CheckpointError, ConfigError, unknown_option
+from lesion.preprocess import apply_clahe, center_crop_box, prepare, prepare_mask, to_input
 from lesion.weights import LITE_MEAN, LITE_STD, port_efficientnet_lite
 
 __all__ = [  # the label rules live in lesion.data.labels; re-exported here for the classifier's users
@@ -42,68 +44,37 @@ class ClsModelConfig:
     arch: str = "efficientnet_lite0"  # any timm model name (timm.list_models())
     num_classes: int = 1  # 1 = binary logit, 7 = HAM7 softmax
     in_chans: int = 3  # input channels (RGB)
-    size: int = 224  # input side, pixels (also in Preprocessing; kept here so the config rebuilds alone)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    # The input the model is trained for. Preprocessing, not architecture: a card stores them in ``preprocessing``
+    # only (never in ``model``), and :func:`lesion.classify.classifier.config_from_card` fills them from there.
+    size: int | tuple[int, int] = 224  # S or (H, W), pixels
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     init: str = "random"  # 'imagenet-lite-port' (efficientnet_lite0/1/2 only, offline port) or 'random'
     drop_rate: float = 0.0  # dropout before the classifier
 
 
 def center_crop_square(image: np.ndarray) -> np.ndarray:
-    """Central ``min(H, W)`` square of ``image [H, W, ...]``."""
-    h, w = image.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return image[top : top + s, left : left + s]
-
-
-def apply_clahe(image: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
-    """CLAHE on the lightness channel of an RGB uint8 image ``[H, W, 3]`` (colours keep their hue).
-
-    cv2 directly rather than ``albumentations.CLAHE``: inference needs a fixed clip limit and no random draw.
-    """
-    import cv2
-
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
-    lab[..., 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(grid, grid)).apply(lab[..., 0])
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    """Central ``min(H, W)`` square of ``image [H, W, ...]`` (:func:`lesion.preprocess.center_crop_box`)."""
+    top, left, ch, cw = center_crop_box(image.shape[:2], (1, 1))
+    return image[top : top + ch, left : left + cw]
 
 
 def prepare_image(image: np.ndarray, prep: Preprocessing, mask: np.ndarray | None = None):
-    """Centre-crop (optional), resize to ``prep.size`` and CLAHE (optional) an RGB uint8 image.
-
-    Args:
-        image: RGB uint8 ``[H, W, 3]``.
-        prep: the model's preprocessing.
-        mask: optional bool/uint8 mask ``[H, W]``, cropped and resized (nearest) the same way.
+    """:func:`lesion.preprocess.prepare` (and :func:`~lesion.preprocess.prepare_mask` for ``mask``).
 
     Returns:
-        uint8 ``[size, size, channels]`` (not yet normalised), or ``(image, mask)`` when a mask is given.
+        uint8 ``[H, W, channels]`` (not yet scaled), or ``(image, mask bool [H, W])`` when a mask is given.
     """
-    import cv2
-
-    img = center_crop_square(image) if prep.center_crop else image
-    interp = cv2.INTER_AREA if min(img.shape[:2]) > prep.size else cv2.INTER_LINEAR
-    img = cv2.resize(np.ascontiguousarray(img), (prep.size, prep.size), interpolation=interp)
-    if prep.channels == 1:
-        grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
-        if prep.clahe:
-            grey = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey)
-        img = grey[..., None]
-    elif prep.clahe:
-        img = apply_clahe(img)
-    if mask is None:
-        return img
-    m = center_crop_square(mask) if prep.center_crop else mask
-    m = cv2.resize(np.ascontiguousarray(m).astype(np.uint8), (prep.size, prep.size), interpolation=cv2.INTER_NEAREST)
-    return img, m.astype(bool)
+    img = prepare(image, prep)
+    return img if mask is None else (img, prepare_mask(mask, prep))
 
 
 def normalize(images_uint8: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """``[..., H, W, C]`` uint8 -> float32 ``[..., C, H, W]`` standardised with the card's mean/std."""
-    x = images_uint8.astype(np.float32) / 255.0
-    x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    """:func:`lesion.preprocess.to_input`: ``[..., H, W, C]`` uint8 -> float32 ``[..., C, H, W]`` (scale, mean/std).
+
+    A letterboxed batch needs the content sizes: use :func:`lesion.preprocess.prepare_batch` for those.
+    """
+    return to_input(images_uint8, prep)
 
 
 # -------------------------------------------------------------------------------------------------------

@@ -47,9 +47,11 @@ class MultiTaskConfig:
     arch: str = "efficientnet_lite0"  # timm backbone (features_only); card key 'arch' like plain classifiers
     num_classes: int = 1  # K logits (1 = binary)
     in_chans: int = 3
-    size: int = 224  # input side, pixels
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    # The input the model is trained for: preprocessing, stored in the card's ``preprocessing`` only (never in
+    # ``model``); :func:`lesion.classify.classifier.config_from_card` fills them from there.
+    size: int | tuple[int, int] = 224  # S or (H, W), pixels
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     init: str = "random"  # 'imagenet-lite-port' or 'random'
     drop_rate: float = 0.0  # dropout on F before the classifier
     use_metadata: bool = True  # add the metadata encoder (eqs. 1-2)

@@ -5,6 +5,7 @@ inside :func:`read_table` so that ``import lesion.data`` stays light.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -27,11 +28,30 @@ def is_image_name(name: str) -> bool:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (not recursive), sorted by name; [] when it is not a folder."""
+    """Image files directly inside ``folder`` (not recursive), sorted by name; [] when it is not a folder.
+
+    Raises:
+        DataError: an entry cannot be examined (a symbolic-link loop, a file that vanished mid-listing with
+            another error, no permission): one line naming it.
+    """
     if not folder.is_dir():
         return []
-    with os.scandir(folder) as it:
-        return sorted(Path(e.path) for e in it if e.is_file() and is_image_name(e.name))
+    out = []
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if not is_image_name(e.name):
+                    continue
+                try:
+                    if e.is_file():
+                        out.append(Path(e.path))
+                except OSError as err:
+                    what = ("is a symbolic link that loops (it points, through links, back at itself)"
+                            if err.errno == errno.ELOOP else f"cannot be read ({err.strerror or err})")
+                    raise DataError(f"{e.path} {what}; remove or fix it.") from None
+    except PermissionError as err:
+        raise DataError(f"Cannot list {folder} ({err.strerror}).") from None
+    return sorted(out)
 
 
 def index_images(

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from lesion.data._common import (
 from lesion.data.io import read_mask
 from lesion.data.records import Dataset, Record
 from lesion.errors import DataError, MaskShapeError
-from lesion.paths import cache_dir
+from lesion.paths import atomic_target, cache_dir
 
 _TB_DIGIT = re.compile(r"_([01])$")
 _SOURCES = {"MCUCXR": "Montgomery", "CHNCXR": "Shenzhen"}
@@ -130,9 +129,8 @@ def _merged_mask(left: Path | None, right: Path | None, cache: Path, stem: str) 
     if len(parts) == 2 and parts[0].shape != parts[1].shape:
         raise MaskShapeError(f"Left and right lung masks of {stem} differ in size: {parts[0].shape} vs {parts[1].shape}.")
     merged = np.logical_or.reduce(parts) if len(parts) > 1 else parts[0]
-    tmp = cache / f".{stem}.{os.getpid()}.tmp.png"
-    Image.fromarray(merged.astype(np.uint8) * 255, mode="L").save(tmp)
-    os.replace(tmp, out)  # atomic: a parallel reader never sees half a file
+    with atomic_target(out) as tmp:  # a parallel reader never sees half a file
+        Image.fromarray(merged.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
     return out
 
 

@@ -21,7 +21,6 @@ Splits (train/val/test ≈ 60/20/20) are by patient, so no patient is in two spl
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -34,10 +33,11 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
+from lesion.cliutil import OneLineParser
 from lesion.data import _draw
 from lesion.data.layouts import load_dataset
 from lesion.errors import ConfigError, unknown_option
-from lesion.paths import cache_dir as default_cache
+from lesion.paths import cache_dir as default_cache, check_folder_target
 
 Domain = Literal["derm", "cxr"]
 
@@ -345,16 +345,9 @@ def load_demo(domain: Domain, cache_dir: Path | None = None, seed: int = 0, n: i
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``prog: error: message``) and exit code 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     """``lesion demo data [--domain derm|cxr|all] [--out DIR] [--seed N] [--n N] [--force]``."""
-    parser = _Parser(prog="lesion demo data", description="Generate the synthetic demo data sets.")
+    parser = OneLineParser(prog="lesion demo data", description="Generate the synthetic demo data sets.")
     parser.add_argument("--domain", default="all", choices=["derm", "cxr", "all"])
     parser.add_argument("--out", type=Path, default=None,
                         help="folder that receives <domain>/ sub-folders (default: the cache, <cache>/demo-v1)")
@@ -367,11 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}.")
     if args.out is not None:
-        first = args.out
-        while not first.exists() and first != first.parent:
-            first = first.parent
-        if first.exists() and not first.is_dir():
-            raise ConfigError(f"--out: {first} is a file, not a folder.")
+        check_folder_target(args.out, "--out")
         for domain in (["derm", "cxr"] if args.domain == "all" else [args.domain]):
             root = args.out / domain
             # --force (or an incomplete set) replaces the folder: only ever one this command wrote

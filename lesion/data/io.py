@@ -8,11 +8,17 @@
 * the **EXIF orientation is applied** (``PIL.ImageOps.exif_transpose``): a phone JPEG stored sideways comes
   back upright, as every viewer shows it, so a mask drawn on the upright image fits it;
 * a **multi-page** file (TIFF, animated GIF/PNG) uses **page 1**, and a note names the page count;
+* a file over :data:`PIXEL_LIMIT` pixels (Pillow's decompression-bomb threshold, about 89 MP) is refused with one
+  line before its pixels are decoded (never Pillow's ``DecompressionBombError`` or a warning);
 * **DICOM** (``.dcm`` or a ``DICM`` preamble; needs ``pydicom``): the modality LUT (rescale slope/intercept),
   then the file's VOI LUT or window (``pydicom.pixels.apply_voi_lut``) are applied and the window's output range
   is scaled to 0-255 (no window in the file: its min-max); ``MONOCHROME1`` is inverted so bone is bright;
   a multi-frame file uses frame 1 (with a note). Only pixel-module attributes are read: no patient or study
   field is parsed, logged or returned.
+
+The one decoder is :func:`decode_image` (a path **or the file's bytes**: folders, uploads and the server's payloads
+all go through it); :func:`read_image` is its pixels. :mod:`lesion.data.upload` and :mod:`lesion.serving.protocol`
+call it.
 
 **Masks** come back as ``bool`` ``[H, W]`` by one rule: **any non-zero pixel in any colour channel is lesion**
 (or lung), after a palette image is converted through its palette to RGB(A). So 0/255, 0/1 and 0/100 masks,
@@ -33,8 +39,10 @@ a red-on-black RGB mask and a HAM10000 palette mask whose index 0 is white all r
 from __future__ import annotations
 
 import io as _io
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Union
 
 import numpy as np
 
@@ -42,6 +50,12 @@ from lesion.errors import ImageReadError, MaskShapeError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 DICOM_EXTENSIONS = (".dcm",)
+#: Most pixels one image may have: Pillow's own decompression-bomb threshold (the default of
+#: ``PIL.Image.MAX_IMAGE_PIXELS``). Larger files are refused from their header, before decoding.
+PIXEL_LIMIT = 89_478_485
+
+#: What :func:`decode_image` reads: a file path, or the file's bytes (an upload, a server payload).
+ImageSource = Union[str, Path, bytes, bytearray, memoryview]
 
 #: Note kinds and how :func:`summarise_notes` names a group of them.
 NOTE_KINDS = {
@@ -104,19 +118,66 @@ def summarise_notes(notes: Iterable[str], examples: int = 3) -> list[str]:
     return out
 
 
-def _open(path: Path):
+def _dicom_available() -> bool:
+    try:
+        import pydicom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _unreadable(name: str, e: Exception | None = None) -> ImageReadError:
+    from PIL import UnidentifiedImageError
+
+    why = "" if e is None or isinstance(e, UnidentifiedImageError) else f" ({str(e)[:160]})"
+    kinds = "PNG, JPEG, BMP, TIFF" + (", DICOM" if _dicom_available() else "")
+    return ImageReadError(f"Cannot read {name}: the file is corrupt, truncated or not a supported image "
+                          f"({kinds}){why}.")
+
+
+def check_pixels(name: str, w: int, h: int, pixel_limit: int | None = PIXEL_LIMIT, max_side: int | None = None) -> None:
+    """Refuse an image of ``w x h`` pixels over ``max_side`` per side or ``pixel_limit`` in all, in one line."""
+    if max_side is not None and max(w, h) > max_side:
+        raise ImageReadError(f"{name}: {w}x{h} px, over the {max_side}-px limit.")
+    if pixel_limit is not None and w * h > pixel_limit:
+        raise ImageReadError(f"{name} is {w}x{h} px ({w * h / 1e6:.3g} MP), over the {pixel_limit / 1e6:.3g} MP limit "
+                             "for one image (a guard against decompression bombs); downscale it first.")
+
+
+def _open(source, name: str | None = None, pixel_limit: int | None = PIXEL_LIMIT, max_side: int | None = None):
+    """A decoded (``load()``-ed) PIL image of a path or bytes; the caller closes it.
+
+    Raises:
+        ImageReadError: missing, folder, corrupt / truncated / not an image, or over the pixel limits (checked from
+            the header, before decoding; Pillow's own bomb check never escapes as its error or a warning).
+    """
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"Image file not found: {path}")
-    if path.is_dir():
-        raise ImageReadError(f"{path} is a folder, not an image file.")
-    try:
-        im = Image.open(path)
-        im.load()  # force decoding now so that a truncated file fails here
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"Cannot read image {path.name}: the file is corrupt, truncated or not an image ({e}).") from e
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        src, name = _io.BytesIO(bytes(source)), name or "image"
+    else:
+        path = _existing(Path(source))
+        src, name = path, name or path.name
+    bomb = getattr(Image, "DecompressionBombError", MemoryError)
+    with warnings.catch_warnings():
+        # Pillow warns above its threshold and raises above twice it; our own limit below is the one rule.
+        warnings.simplefilter("ignore", getattr(Image, "DecompressionBombWarning", Warning))
+        try:
+            im = Image.open(src)
+        except bomb as e:
+            raise ImageReadError(f"{name} is over the {(pixel_limit or PIXEL_LIMIT) / 1e6:.3g} MP limit for one image "
+                                 f"(a guard against decompression bombs: {e}); downscale it first.") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise _unreadable(name, e) from e
+        try:
+            check_pixels(name, int(im.size[0]), int(im.size[1]), pixel_limit, max_side)
+            im.load()  # decode now, so that a truncated file fails here
+        except ImageReadError:
+            im.close()
+            raise
+        except (OSError, SyntaxError, ValueError, bomb) as e:
+            im.close()
+            raise _unreadable(name, e) from e
     return im
 
 
@@ -183,14 +244,16 @@ def is_dicom(path: str | Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def dicom_to_array(source, name: str, notes: list | None = None) -> np.ndarray:
+def dicom_to_array(source, name: str, notes: list | None = None, pixel_limit: int | None = PIXEL_LIMIT,
+                   max_side: int | None = None) -> np.ndarray:
     """Display pixels of a DICOM file (path or bytes) as uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (colour).
 
     Modality LUT, then VOI LUT / window, scaled from the window's output range to 0-255 (min-max without a
     window); MONOCHROME1 inverted; frame 1 of a multi-frame file. Only the pixel-module attributes are parsed.
+    Rows x Columns over the limits (:func:`check_pixels`) are refused before the pixels are decoded.
 
     Raises:
-        ImageReadError: pydicom is missing, or the file is not a readable DICOM image.
+        ImageReadError: pydicom is missing, the file is not a readable DICOM image, or it is too large.
     """
     try:
         import pydicom
@@ -198,11 +261,12 @@ def dicom_to_array(source, name: str, notes: list | None = None) -> np.ndarray:
     except ImportError as e:
         raise ImageReadError(f"{name} is a DICOM file, but reading DICOM needs the package 'pydicom' "
                              "(pip install pydicom). Or export the image as PNG or TIFF.") from e
-    src = _io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+    src = _io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
     try:
         ds = pydicom.dcmread(src, specific_tags=list(_DICOM_TAGS))
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             raise ImageReadError(f"DICOM file {name} holds no image (no pixel data).")
+        check_pixels(name, int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), pixel_limit, max_side)
         arr = ds.pixel_array
     except ImageReadError:
         raise
@@ -252,39 +316,96 @@ def _voi_range(ds, values: np.ndarray, shown: np.ndarray, apply_voi_lut) -> tupl
 
 # ----------------------------------------------------------------------------------------------- images
 
-def read_image(path: str | Path, notes: list | None = None) -> np.ndarray:
-    """Read an image file as RGB uint8 ``[H, W, 3]``, upright (EXIF orientation applied), page 1.
+@dataclass(frozen=True)
+class Decoded:
+    """What :func:`decode_image` read.
+
+    Attributes:
+        image: RGB uint8 ``[H, W, 3]``, upright, page 1.
+        mode: what the file held: a PIL mode (``RGB``, ``I;16``, ``P``, ``RGBA``...) or ``DICOM``.
+        conversions: pixel-type conversions applied, for a page to show (palette converted, 16-bit rescaled,
+            grey repeated, alpha dropped); the :class:`ReadNote` notes (EXIF, pages, DICOM window) go to ``notes``.
+    """
+
+    image: np.ndarray
+    mode: str
+    conversions: tuple[str, ...] = ()
+
+
+def _has_dicm(head: bytes) -> bool:
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def decode_image(source: ImageSource, name: str | None = None, notes: list | None = None, *,
+                 pixel_limit: int | None = PIXEL_LIMIT, max_side: int | None = None) -> Decoded:
+    """The one image decoder: a path or a file's bytes -> RGB uint8 ``[H, W, 3]``, by the module's rule.
+
+    EXIF orientation applied, page 1 of a multi-page file (with a note), DICOM by its window (a ``.dcm`` name or a
+    ``DICM`` preamble), palette / 16-bit / float / alpha converted (:func:`to_uint8_rgb`), and a pixel limit
+    checked from the header before anything is decoded.
 
     Args:
-        path: image file (PNG, JPEG, BMP, TIFF, DICOM...).
-        notes: optional list; :class:`ReadNote` strings are appended for what was converted (EXIF rotation,
-            page used, DICOM window).
+        source: a file path, or the file's bytes.
+        name: the name messages and notes use (default: the file's name; ``"image"`` for bytes).
+        notes: optional list; :class:`ReadNote` strings are appended (EXIF rotation, page used, DICOM window).
+        pixel_limit: most pixels accepted (default :data:`PIXEL_LIMIT`); None = no limit.
+        max_side: longest side accepted (the server's limit); None = no limit.
+
+    Returns:
+        :class:`Decoded` (the image, the file's mode, the conversions applied).
 
     Raises:
-        ImageReadError: the file is missing, corrupt or truncated, has zero size, or is DICOM without pydicom.
+        ImageReadError: missing file or folder, 0 bytes, corrupt / truncated / unsupported, DICOM without pydicom,
+            no pixels, or over ``pixel_limit`` / ``max_side`` (one line, never a Pillow traceback).
     """
-    path = Path(path)
-    im = None
-    if path.suffix.lower() not in DICOM_EXTENSIONS:
-        try:
-            im = _open(path)
-        except ImageReadError:
-            if not (path.is_file() and is_dicom(path)):  # a DICOM file named .png or without a suffix
-                raise
-    if im is None:
-        arr = dicom_to_array(_existing(path), path.name, notes)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, src = bytes(source), bytes(source)
+        name = name or "image"
+        if not data:
+            raise ImageReadError(f"{name} is empty (0 bytes).")
+        dicom = name.lower().endswith(DICOM_EXTENSIONS) or _has_dicm(data[:132])
     else:
-        im = first_page(im, path.name, notes)
-        im = upright(im, path.name, notes)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        src = _existing(Path(source))
+        name = name or src.name
+        if src.stat().st_size == 0:
+            raise ImageReadError(f"{name} is empty (0 bytes).")
+        dicom = src.suffix.lower() in DICOM_EXTENSIONS or is_dicom(src)  # also a DICOM file named .png
+    conversions: list[str] = []
+    if dicom:
+        arr, mode = dicom_to_array(src, name, notes, pixel_limit, max_side), "DICOM"
+    else:
+        opened = _open(src, name, pixel_limit, max_side)
+        try:
+            im = upright(first_page(opened, name, notes), name, notes)
+            mode = str(im.mode)
+            if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+                conversions.append(f"converted from {mode} to RGB")
             arr = np.asarray(im)
-        elif im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-            arr = np.asarray(im.convert("RGB"))
-        else:
-            arr = np.asarray(im)
+        finally:
+            opened.close()
     if arr.size == 0 or min(arr.shape[:2]) < 1:
-        raise ImageReadError(f"Image {path.name} is empty.")
-    return to_uint8_rgb(arr)
+        raise ImageReadError(f"Image {name} is empty.")
+    if arr.dtype != np.uint8:
+        conversions.append(f"{arr.dtype} pixels rescaled to 8-bit (0.5-99.5 percentile window)"
+                           if np.issubdtype(arr.dtype, np.integer) else f"{arr.dtype} pixels rescaled to 8-bit")
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 2)):
+        conversions.append("grey image repeated to three channels")
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        conversions.append("alpha channel dropped")
+    return Decoded(to_uint8_rgb(arr), mode, tuple(conversions))
+
+
+def read_image(source: ImageSource, notes: list | None = None, *, name: str | None = None,
+               pixel_limit: int | None = PIXEL_LIMIT, max_side: int | None = None) -> np.ndarray:
+    """Read an image (a file, or its bytes) as RGB uint8 ``[H, W, 3]``, upright (EXIF orientation applied), page 1:
+    the pixels of :func:`decode_image` (same arguments).
+
+    Raises:
+        ImageReadError: the file is missing, corrupt or truncated, has zero size, is DICOM without pydicom, or is
+            over the pixel limit.
+    """
+    return decode_image(source, name, notes, pixel_limit=pixel_limit, max_side=max_side).image
 
 
 def _orientation(im) -> int:

@@ -1,20 +1,20 @@
 """Decoding an uploaded image's bytes into the RGB uint8 array the rest of lesion-lab expects.
 
 Accepts PNG, JPEG, BMP, TIFF (8/16-bit, grey, RGBA, palette: converted by :func:`lesion.data.io.to_uint8_rgb`)
-and DICOM when ``pydicom`` is installed, read by the same rule as files in folders (:mod:`lesion.data.io`: EXIF
-orientation applied, page 1 of a multi-page file with a note, DICOM window applied). Images smaller than
+and DICOM when ``pydicom`` is installed, decoded by the one decoder of files in folders
+(:func:`lesion.data.io.decode_image`: EXIF orientation applied, page 1 of a multi-page file with a note, DICOM
+window applied, files over :data:`lesion.data.io.PIXEL_LIMIT` refused in one line). Images smaller than
 :data:`MIN_SIDE` are refused with a message; images above :data:`MAX_PIXELS` are downscaled and the
 returned notes say so. Anything else that cannot be decoded raises :class:`ImageReadError`.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lesion.data.io import decode_image
 from lesion.errors import ImageReadError
-from lesion.data.io import first_page, upright, dicom_to_array, to_uint8_rgb
 
 #: Smallest accepted side, pixels (networks downsample by 32; a smaller image holds nothing to look at).
 MIN_SIDE = 32
@@ -55,71 +55,31 @@ class DecodedImage:
     notes: list[str] = field(default_factory=list)
 
 
-def _is_dicom(data: bytes) -> bool:
-    return len(data) > 132 and data[128:132] == b"DICM"
-
-
-def _decode_dicom(data: bytes, name: str, notes: list | None = None) -> tuple[np.ndarray, str]:
-    """DICOM by the one rule of :func:`lesion.data.io.dicom_to_array` (modality + VOI LUT / window, MONOCHROME1
-    inverted, frame 1, uint8; no patient field read)."""
-    if not dicom_supported():
-        raise ImageReadError(f"{name} is a DICOM file, but DICOM support needs the optional package 'pydicom' "
-                             "(pip install pydicom). Export the image as PNG or TIFF instead.")
-    return dicom_to_array(data, name, notes), "DICOM"
-
-
 def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
                   min_side: int = MIN_SIDE) -> DecodedImage:
-    """Decode uploaded bytes.
+    """Decode uploaded bytes (:func:`lesion.data.io.decode_image`), refuse tiny images, downscale huge ones.
 
     Args:
         data: the file's bytes.
-        name: file name, for messages.
-        max_pixels: downscale above this many pixels (area interpolation).
+        name: file name, for messages (a ``.dcm`` name or a ``DICM`` preamble is read as DICOM).
+        max_pixels: downscale above this many pixels (area interpolation); files over
+            :data:`lesion.data.io.PIXEL_LIMIT` are refused by the decoder.
         min_side: refuse images with a side below this.
 
     Returns:
         :class:`DecodedImage`.
 
     Raises:
-        ImageReadError: empty, corrupt or unsupported file, or an image too small to analyse.
+        ImageReadError: empty, corrupt or unsupported file, over the pixel limit, or an image too small to analyse.
     """
-
-    if not data:
-        raise ImageReadError(f"{name} is empty (0 bytes).")
     notes: list[str] = []
-    if _is_dicom(data):
-        arr, mode = _decode_dicom(data, name, notes)
-    else:
-        from PIL import Image, UnidentifiedImageError
-
-        Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves and downscale instead of refusing
-        try:
-            im = Image.open(io.BytesIO(data))
-            im.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ImageReadError(f"Cannot read {name}: the file is corrupt, truncated or not a supported image "
-                                 f"(PNG, JPEG, BMP, TIFF{', DICOM' if dicom_supported() else ''}).") from e
-        im = upright(first_page(im, name, notes), name, notes)  # the one image rule: page 1, EXIF applied
-        mode = im.mode
-        if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-            im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
-            notes.append(f"converted from {mode} to RGB")
-        arr = np.asarray(im)
-    if arr.size == 0:
-        raise ImageReadError(f"{name} holds no pixels.")
-    h, w = arr.shape[:2]
+    decoded = decode_image(data, name, notes)  # EXIF / page / DICOM notes go to notes
+    rgb, mode = decoded.image, decoded.mode
+    h, w = rgb.shape[:2]
     if min(h, w) < min_side:
         raise ImageReadError(f"{name} is {w}x{h} pixels: too small to analyse (each side must be at least "
                              f"{min_side} px).")
-    if arr.dtype != np.uint8:
-        notes.append(f"{arr.dtype} pixels rescaled to 8-bit (0.5-99.5 percentile window)"
-                     if np.issubdtype(arr.dtype, np.integer) else f"{arr.dtype} pixels rescaled to 8-bit")
-    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 2)):
-        notes.append("grey image repeated to three channels")
-    if arr.ndim == 3 and arr.shape[2] in (2, 4):
-        notes.append("alpha channel dropped")
-    rgb = to_uint8_rgb(arr)
+    notes.extend(decoded.conversions)
     if h * w > max_pixels:
         import cv2
 

@@ -12,6 +12,9 @@ a number in [0, 1] built from parts that can each be checked by hand:
 
 ``agreement`` is the plain mean of the parts that are available (2 to 4 of them). Plain mean because no part
 is known to matter more, and each lies in [0, 1]; the parts are returned too, so a page can show why.
+**With a reference, a map must be on the lesion:** the mean is multiplied by ``on_lesion = min(1, overlap /``
+:data:`ON_LESION_SHARE` ``)``, so a compact, focused map wholly off the lesion (PH2 IMD091: 0.72 as a plain mean)
+scores 0, and one with at least half its heat on the lesion keeps its mean.
 """
 from __future__ import annotations
 
@@ -27,9 +30,11 @@ from lesion.data.io import read_image, read_mask
 from lesion.errors import LesionError, MaskShapeError
 from lesion.explain.attention import binarize_heatmap, heat_inside
 from lesion.explain.cam import compute_cams
-from lesion.metrics import roc_auc_ci
+from lesion.metrics import binary_auc, ci_verdict, roc_auc_ci
 
 Progress = Callable[[int, int], None]
+#: Share of the heat on the reference from which a map counts as wholly "on the lesion" (see the docstring).
+ON_LESION_SHARE = 0.5
 
 
 def n_components(mask: np.ndarray) -> int:
@@ -104,10 +109,14 @@ def agreement_score(
             out["overlap"] = 0.0
         if attention is not None:
             out["cam_attention_iou"] = 0.0
+        out["on_lesion"] = 0.0 if reference is not None else 1.0
         out["agreement"] = 0.0
         return out
     parts = [out["compactness"], out["focus"], out["overlap"], out["cam_attention_iou"]]
-    out["agreement"] = float(np.mean([p for p in parts if not np.isnan(p)]))
+    mean = float(np.mean([p for p in parts if not np.isnan(p)]))
+    on_lesion = 1.0 if np.isnan(out["overlap"]) else float(min(1.0, out["overlap"] / ON_LESION_SHARE))
+    out["on_lesion"] = on_lesion
+    out["agreement"] = mean * on_lesion
     return out
 
 
@@ -118,10 +127,8 @@ def wrongness_auc(agreement_scores: Sequence[float], is_wrong: Sequence[bool], n
     0.5 = agreement says nothing about errors; 1.0 = every wrong case has lower agreement than every right one.
 
     Returns:
-        ``(auc, lo, hi)`` from :func:`lesion.metrics.roc_auc_ci` on ``-agreement``.
-
-    Raises:
-        DataError: all predictions right (or all wrong): the AUC is undefined.
+        ``(auc, lo, hi)`` from :func:`lesion.metrics.roc_auc_ci` on ``-agreement``; all NaN when every prediction
+        is right (or every one wrong): the one-class rule of :mod:`lesion.metrics`.
     """
     a = np.asarray(agreement_scores, dtype=np.float64)
     w = np.asarray(is_wrong).astype(bool)
@@ -260,3 +267,66 @@ def agreement_over_dataset(model, card: ModelCard, records: Sequence[Any], metho
     order = {r.id: i for i, r in enumerate(records)}
     df = pd.DataFrame(rows)
     return df.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def agreement_verdict(agreement: Sequence[float], is_wrong: Sequence[bool], pred_class: Sequence[float],
+                      n_perm: int = 200, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Whether low agreement flags wrong predictions, overall and **within each predicted class**, against a
+    control that a model with no real link between its maps and its errors would also reach.
+
+    An untrained network's errors and maps both follow its predicted class (it calls almost everything one
+    class; its maps differ by class), so the overall AUC alone "supports" the claim for a random network. The
+    control is the same statistic with the right / wrong labels shuffled **within each predicted class**
+    (``n_perm`` times): it keeps what the class alone explains and removes any link inside a class. The claim is
+    supported only when the overall 95% CI lies above 0.5 **and** the AUC exceeds the control's 97.5th
+    percentile; contradicted when the CI lies below 0.5 and the AUC is under the control's 2.5th percentile.
+
+    Args:
+        agreement: ``[N]`` agreement scores (NaN = left out). is_wrong: ``[N]`` bool (judged at the threshold
+            in use). pred_class: ``[N]`` predicted class per image.
+
+    Returns:
+        ``auc, lo, hi`` (overall), ``per_class``: list of ``{class, n, wrong, auc, lo, hi}``, ``control``:
+        ``{mean, lo, hi}`` (2.5th / 97.5th percentiles of the within-class shuffled AUC), ``verdict``
+        (supports / contradicts / inconclusive) and ``reason`` (one line).
+    """
+    a = np.asarray(agreement, dtype=np.float64)
+    w = np.asarray(is_wrong).astype(bool)
+    c = np.asarray(pred_class, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(c)
+    a, w, c = a[ok], w[ok], c[ok]
+    auc, lo, hi = roc_auc_ci(w, -a, n_boot=n_boot, seed=seed)
+    per_class = []
+    for k in np.unique(c):
+        m = c == k
+        ka, klo, khi = roc_auc_ci(w[m], -a[m], n_boot=n_boot, seed=seed)
+        per_class.append({"class": int(k), "n": int(m.sum()), "wrong": int(w[m].sum()), "auc": ka, "lo": klo,
+                          "hi": khi, "verdict": ci_verdict(klo, khi)})
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(int(n_perm) if np.isfinite(auc) else 0):
+        ws = w.copy()
+        for k in np.unique(c):
+            idx = np.flatnonzero(c == k)
+            ws[idx] = ws[rng.permutation(idx)]
+        if 0 < ws.sum() < ws.size:
+            null.append(binary_auc(ws, -a))
+    null_a = np.asarray(null, dtype=np.float64)
+    control = ({"mean": float(null_a.mean()), "lo": float(np.quantile(null_a, 0.025)),
+                "hi": float(np.quantile(null_a, 0.975))} if null_a.size else
+               {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")})
+    base = ci_verdict(lo, hi)
+    if base == "supports" and not auc > control["hi"]:
+        verdict = "inconclusive"
+        reason = (f"the overall AUC {auc:.3f} is no higher than the same statistic with right / wrong shuffled "
+                  f"within each predicted class (control up to {control['hi']:.3f}): the predicted class alone "
+                  "explains it, as it would for an untrained network")
+    elif base == "contradicts" and not auc < control["lo"]:
+        verdict = "inconclusive"
+        reason = (f"the overall AUC {auc:.3f} is within the within-class shuffled control "
+                  f"({control['lo']:.3f}–{control['hi']:.3f}): the predicted class alone explains it")
+    else:
+        verdict = base
+        reason = ("the 95% CI and the control agree" if base != "inconclusive" else "the 95% CI contains 0.5")
+    return {"auc": auc, "lo": lo, "hi": hi, "per_class": per_class, "control": control, "verdict": verdict,
+            "reason": reason}

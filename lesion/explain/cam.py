@@ -17,7 +17,7 @@ import numpy as np
 
 from lesion.card import ModelCard
 from lesion.classify.classifier import Classifier, LogitsOnly, as_classifier, submodule
-from lesion.classify.models import normalize, prepare_image
+from lesion.preprocess import prepare_batch
 from lesion.data.labels import melanoma_column
 from lesion.errors import ConfigError, unknown_option
 
@@ -33,6 +33,14 @@ METHODS: dict[str, str] = {
 }
 #: The fast methods (one forward + one backward); Score-CAM needs one forward per channel of the layer.
 FAST_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "hirescam")
+#: Gradient-free heatmaps: forward passes only, so they work on members without gradients (an imported ONNX or
+#: TorchScript network). pytorch-grad-cam has no occlusion method, hence :func:`occlusion_maps` here.
+GRADIENT_FREE: tuple[str, ...] = ("occlusion",)
+
+
+def methods_for(differentiable: bool) -> tuple[str, ...]:
+    """The heatmap methods a member can give: every CAM with gradients, occlusion without."""
+    return (*METHODS, *GRADIENT_FREE) if differentiable else GRADIENT_FREE
 
 
 def cam_class(method: str):
@@ -41,8 +49,10 @@ def cam_class(method: str):
     Raises:
         ConfigError: unknown method (the options are listed).
     """
+    if method in GRADIENT_FREE:
+        return None
     if method not in METHODS:
-        raise unknown_option("CAM method", method, list(METHODS))
+        raise unknown_option("CAM method", method, [*METHODS, *GRADIENT_FREE])
     import pytorch_grad_cam
 
     return getattr(pytorch_grad_cam, METHODS[method])
@@ -194,13 +204,22 @@ def compute_cams(
     wrapped = as_logit_model(model, meta)
     if device is not None:
         wrapped.to(device)
-    dev = next(wrapped.parameters()).device
+    dev = next(iter(wrapped.parameters()), torch.zeros(0)).device
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).float().to(dev)
     if x.ndim != 4:
         raise ConfigError(f"images must be [B, 3, H, W], got shape {tuple(x.shape)}.")
-    layer = target_layer if target_layer is not None else find_target_layer(wrapped, int(x.shape[-1]))
     targets = targets_for(wrapped, class_index, x.shape[0])
     out: dict[str, np.ndarray] = {}
+    grad_methods = [m for m in methods if m not in GRADIENT_FREE]
+    if grad_methods and not getattr(_unwrap(wrapped).net, "differentiable", True):
+        raise ConfigError(f"{', '.join(grad_methods)} need(s) gradients, which this model (ONNX / TorchScript) does "
+                          "not give; use occlusion.")
+    for name in [m for m in methods if m in GRADIENT_FREE]:
+        out[name] = occlusion_maps(wrapped, x, targets)
+    methods = grad_methods
+    if not methods:
+        return out
+    layer = target_layer if target_layer is not None else find_target_layer(wrapped, int(x.shape[-1]))
     was_training = wrapped.training
     try:
         for name in methods:
@@ -217,6 +236,45 @@ def compute_cams(
         wrapped.train(was_training)
         wrapped.zero_grad(set_to_none=True)
     return out
+
+
+def occlusion_maps(model, x, targets, patch: int | None = None, batch: int = 32) -> np.ndarray:
+    """Occlusion sensitivity (Zeiler & Fergus 2014): how much the explained score drops when a square patch of
+    the input is set to 0 (the normalised mean), each pixel averaged over the patches covering it; negative drops
+    count as 0 and each map is scaled to [0, 1] (all zeros when no patch lowers the score).
+
+    Args:
+        model: ``x -> logits`` (any forward: ONNX and TorchScript networks included).
+        x: normalised inputs ``[B, C, H, W]``; targets: one pytorch-grad-cam style target per image.
+        patch: side of the square patch (default: an eighth of the longer side), stride half of it.
+    """
+    import torch
+
+    b, _, h, w = x.shape
+    p = int(patch or max(4, max(h, w) // 8))
+    step = max(1, p // 2)
+    ys = list(range(0, max(1, h - p) + 1, step)) + ([h - p] if (h - p) % step else [])
+    xs = list(range(0, max(1, w - p) + 1, step)) + ([w - p] if (w - p) % step else [])
+    boxes = [(y, x0) for y in ys for x0 in xs]
+    maps = np.zeros((b, h, w), np.float32)
+    with torch.inference_mode():
+        for i in range(b):
+            xi = x[i:i + 1]
+            base = float(targets[i](model(xi)[0]))
+            heat, cover = np.zeros((h, w), np.float64), np.zeros((h, w), np.float64)
+            for s in range(0, len(boxes), batch):
+                chunk = boxes[s:s + batch]
+                xb = xi.repeat(len(chunk), 1, 1, 1)
+                for j, (y, x0) in enumerate(chunk):
+                    xb[j, :, y:y + p, x0:x0 + p] = 0.0
+                out = model(xb)
+                for j, (y, x0) in enumerate(chunk):
+                    drop = base - float(targets[i](out[j]))
+                    heat[y:y + p, x0:x0 + p] += max(drop, 0.0)
+                    cover[y:y + p, x0:x0 + p] += 1
+            m = heat / np.maximum(cover, 1)
+            maps[i] = (m / m.max()) if m.max() > 0 else m
+    return maps
 
 
 def label_heatmap(model: Classifier, card: ModelCard, image: np.ndarray, class_index: int,
@@ -236,7 +294,7 @@ def label_heatmap(model: Classifier, card: ModelCard, image: np.ndarray, class_i
     import cv2
 
     prep = card.preprocessing
-    x = normalize(prepare_image(image, prep)[None], prep)
+    x = prepare_batch([image], prep)
     k = len(card.classes) or 1
     # one-logit heads: BinaryLogitTarget(1) explains the positive class; multi-label: the column itself
     target = 1 if k == 1 else int(class_index)

@@ -1,204 +1,205 @@
-"""On-disk prediction cache: revisiting a data set with the same models and TTA is instant.
+"""On-disk prediction cache, as a wrapper around any member: :class:`CachedMember`.
 
-Each ensemble member's TTA-merged probabilities are one ``.npz`` file under
-``lesion.paths.dataset_cache_dir(dataset.fingerprint()) / "cls_predictions"``, named by a hash of
+Revisiting a data set with the same members and TTA is instant. Each member's **per-view logits** ``[V, N, K]``
+are one ``.npz`` file under ``lesion.paths.dataset_cache_dir(<data set fingerprint>) / "cls_predictions"``,
+named by a hash of
 
-* the member's name and the **content** of its weights: the sha256 of the checkpoint file it was loaded from
-  (``model.weights_sha256``, set by :func:`lesion.zoo.load_model`), otherwise a hash of the state dict's bytes;
-  never the path, size or mtime, so a checkpoint replaced by another of the same size and mtime is recomputed;
-* the data's **content** (:meth:`lesion.data.records.Dataset.content_fingerprint`: the file list plus the sha1
-  of every image and mask file, hashed once per process and file version), so images overwritten under the
-  same names are recomputed;
-* the TTA name and TTA merge mode, and the preprocessing (size, mean/std, crop, CLAHE).
+* the member's **identity** (:attr:`lesion.infer.members.Member.identity`: the sha256 of its checkpoint, or of
+  its state; a remote member adds the server), never a path, size or mtime, so a checkpoint replaced by
+  another of the same size and mtime is recomputed;
+* the data's **content**: every image's id, the sha1 of its file's bytes (arrays: of their pixels) and its
+  metadata (age / sex / site change a multi-task model's answer), so images overwritten under the same
+  names are recomputed;
+* the TTA name, the preprocessing and the classes.
 
-Per-member files mean that adding one model to an ensemble only runs that model. The ensemble merge is
-cheap and recomputed on every call. Files are written atomically (temporary file + rename); a truncated or
-corrupt file is recomputed and replaced with a one-line note. ``lesion evaluate cls --no-cache`` neither
-reads nor writes the cache; ``lesion cache clear [--dry-run]`` deletes it (review tags are kept) and
-``lesion cache info`` says where it is and how large.
+Logits, not merged probabilities, are stored: any merge rule is computed from them on every call, cheaply.
+Per-member files mean that adding one model to an ensemble only runs that model. Files are written
+atomically (temporary file + rename); a truncated or corrupt file is recomputed and replaced with a one-line
+note. ``lesion evaluate cls --no-cache`` neither reads nor writes the cache; ``lesion cache clear [--dry-run]``
+deletes it (review tags are kept) and ``lesion cache info`` says where it is and how large.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import time
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lesion.card import ModelCard
-from lesion.infer.engine import PredictionResult, _members, predict
-from lesion.infer.ensemble import check_merge, merge_members
+from lesion.data.records import file_content_digest
+from lesion.infer.members import Batch, Member, Progress
+from lesion.infer.results import _Item, as_items
+from lesion.infer.tta import TTA
 from lesion.paths import atomic_target, cache_dir, dataset_cache_dir
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 PREDICTIONS = "cls_predictions"
 
 
-def weights_identity(model: Any, card: ModelCard) -> str:
-    """A string that changes whenever the weights' content changes.
+@dataclass(frozen=True)
+class CacheSpec:
+    """How :func:`lesion.infer.engine.predict` caches: ``root`` (None: the lesion cache), ``refresh`` (ignore
+    and overwrite cached files) and ``warn`` (called with the one-line note of a corrupt file; default
+    :func:`warnings.warn`)."""
 
-    A model from :func:`lesion.zoo.load_model` carries the sha256 of its checkpoint file (verified against the
-    card unless ``verify=False``); any other model is keyed by a hash of its state dict's bytes.
-    """
-    digest = getattr(model, "weights_sha256", None)
-    if isinstance(digest, str) and digest:
-        return f"sha256:{digest}"
+    root: str | Path | None = None
+    refresh: bool = False
+    warn: Callable[[str], None] | None = None
+
+
+def cache_spec(cache: Any) -> CacheSpec | None:
+    """The :class:`CacheSpec` of ``predict``'s ``cache`` argument: None / False = no cache, True = the lesion
+    cache, a folder = that cache root, or a CacheSpec."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return CacheSpec()
+    if isinstance(cache, CacheSpec):
+        return cache
+    return CacheSpec(root=cache)
+
+
+def item_digest(it: _Item) -> str:
+    """Content of one image: sha1 of its file's bytes, or of an array's shape and pixels."""
+    if it.image is not None:
+        a = np.ascontiguousarray(it.image)
+        return "px:" + hashlib.sha1(f"{a.shape}|{a.dtype}".encode() + a.tobytes()).hexdigest()
+    return file_content_digest(it.path)
+
+
+def items_identity(items: Sequence[_Item]) -> str:
+    """The data's content key: ids, image content and metadata of every item."""
     h = hashlib.sha1()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return f"state:{h.hexdigest()}"
+    for it in items:
+        meta = json.dumps({k: v for k, v in dict(it.meta or {}).items()}, sort_keys=True, default=str)
+        h.update(f"{it.id}|{item_digest(it)}|{meta}\n".encode())
+    return h.hexdigest()[:20]
 
 
-def data_identity(dataset: Any) -> str:
-    """The data's content key: :meth:`Dataset.content_fingerprint` (file list + bytes of every file)."""
-    content = getattr(dataset, "content_fingerprint", None)
-    return content() if callable(content) else dataset.fingerprint()
+def data_identity(data: Any) -> str:
+    """The content key of a data set (or anything :func:`lesion.infer.results.as_items` accepts)."""
+    return items_identity(as_items(data))
 
 
-def member_key(model: Any, card: ModelCard, fingerprint: str, tta: str, tta_merge: str) -> str:
-    """Cache key (hex) of one member's predictions on one data set (``fingerprint``: :func:`data_identity`)."""
+def member_key(member: Member, data_key: str, tta: str) -> str:
+    """Cache key (hex) of one member's view logits on one data set (``data_key``: :func:`items_identity`)."""
     blob = json.dumps(
         {
             "v": CACHE_VERSION,
-            "name": card.name,
-            "weights": weights_identity(model, card),
-            "data": fingerprint,
-            "tta": tta,
-            "tta_merge": tta_merge,
-            "prep": card.preprocessing.to_dict(),
-            "classes": list(card.classes),
+            "name": member.name,
+            "identity": member.identity,
+            "data": data_key,
+            "tta": str(tta),
+            "prep": member.prep.to_dict(),
+            "classes": list(member.classes),
         },
         sort_keys=True,
     )
-    return hashlib.sha1(blob.encode()).hexdigest()[:20]
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def cache_folder(fingerprint: str, root: str | Path | None = None) -> Path:
     """Folder of a data set's cached predictions (``root`` overrides the lesion cache, for tests)."""
 
     base = Path(root) / "datasets" / fingerprint if root is not None else dataset_cache_dir(fingerprint)
-    d = base / "cls_predictions"
+    d = base / PREDICTIONS
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def _read_entry(f: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """``(probabilities, view spread or None)`` of one cache file, None when it holds another id list.
+def _read_entry(f: Path, ids: list[str]) -> np.ndarray | None:
+    """The view logits ``[V, N, K]`` of one cache file, None when it holds another id list.
 
     Raises:
-        ValueError: the file is truncated, corrupt or holds no finite ``[N, K]`` probabilities.
+        ValueError: the file is truncated, corrupt or holds no finite ``[V, N, K]`` logits.
     """
     try:
         with np.load(f, allow_pickle=False) as z:
-            cached_ids, probs = list(z["ids"]), np.asarray(z["probs"])
-            view_std = np.asarray(z["view_std"]) if "view_std" in z.files else None
+            cached_ids, logits = list(z["ids"]), np.asarray(z["logits"])
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(str(e) or type(e).__name__) from e
     if cached_ids != ids:
         return None
-    if probs.ndim != 2 or probs.shape[0] != len(ids) or not np.isfinite(probs).all():
-        raise ValueError(f"probabilities of shape {probs.shape} for {len(ids)} images, or not finite")
-    if view_std is not None and view_std.shape != probs.shape:
-        view_std = None
-    return probs, view_std
+    if logits.ndim != 3 or logits.shape[1] != len(ids) or not np.isfinite(logits).all():
+        raise ValueError(f"logits of shape {logits.shape} for {len(ids)} images, or not finite")
+    return logits
 
 
-def _write_entry(f: Path, probs: np.ndarray, ids: list[str], view_std: np.ndarray | None = None) -> None:
+def _write_entry(f: Path, logits: np.ndarray, ids: list[str]) -> None:
     """Write one cache file atomically (temporary file in the same folder + rename)."""
-    extra = {} if view_std is None else {"view_std": view_std}
     with atomic_target(f) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, probs=probs, ids=np.asarray(ids), **extra)
+        np.savez(fh, logits=np.asarray(logits, np.float32), ids=np.asarray(ids))
 
 
 def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def cached_predict(
-    models: Sequence[tuple[Any, Mapping[str, Any]]],
-    dataset: Any,
-    tta: str = "d4",
-    merge: str = "mean_prob",
-    tta_merge: str | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    progress=None,
-    cache_root: str | Path | None = None,
-    refresh: bool = False,
-    warn: Callable[[str], None] | None = None,
-) -> PredictionResult:
-    """:func:`lesion.infer.engine.predict` with a per-member disk cache.
+class CachedMember(Member):
+    """Any member behind the disk cache: :meth:`predict_all` answers from the cache file of this data and TTA
+    when there is one; otherwise the wrapped member computes (batch by batch or all at once) and the result
+    is stored (:meth:`computed`). Everything else is the wrapped member's (``inner``)."""
 
-    Args:
-        dataset: a :class:`lesion.data.records.Dataset` (its :meth:`fingerprint` names the folder, its
-            :meth:`content_fingerprint` is part of each key).
-        cache_root: cache root instead of ``lesion.paths.cache_dir()``.
-        refresh: ignore and overwrite cached files.
-        warn: called with a one-line note when a cache file is truncated or corrupt (it is recomputed and
-            replaced); default :func:`warnings.warn`. The note is also in the result's ``notes``.
-        Others: as :func:`predict`.
+    kind = "cached"
 
-    Returns:
-        the result; ``notes`` says which members came from the cache. ``ms_per_image`` covers this call.
+    def __init__(self, inner: Member, data: Any, items: Sequence[_Item], spec: CacheSpec | None = None):
+        super().__init__(inner.card, inner.identity, inner.name)
+        self.inner, self.spec = inner, spec or CacheSpec()
+        self.gradients, self.features, self.uses_metadata = inner.gradients, inner.features, inner.uses_metadata
+        fingerprint = getattr(data, "fingerprint", None)
+        self._folder_name = fingerprint() if callable(fingerprint) else "items-" + hashlib.sha1(
+            "|".join(it.id for it in items).encode()).hexdigest()[:16]
+        self._data_key = items_identity(items)
+        self._notes: list[str] = []
 
-    Raises:
-        ModelOutputError: a member output NaN or Inf (nothing is cached).
-    """
-    warn = warn or _warn
-    check_merge(merge)
-    tta_merge = check_merge(tta_merge or merge)
-    t0 = time.perf_counter()
-    members = _members(models)  # validates classes, de-duplicates names
-    folder = cache_folder(dataset.fingerprint(), cache_root)
-    data_key = data_identity(dataset)
-    ids = [r.id for r in dataset.records]
-    member_probs: dict[str, np.ndarray] = {}
-    view_std: dict[str, np.ndarray | None] = {}
-    todo, notes, device_used = [], [], "cache"
-    keys = {}
-    for (model, card), m in zip(models, members):
-        keys[m.name] = key = member_key(model, card, data_key, tta, tta_merge)
-        f = folder / f"{key}.npz"
-        if f.is_file() and not refresh:
+    @property
+    def where(self) -> str:
+        return self.inner.where
+
+    def _file(self, tta: TTA) -> Path:
+        return cache_folder(self._folder_name, self.spec.root) / f"{member_key(self, self._data_key, tta.name)}.npz"
+
+    def place(self, device: str) -> None:
+        self.inner.place(device)
+        self.device = self.inner.device
+
+    def predict_all(self, items: Sequence[_Item], tta: TTA, progress: Progress | None = None) -> np.ndarray | None:
+        self._notes = []
+        f, ids = self._file(tta), [it.id for it in items]
+        if f.is_file() and not self.spec.refresh:
             try:
                 entry = _read_entry(f, ids)
             except ValueError as e:
                 entry = None
-                note = f"{m.name}: cache file {f.name} is truncated or corrupt ({e}); recomputing it."
-                notes.append(note)
-                warn(note)
+                note = f"{self.name}: cache file {f.name} is truncated or corrupt ({e}); recomputing it."
+                self._notes.append(note)
+                (self.spec.warn or _warn)(note)
             if entry is not None:
-                member_probs[m.name], view_std[m.name] = entry
-                notes.append(f"{m.name}: from cache")
-                continue
-        todo.append(((model, card.replace(name=m.name)), m.name))
-    if todo:
-        res = predict([t[0] for t in todo], dataset, tta=tta, merge=merge, tta_merge=tta_merge,
-                      batch_size=batch_size, device=device, progress=progress)
-        device_used = res.device
-        for _, name in todo:
-            p = res.member_probs[name]
-            v = res.view_std.get(name) if res.view_std else None
-            _write_entry(folder / f"{keys[name]}.npz", p, ids, v)
-            member_probs[name], view_std[name] = p, v
-    elif progress is not None:
-        progress(len(ids), len(ids))
-    ordered = [member_probs[m.name] for m in members]
-    ml = members[0].card.multilabel
-    probs = merge_members(ordered, merge, ml) if len(ordered) > 1 else ordered[0]
-    classes = members[0].card.classes or tuple(f"class{j}" for j in range(probs.shape[1]))
-    ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(ids))
-    spreads = [view_std.get(m.name) for m in members]
-    return PredictionResult(probs, {m.name: member_probs[m.name] for m in members}, ids, classes, device_used, ms,
-                            tta, merge, tta_merge, notes,
-                            view_std=None if any(v is None for v in spreads) else
-                            {m.name: v for m, v in zip(members, spreads)})
+                self._notes.append(f"{self.name}: from cache")
+                return entry
+        z = self.inner.predict_all(items, tta, progress)
+        if z is not None:
+            self.computed(items, tta, z)
+        return z
+
+    def forward_views(self, batch: Batch, tta: TTA) -> np.ndarray:
+        return self.inner.forward_views(batch, tta)
+
+    def computed(self, items: Sequence[_Item], tta: TTA, logits: np.ndarray) -> None:
+        _write_entry(self._file(tta), logits, [it.id for it in items])
+
+    def notes(self) -> list[str]:
+        return list(self._notes) + self.inner.notes()
+
+    def __getattr__(self, attr: str) -> Any:  # module, embed, … of the wrapped member
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
 
 
 # ----------------------------------------------------------------------------------------------------------

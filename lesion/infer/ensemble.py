@@ -21,6 +21,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lesion.errors import DataError, unknown_option
+from lesion.infer.results import PredictionResult
+from lesion.metrics import binary_auc
 
 MERGE_MODES: tuple[str, ...] = ("mean_logit", "mean_prob", "log_mean", "rank")
 _EPS = 1e-7
@@ -98,6 +100,62 @@ def merge_members(member_probs: Sequence[np.ndarray], mode: str, multilabel: boo
     return merge_logits(stack, mode, multilabel)
 
 
+def merge_predictions(
+    view_logits: Mapping[str, np.ndarray],
+    ids: Sequence[str],
+    classes: Sequence[str],
+    multilabel: bool = False,
+    tta: str = "none",
+    merge: str = "mean_prob",
+    tta_merge: str | None = None,
+    device: str = "cpu",
+    ms_per_image: float = 0.0,
+    notes: Sequence[str] = (),
+    errors: Mapping[str, str] | None = None,
+) -> "PredictionResult":
+    """The one merge: members' per-view logits -> :class:`~lesion.infer.results.PredictionResult`.
+
+    Every prediction path (the engine over any kind of member, the server, the Ray Data join) ends here, and
+    this is the only place a ``PredictionResult`` is built. Per member the ``V`` views are merged with
+    ``tta_merge`` (default ``merge``) into TTA-merged probabilities, the members with ``merge``
+    (:func:`merge_members`); the spread of each member's probabilities over its views is kept (``view_std``).
+
+    Args:
+        view_logits: member name -> raw logits ``[V, N, K]`` (views on axis 0), finite.
+        ids: the N image ids; classes: the K class names (``class0`` … when empty or of another length).
+        errors: id -> reason for images that could not be read (their rows are NaN).
+
+    Raises:
+        DataError: no member, or members of different shapes.
+    """
+    if not view_logits:
+        raise DataError("An ensemble needs at least one member.")
+    merge = check_merge(merge)
+    tta_merge = check_merge(tta_merge or merge)
+    shapes = {np.shape(z)[1:] for z in view_logits.values()}
+    if len(shapes) > 1 or any(np.ndim(z) != 3 for z in view_logits.values()):
+        raise DataError(f"Members' outputs differ in shape: {sorted(map(str, shapes))}.")
+    # rows of unreadable images are NaN for every member: merged on the other rows (a rank is among them only)
+    ok = np.all([np.isfinite(np.asarray(z)).all(axis=(0, 2)) for z in view_logits.values()], axis=0)
+
+    def rows(f, z):
+        out = np.full(np.shape(z)[1:], np.nan)
+        out[ok] = f(np.asarray(z)[:, ok])
+        return out
+
+    member_probs = {n: rows(lambda a: merge_logits(a, tta_merge, multilabel), z) for n, z in view_logits.items()}
+    view_std = {n: rows(lambda a: activate(a, multilabel).std(axis=0), z) for n, z in view_logits.items()}
+    probs = (rows(lambda a: merge_members([p[ok] for p in member_probs.values()], merge, multilabel),
+                  np.stack(list(member_probs.values()))) if len(member_probs) > 1
+             else next(iter(member_probs.values())))
+    k = probs.shape[1]
+    names = tuple(classes) if len(classes) == k else tuple(f"class{j}" for j in range(k))
+    return PredictionResult(probs, member_probs, list(ids), names, device, float(ms_per_image), tta, merge,
+                            tta_merge, list(notes), view_std=view_std,
+                            view_logits={n: np.asarray(z, np.float32) for n, z in view_logits.items()},
+                            errors=dict(errors or {}))
+
+
 def correlation_matrix(member_probs: Mapping[str, np.ndarray]) -> "pandas.DataFrame":  # noqa: F821
     """Pearson correlation of members' predictions (positive-class column, or all classes flattened).
 
@@ -128,14 +186,12 @@ def suggest_members(member_scores: Mapping[str, np.ndarray], y: Sequence[int], k
     Returns:
         chosen names, in the order chosen.
     """
-    from sklearn.metrics import roc_auc_score
-
     names = list(member_scores)
     if not names:
         return []
     y = np.asarray(y).ravel()
     scores = {n: np.asarray(member_scores[n], dtype=np.float64).reshape(len(y), -1)[:, -1] for n in names}
-    auc = {n: float(roc_auc_score(y, s)) for n, s in scores.items()}
+    auc = {n: binary_auc(y, s) for n, s in scores.items()}
     corr = correlation_matrix({n: s[:, None] for n, s in scores.items()})
     chosen = [max(names, key=lambda n: auc[n])]
     while len(chosen) < min(k, len(names)):

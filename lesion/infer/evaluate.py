@@ -14,6 +14,7 @@ Warnings (metadata missing, partial labels) go to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,10 +28,12 @@ from lesion.classify.metadata import METADATA_KEYS, metadata_coverage
 from lesion.data.labels import HAM7, TARGETS, melanoma_column, record_label
 from lesion.data.spec import open_data
 from lesion.errors import ConfigError, DataError, unknown_option
-from lesion.infer.cache import cached_predict
+from lesion.cliutil import OneLineParser
+from lesion.infer.cache import CacheSpec
+from lesion.infer.members import Member
 from lesion.infer.engine import PredictionResult, predict
 from lesion.infer.ensemble import MERGE_MODES, check_merge
-from lesion.infer.tta import TTA_NAMES, tta_transforms
+from lesion.infer.tta import DEFAULT_TTA, TTA_NAMES, check_tta
 from lesion.metrics import logits_auc, mean_auc, per_label_auc, roc_auc_ci
 from lesion.paths import atomic_target, check_out_file
 from lesion.zoo import CLASSIFIER_TASKS, load_model
@@ -88,7 +91,8 @@ def check_label_classes(dataset, target: str) -> None:
 def metadata_warnings(members: Sequence[tuple[Any, ModelCard]], records: Sequence[Any]) -> list[str]:
     """Readable notes for metadata models when the data lacks age / sex / site (a member without its model, e.g.
     one served remotely, is judged by its card)."""
-    users = [c.name for m, c in members if (as_classifier(m).uses_metadata if m is not None else c.uses_metadata)]
+    users = [c.name for m, c in members if (c.uses_metadata if m is None else m.uses_metadata
+                                            if isinstance(m, Member) else as_classifier(m).uses_metadata)]
     if not users:
         return []
     cov = metadata_coverage(records)
@@ -129,7 +133,7 @@ def auc_for(y: np.ndarray, s: np.ndarray, target: str, n_boot: int = 1000) -> tu
 def evaluate_classifiers(
     model_names: Sequence[str],
     data: str,
-    tta: str = "d4",
+    tta: str = DEFAULT_TTA,
     merge: str = "mean_prob",
     target: str | None = None,
     device: str = "auto",
@@ -148,18 +152,20 @@ def evaluate_classifiers(
             cache (``use_cache``). ``lesion.serving`` passes its backends (onnx, remote, Ray Data) here.
         verify: check each checkpoint against its card's sha256 before use.
     """
-    tta_transforms(tta)
+    check_tta(tta)
     check_merge(merge)
     if not model_names:
-        raise ConfigError("--models needs at least one model name or path.")
+        raise ConfigError("--models (or --predictions) needs at least one model name, path or file.")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"--batch-size must be a whole number >= 1, got {batch_size!r}.")
-    members = [load_model(n, task=CLASSIFIER_TASKS, verify=verify) for n in model_names]
+    members = [(n, n.card) if isinstance(n, Member) else load_model(n, task=CLASSIFIER_TASKS, verify=verify)
+               for n in model_names]
     if predictor is None:
-        predictor = _cached_predictor(warn) if use_cache else predict
+        predictor = local_predictor(warn, use_cache)
     dataset = open_data(data)
     for line in dataset.report.lines():
         warn(f"note: {line}")
+    dataset = _covered(dataset, [m for m, _ in members if hasattr(m, "coverage")], warn)
     for note in domain_warnings(members, dataset.domain):
         warn(note)
     if any(c.multilabel and len(c.classes) > 1 for _, c in members):
@@ -175,14 +181,19 @@ def evaluate_classifiers(
     res = predictor(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device, progress=progress)
     df = res.to_frame()
     df["label"] = y
-    summary: dict[str, Any] = {"n": len(records), "target": eval_target, "tta": tta, "merge": merge,
-                               "device": res.device, "ms_per_image": round(res.ms_per_image, 2)}
+    failed = _report_failed(res, warn)
+    has_label = labelled.copy()
+    labelled = labelled & ~failed
+    summary: dict[str, Any] = {"n": len(records) - int(failed.sum()), "target": eval_target, "tta": tta,
+                               "merge": merge, "device": res.device, "ms_per_image": round(res.ms_per_image, 2)}
+    if failed.any():
+        summary["n_unreadable"] = int(failed.sum())
     if not labelled.any():
         warn(f"the data has no labels for '{eval_target}': writing predictions only (no AUC).")
         summary["labels"] = False
         return df, summary
-    if not labelled.all():
-        warn(f"{int((~labelled).sum())} of {len(y)} images have no '{eval_target}' label; the AUC uses the others.")
+    if not has_label.all():
+        warn(f"{int((~has_label).sum())} of {len(y)} images have no '{eval_target}' label; the AUC uses the others.")
     yl = y[labelled]
     if eval_target != "dx7" and (yl.all() or not yl.any()):
         warn(f"all labelled images are {'positive' if yl.all() else 'negative'}: ROC-AUC is undefined.")
@@ -196,10 +207,14 @@ def evaluate_classifiers(
     return df, summary
 
 
-def _cached_predictor(warn: Callable[[str], None]) -> Predictor:
-    """The in-process engine through the prediction cache, a corrupt cache entry reported through ``warn``."""
+def local_predictor(warn: Callable[[str], None], use_cache: bool = True, backend: str = "torch",
+                    **backend_options: Any) -> Predictor:
+    """:func:`lesion.infer.engine.predict` on ``backend`` (``torch``: this process), through the prediction cache
+    unless ``use_cache`` is False; a corrupt cache entry is reported through ``warn``."""
+    cache = CacheSpec(warn=lambda m: warn(f"note: {m}")) if use_cache else None
+
     def run(members, dataset, **kw) -> PredictionResult:
-        return cached_predict(members, dataset, warn=lambda m: warn(f"note: {m}"), **kw)
+        return predict(members, dataset, backend=backend, cache=cache, **kw, **backend_options)
 
     return run
 
@@ -230,24 +245,61 @@ def _evaluate_multilabel(members, dataset, tta, merge, device, batch_size, predi
 
     ens = per_label(res.probs, ci=True)
     summary.update(n_labelled=int(np.isfinite(y).all(axis=1).sum()), auc=round(mean_auc(ens), 4),
-                   per_label={c: (None if v["auc"] is None else round(v["auc"], 4)) for c, v in ens.items()},
+                   per_label={c: (round(v["auc"], 4) if v["auc"] is not None and np.isfinite(v["auc"]) else None)
+                              for c, v in ens.items()},
                    per_label_ci={c: v.get("auc_ci") for c, v in ens.items()},
                    members={n: round(mean_auc(per_label(p, ci=False)), 4) for n, p in res.member_probs.items()})
     return df, summary
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``prog: error: message``) and exit code 2."""
+def _report_failed(res: PredictionResult, warn: Callable[[str], None]) -> np.ndarray:
+    """``[N]`` True for images that could not be read (no scores: left out of every figure), each named once."""
+    failed = np.asarray([i in res.errors for i in res.ids], bool)
+    if failed.any():
+        warn(f"{int(failed.sum())} of {len(failed)} image(s) could not be read and are not scored (see the "
+             "'error' column):")
+        for i, why in list(res.errors.items())[:20]:
+            warn(f"  {i}: {why}")
+        if len(res.errors) > 20:
+            warn(f"  … and {len(res.errors) - 20} more")
+    return failed
 
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+def _covered(dataset, files: Sequence[Any], warn: Callable[[str], None]):
+    """The data set restricted to the images every predictions file has a row for; the others are counted and
+    named in a warning (never dropped silently); an error when no image is left."""
+    if not files:
+        return dataset
+    ids = [r.id for r in dataset.records]
+    keep = set(ids)
+    for f in files:
+        have = {i for i in ids if f.coverage([i])["matched"]}
+        lost = [i for i in ids if i in keep and i not in have]
+        if lost:
+            warn(f"{f.path.name} has no row for {len(lost)} of {len(ids)} image(s) of {dataset.name} (e.g. "
+                 f"{', '.join(lost[:3])}): scored on the images it has.")
+        unused = f.coverage(ids)["unused"]
+        if unused:
+            warn(f"{f.path.name}: {unused} row(s) name images that are not in {dataset.name}; not used.")
+        keep &= have
+    if not keep:
+        raise DataError(f"No image of {dataset.name} has a row in {', '.join(f.path.name for f in files)}: ids are "
+                        "matched by file name without folder or suffix (name the id column with --id-column).")
+    return dataclasses.replace(dataset, records=[r for r in dataset.records if r.id in keep])
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="lesion evaluate cls", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", required=True, help="comma-separated weight names or paths")
+    p = OneLineParser(prog="lesion evaluate cls", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="", help="comma-separated weight names or paths")
+    p.add_argument("--predictions", action="append", default=[],
+                   help="a CSV or parquet of probabilities by image id, as a member (repeatable; with or "
+                        "without --models)")
+    p.add_argument("--classes", default="", help="--predictions: the classes of its columns (default: melanoma)")
+    p.add_argument("--id-column", default=None, help="--predictions: the id column (default: guessed)")
+    p.add_argument("--columns", default="", help="--predictions: the probability column(s), one per class "
+                   "(default: guessed; a note says which were used)")
     p.add_argument("--data", required=True, help="data folder or demo:derm")
-    p.add_argument("--tta", default="d4", help=f"one of {', '.join(TTA_NAMES)} (default %(default)s)")
+    p.add_argument("--tta", default=DEFAULT_TTA, help=f"one of {', '.join(TTA_NAMES)} (default %(default)s)")
     p.add_argument("--merge", default="mean_prob", help=f"one of {', '.join(MERGE_MODES)} (default %(default)s)")
     p.add_argument("--target", default=None, help=f"one of {', '.join(TARGETS)} (default: the models' target)")
     p.add_argument("--out", default=None, help="per-image predictions (.parquet)")
@@ -265,14 +317,14 @@ def check_args(a: argparse.Namespace) -> Path | None:
     Raises:
         ConfigError: a bad value (one line).
     """
-    tta_transforms(a.tta)
+    check_tta(a.tta)
     check_merge(a.merge)
     if a.target is not None and a.target not in TARGETS:
         raise unknown_option("target", a.target, TARGETS)
     if a.batch_size is not None and a.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}.")
-    if not [n for n in a.models.split(",") if n.strip()]:
-        raise ConfigError("--models needs at least one model name or path.")
+    if not [n for n in a.models.split(",") if n.strip()] and not a.predictions:
+        raise ConfigError("--models or --predictions is needed: at least one model name, path or predictions file.")
     out = Path(a.out) if a.out else None
     if out is not None:
         if out.suffix.lower() != ".parquet":

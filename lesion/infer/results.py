@@ -29,6 +29,11 @@ class PredictionResult:
         tta, merge, tta_merge: how the views and members were merged.
         view_std: member name -> ``[N, K]`` standard deviation of the probabilities over the TTA views (zeros
             without TTA); the uncertainty a single model shows when the image is flipped or rotated.
+        view_logits: member name -> raw logits ``[V, N, K]`` of every view (what was merged).
+        errors: image id -> one-line reason for images that could not be read; their rows are NaN (the one rule:
+            score the rest, name each bad image, fail only when nothing could be scored).
+
+    Built in one place only: :func:`lesion.infer.ensemble.merge_predictions`.
     """
 
     probs: np.ndarray
@@ -42,6 +47,8 @@ class PredictionResult:
     tta_merge: str = "mean_prob"
     notes: list[str] = field(default_factory=list)
     view_std: dict[str, np.ndarray] | None = None
+    view_logits: dict[str, np.ndarray] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
 
     def positive_scores(self) -> np.ndarray:
         """``[N]`` score of the positive class (binary head: the only column)."""
@@ -83,6 +90,7 @@ class PredictionResult:
                 df[f"{name}:p_{c}"] = p[:, j]
         for k, v in self.uncertainty().items():
             df[k] = v
+        df["error"] = [self.errors.get(i) for i in self.ids]
         return df
 
 

@@ -4,7 +4,9 @@
 re-run every network at each move; instead :func:`threshold_counts` runs a method once and keeps, per image,
 the pixel confusion counts at a grid of thresholds (a few integers per image, not the probability maps, so a
 data set of thousands of images stays small in memory and in a cache). :func:`metrics_at` turns them into
-per-image metrics at any grid threshold, :func:`paired` lines two methods up image by image.
+per-image metrics at any grid threshold, :func:`paired` lines two methods up image by image. A folder of masks
+(:class:`~lesion.segment.masks.MaskFolder`) and a fusion (:class:`~lesion.segment.fusion.FusedSegmenter`) answer by
+image id; :func:`fusion_counts` scores several fusion rules with each member run once per image.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from lesion.data.records import Dataset
 from lesion.errors import DataError, LesionError
 from lesion.metrics import SEG_METRICS, metrics_from_counts
 from lesion.segment.evaluate import to_mask
+from lesion.segment.fusion import FusedSegmenter
+from lesion.segment.masks import MaskFolder
 
 Progress = Callable[[int, int], None]
 
@@ -92,7 +96,11 @@ def threshold_counts(
                 truth = read_mask(rec.mask_path, shape=image.shape[:2])
                 if size:
                     image, truth = resize_image(image, size, "area"), resize_image(truth, size, "nearest")
-                if many is None:
+                if isinstance(segmenter, MaskFolder):  # masks made elsewhere: looked up by id
+                    scored(rec, segmenter.mask_for(rec.id, truth.shape), truth)
+                elif isinstance(segmenter, FusedSegmenter):  # members may answer by id
+                    scored(rec, segmenter.fuse(image, rec.id), truth)
+                elif many is None:
                     scored(rec, segmenter(image), truth)
                 else:
                     ready.append((rec, image, truth))
@@ -109,6 +117,53 @@ def threshold_counts(
                 scored(rec, out, truth)
         if progress is not None:
             progress(min(start + step, len(records)), len(records))
+    return pd.concat(frames, ignore_index=True)
+
+
+def fusion_counts(
+    dataset: Dataset,
+    fused: FusedSegmenter,
+    rules: Sequence[str],
+    names: Sequence[str] | None = None,
+    progress: Progress | None = None,
+):
+    """:func:`threshold_counts` of several fusion rules over the same members, each member run once per image.
+
+    Args:
+        fused: the members (its own rule is not used unless it is in ``rules``).
+        rules: rules of :data:`lesion.segment.fusion.FUSION_RULES`.
+        names: the ``method`` of each rule's rows (default ``fuse:RULE``).
+
+    Returns:
+        the long frame of :func:`threshold_counts`, one method per rule; an image a member fails on (unreadable,
+        no mask in a folder) has an error row under every rule.
+    """
+    import pandas as pd
+
+    names = list(names) if names is not None else [f"fuse:{r}" for r in rules]
+    if len(names) != len(rules):
+        raise DataError(f"{len(rules)} fusion rules but {len(names)} names.")
+    records = [r for r in dataset.records if r.mask_path is not None]
+    if not records:
+        raise DataError(f"Data set '{dataset.name}' has no masks, so segmentations cannot be scored.")
+    thr = np.asarray(THRESHOLDS)
+    frames = []
+    for k, rec in enumerate(records):
+        try:
+            image = read_image(rec.image_path)
+            truth = read_mask(rec.mask_path, shape=image.shape[:2])
+            outs = fused.member_outputs(image, rec.id)
+            for rule, name in zip(rules, names):
+                counts = counts_over_thresholds(fused.fuse_outputs(outs, rule), truth)
+                frames.append(pd.DataFrame({"id": rec.id, "method": name, "threshold": thr,
+                                            "tp": counts[:, 0], "fp": counts[:, 1], "fn": counts[:, 2],
+                                            "tn": counts[:, 3], "error": None}))
+        except LesionError as e:
+            for name in names:
+                frames.append(pd.DataFrame({"id": [rec.id], "method": [name], "threshold": [np.nan],
+                                            "tp": [-1], "fp": [-1], "fn": [-1], "tn": [-1], "error": [str(e)]}))
+        if progress is not None:
+            progress(k + 1, len(records))
     return pd.concat(frames, ignore_index=True)
 
 

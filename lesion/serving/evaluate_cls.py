@@ -12,15 +12,17 @@ is JSON: ``{"n", "auc", "auc_ci": [lo, hi], "members": {name: auc}, "device", "m
 """
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
+from lesion.cliutil import json_line
 from lesion.errors import ConfigError, unknown_option
 from lesion.infer.evaluate import _parser as base_parser
-from lesion.infer.evaluate import check_args, evaluate_classifiers, write_parquet
-from lesion.serving.backends import BACKENDS, predict
+from lesion.infer.evaluate import check_args, evaluate_classifiers, local_predictor, write_parquet
+from lesion.infer.predictions import PredictionsMember
+from lesion.serving.backends import BACKENDS
 from lesion.serving.batch import ray_predict
+from lesion.zoo import read_model_card
 
 ENGINES = ("local", "ray")
 
@@ -52,17 +54,11 @@ def make_predictor(a) -> Any:
             raise ConfigError(f"--actors must be >= 1, got {a.actors}.")
         def run_ray(members, dataset, tta, merge, batch_size=None, device="auto", progress=None):
             return ray_predict([m[1].path or m[1].name for m in members], dataset.records, tta=tta, merge=merge,
-                               address=a.address, actors=a.actors, progress=progress)
+                               address=a.address, actors=a.actors, progress=progress, verify=not a.no_verify)
 
         return run_ray
-    if a.backend == "torch" and not a.no_cache:
-        return None
-
-    def run(members, dataset, tta, merge, batch_size=None, device="auto", progress=None):
-        return predict(members, dataset, tta=tta, merge=merge, batch_size=batch_size, device=device,
-                       progress=progress, backend=a.backend, url=a.url)
-
-    return run
+    return local_predictor(lambda m: print(m, file=sys.stderr), use_cache=not a.no_cache, backend=a.backend,
+                           url=a.url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         bar.n = done
         bar.refresh()
 
-    names = [n.strip() for n in a.models.split(",") if n.strip()]
+    names: list = [n.strip() for n in a.models.split(",") if n.strip()]
+    if a.predictions:
+        if a.engine == "ray":
+            raise ConfigError("--engine ray runs checkpoints on its actors; a --predictions file needs no engine.")
+        classes = [c.strip() for c in a.classes.split(",") if c.strip()] or (
+            list(read_model_card(names[0]).classes) if names else ["melanoma"])
+        columns = [c.strip() for c in a.columns.split(",") if c.strip()] or None
+        for f in a.predictions:
+            m = PredictionsMember(f, classes=classes, id_column=a.id_column, columns=columns,
+                                  target=a.target or (read_model_card(names[0]).target if names else None))
+            print(f"note: {m.note}", file=sys.stderr)
+            names.append(m)
     try:
         df, summary = evaluate_classifiers(names, a.data, a.tta, a.merge, a.target, a.device, a.batch_size,
                                            not a.no_cache, progress, predictor=predictor, verify=not a.no_verify)
@@ -88,5 +95,5 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         write_parquet(df, out)
         print(f"wrote {len(df)} predictions to {out}", file=sys.stderr)
-    print(json.dumps(summary))
+    print(json_line(summary))  # NaN (an undefined AUC) prints null
     return 0

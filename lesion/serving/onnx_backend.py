@@ -9,18 +9,18 @@ attention maps stay with the PyTorch backend (the Explain page uses that one).
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from lesion.card import ModelCard
-from lesion.classify.classifier import Classifier, ClassifierOutput, as_classifier
+from lesion.classify.classifier import as_classifier
 from lesion.errors import CheckpointError
-from lesion.export import META_NAME, OnnxClassifier, default_int8_path, export_onnx, quantize_onnx, read_card
+from lesion.export import META_NAME, OnnxClassifier, default_int8_path, export_onnx, quantize_onnx
+from lesion.infer.members import TensorMember, register_backend
 from lesion.paths import cache_dir, file_digest
+from lesion.weights import state_digest
 
 
 def onnx_cache_dir(root: str | Path | None = None) -> Path:
@@ -31,14 +31,10 @@ def onnx_cache_dir(root: str | Path | None = None) -> Path:
 
 
 def _identity(model: Any, card: ModelCard) -> str:
-    """sha256 of the checkpoint (the card's, checked against the file when there is one), else of the state."""
+    """sha256 of the checkpoint file (when the card has one), else of the state (:func:`state_digest`)."""
     if card.path and Path(card.path).is_file():
         return file_digest(card.path)
-    h = hashlib.sha256()
-    for k, v in as_classifier(model).state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return state_digest(as_classifier(model))
 
 
 def onnx_file(model: Any, card: ModelCard, int8: bool = False, calibration: Any = None,
@@ -54,7 +50,7 @@ def onnx_file(model: Any, card: ModelCard, int8: bool = False, calibration: Any 
         CheckpointError: the export does not match PyTorch, or a cached file was changed.
     """
     key = _identity(model, card)[:20]
-    size = card.preprocessing.size
+    size = card.preprocessing.size_text.replace(" ", "")
     fp32 = onnx_cache_dir(root) / f"{card.name}-{key}-{size}.onnx"
     if not fp32.is_file():
         export_onnx((model, card), fp32, overwrite=True, log=log)
@@ -68,42 +64,46 @@ def onnx_file(model: Any, card: ModelCard, int8: bool = False, calibration: Any 
     return q
 
 
-class OnnxMember(Classifier):
-    """An exported member behind the classifier contract: ``forward(x, meta) -> ClassifierOutput(logits)``.
+class OnnxMember(TensorMember):
+    """An exported member: the engine's preprocessed tensors go through onnxruntime on the CPU.
 
-    Inputs are the engine's preprocessed tensors; the forward pass runs in onnxruntime on the CPU.
+    ``identity`` is the source checkpoint's (the exported graph computes the same logits to 1e-4, int8
+    excepted), plus ``int8`` for the quantised copy; it has no gradients (CAMs need the PyTorch member).
     """
 
-    def __init__(self, path: str | Path, threads: int = 1):
-        torch.nn.Module.__init__(self)  # no network inside: the weights live in the ONNX graph
-        self.runner = OnnxClassifier(path, threads=threads)
-        card = self.runner.card
-        self.has_mask = False
-        self.uses_metadata = card.uses_metadata
-        self.meta_dim = int(card.model.get("meta_dim", 0)) if self.uses_metadata else 0
-        self.num_classes = len(card.classes) or 1
+    kind = "onnx"
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> ClassifierOutput:
+    def __init__(self, path: str | Path, card: ModelCard, identity: str, threads: int = 1):
+        self.runner = OnnxClassifier(path, threads=threads)
+        super().__init__(card.replace(preprocessing=self.runner.card.preprocessing), identity)
+        self.path = Path(path)
+        self.uses_metadata = bool(self.runner.card.uses_metadata)
+        if self.uses_metadata and META_NAME not in [i.name for i in self.runner.session.get_inputs()]:
+            raise CheckpointError(f"{self.path.name} lacks the metadata input its card describes.")
+
+    @property
+    def where(self) -> str:
+        return "cpu (onnxruntime)"
+
+    def forward(self, x, meta) -> np.ndarray:
         m = None
         if self.uses_metadata and meta is not None:
             m = meta.detach().cpu().numpy().astype(np.float32)
             if m.ndim == 1:
                 m = np.repeat(m[None], x.shape[0], axis=0)
-        out = self.runner.run(x.detach().cpu().numpy(), m)
-        return ClassifierOutput(torch.from_numpy(out["logits"]))
-
-    def feature_layer(self):  # pragma: no cover - CAMs need the PyTorch backend
-        raise CheckpointError("CAM methods need the PyTorch backend: an ONNX member has no layers to hook.")
+        return np.asarray(self.runner.run(x.detach().cpu().numpy(), m)["logits"], np.float32)
 
 
 def onnx_members(models: Sequence[tuple[Any, ModelCard]], int8: bool = False, calibration: Any = None,
-                 threads: int = 1, root: str | Path | None = None, log=None) -> list[tuple[OnnxMember, ModelCard]]:
-    """``(model, card)`` pairs -> ``(OnnxMember, card)`` pairs for :func:`lesion.infer.engine.predict`."""
+                 threads: int = 1, root: str | Path | None = None, log=None, **_: Any) -> list[OnnxMember]:
+    """``(model, card)`` pairs -> :class:`OnnxMember` objects (the ``onnx`` backend of
+    :func:`lesion.infer.engine.predict`); each file exported on first use and reused by checkpoint sha256."""
     out = []
     for model, card in models:
         path = onnx_file(model, card, int8=int8, calibration=calibration, root=root, log=log)
-        member = OnnxMember(path, threads=threads)
-        if member.uses_metadata and META_NAME not in [i.name for i in member.runner.session.get_inputs()]:
-            raise CheckpointError(f"{path.name} lacks the metadata input its card describes.")
-        out.append((member, card.replace(preprocessing=read_card(path).preprocessing)))
+        identity = f"sha256:{_identity(model, card)}" + (":int8" if int8 else "")
+        out.append(OnnxMember(path, card, identity, threads=threads))
     return out
+
+
+register_backend("onnx", onnx_members)

@@ -6,13 +6,17 @@ ingress validates requests and merges the members. Routes:
 
 * ``GET  /health``  -> ``{"ok", "device", "models"}``
 * ``GET  /models``  -> ``{"models": [card, …]}`` (the cards as stored, schema 2)
-* ``POST /predict`` -> images (base64 PNG/JPEG) + metadata + TTA + merge -> per-member and merged probabilities
+* ``POST /predict`` -> images (base64 PNG/JPEG) + metadata + TTA (default d4, as everywhere) + merge ->
+  per-member and merged probabilities and each member's raw logits of every view (``view_logits``)
 * ``POST /explain`` -> one image + method(s) + class -> CAM heatmaps (and the attention map of multi-task models)
 
 It binds 127.0.0.1 unless told otherwise; another address needs ``LESION_SERVE_TOKEN``, which every request must
-then carry (``Authorization: Bearer <token>``; also checked on 127.0.0.1 when set). Requests have size limits
-(:mod:`lesion.serving.protocol`); models are named, never given as paths. A bad request gets a 4xx with a
-one-line reason.
+then carry (``Authorization: Bearer <token>``; also checked on 127.0.0.1 when set, on every route; the API
+documentation routes are off then). The Ray processes it starts listen on 127.0.0.1 only
+(:mod:`lesion.serving.local_ray`). Request bodies are validated against a schema
+(:mod:`lesion.serving.protocol`: types, lengths, ranges, one id and one metadata object per image, metadata under
+the data loaders' rule); models are named, never given as paths. A client's mistake gets a 4xx with a one-line
+reason (401 for any token problem); a server fault is logged with its traceback and answered 500 with one line.
 
 (No ``from __future__ import annotations`` in this file: FastAPI reads the routes' ``Request`` annotations
 when they are defined, inside :func:`build_app`.)
@@ -20,9 +24,11 @@ when they are defined, inside :func:`build_app`.)
 
 import argparse
 import asyncio
+import errno
 import hmac
-import json
+import logging
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -31,23 +37,30 @@ from typing import Any, Sequence
 import numpy as np
 
 from lesion.device import pick_device
-from lesion.errors import ConfigError, LesionError
+from lesion.errors import ConfigError, DataError, LesionError
 from lesion.explain.agreement import explain_image
 from lesion.explain.cam import METHODS
-from lesion.infer.engine import predict as engine_predict
-from lesion.infer.ensemble import MERGE_MODES, check_merge, merge_members
-from lesion.infer.tta import TTA_NAMES, tta_transforms
+from lesion.infer.ensemble import MERGE_MODES, check_merge, merge_predictions
+from lesion.infer.torch_member import TorchMember
+from lesion.infer.tta import DEFAULT_TTA, TTA_NAMES, check_tta
+from lesion.serving.backends import predict as engine_predict
+from lesion.serving.local_ray import init_local_ray, keep_replica_grpc_on_loopback
 from lesion.serving.protocol import (
     MAX_BODY_BYTES,
-    MAX_IMAGES,
-    check_metadata,
+    TOKEN_HEADER,
+    ExplainBody,
+    PredictBody,
     decode_image,
     encode_array,
+    loader_metadata,
+    parse_body,
 )
 from lesion.weights import list_weights
 from lesion.zoo import CLASSIFIER_TASKS, load_model, read_model_card
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+log = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,9 @@ def check_config(cfg: ServeConfig) -> ServeConfig:
     if cfg.max_batch_size < 1:
         raise ConfigError(f"--max-batch-size must be >= 1, got {cfg.max_batch_size}.")
     token = cfg.token if cfg.token is not None else os.environ.get("LESION_SERVE_TOKEN") or None
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        raise ConfigError("LESION_SERVE_TOKEN must be printable ASCII without spaces (clients send it in an HTTP "
+                          "header).")
     if cfg.host not in LOCAL_HOSTS and not token:
         raise ConfigError(f"Binding {cfg.host} exposes the models to the network: set LESION_SERVE_TOKEN "
                           "(clients send it as 'Authorization: Bearer <token>'), or bind 127.0.0.1.")
@@ -97,15 +113,100 @@ def _gpus_per_model(n_models: int, device: str) -> float:
     return 0.0 if n == 0 else min(1.0, n / max(1, n_models))
 
 
-def build_app(cfg: ServeConfig):
-    """The Ray Serve application (``serve.run(build_app(cfg))``)."""
-    from fastapi import FastAPI, Request
+class RequestError(Exception):
+    """What the client got wrong (or a server fault, 500), answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _token_ok(headers: Sequence[tuple[bytes, bytes]], token: str) -> bool:
+    """The request's ``Authorization`` header equals ``Bearer <token>``, compared in constant time as bytes (a
+    header of any bytes, non-ASCII included, is simply wrong)."""
+    expected = b"Bearer " + token.encode("utf-8")
+    given = [v for k, v in headers if k.lower() == TOKEN_HEADER.encode()]
+    return len(given) == 1 and hmac.compare_digest(given[0], expected)
+
+
+def _one_line(e: BaseException) -> str:
+    """The first line of an exception's message (a Ray task error carries the remote traceback after it)."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException) and cause is not e:
+        e = cause
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def _status_of(e: BaseException) -> int:
+    """HTTP status of a library error raised while answering: the client's data or options (422), else a server
+    fault (500: a checkpoint that does not load, a model that outputs NaN)."""
+    cause = getattr(e, "cause", None)
+    e = cause if isinstance(cause, BaseException) else e
+    return 422 if isinstance(e, (DataError, ConfigError)) else 500
+
+
+def install_edge(api: Any, token: str | None) -> None:
+    """The checks every request passes before a route sees it, on the FastAPI app ``api``: the token (401, every
+    route), the Content-Length (400 / 413), and the one shape of every error answer, ``{"error": one line}``: a
+    :class:`RequestError` or library error as its status and message, anything else as a server fault (logged
+    with its traceback, answered 500)."""
+    from fastapi import Request
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    def error(status: int, message: str) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"error": message}, status, headers=headers)
+
+    @api.middleware("http")
+    async def edge(request: Request, call_next):
+        if token and not _token_ok(request.scope.get("headers", ()), token):
+            return error(401, "missing or wrong token (send 'Authorization: Bearer <LESION_SERVE_TOKEN>')")
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return error(400, "the Content-Length header is not a number")
+            if int(length) > MAX_BODY_BYTES:
+                return error(413, f"request of {length} bytes is over the {MAX_BODY_BYTES}-byte limit")
+        try:
+            return await call_next(request)
+        except RequestError as e:
+            return error(e.status, str(e))
+        except LesionError as e:
+            status = _status_of(e)
+            if status >= 500:
+                log.error("lesion serve: %s %s failed", request.method, request.url.path, exc_info=e)
+            return error(status, _one_line(e))
+        except Exception as e:  # noqa: BLE001  (a server fault: the traceback goes to the log, one line to the client)
+            log.error("lesion serve: %s %s failed", request.method, request.url.path, exc_info=e)
+            return error(500, f"server error ({type(e).__name__}: {_one_line(e)}); the traceback is in the server log")
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+
+def build_app(cfg: ServeConfig):
+    """The Ray Serve application (``serve.run(build_app(cfg))``).
+
+    Every request is checked at the edge: the token first (401 for any authentication problem, on every route,
+    the documentation routes included, which are off when a token is set), then the size (413), then the body
+    against :class:`~lesion.serving.protocol.PredictBody` / :class:`~lesion.serving.protocol.ExplainBody` (400
+    not JSON, 422 a wrong field, 404 an unknown model). Metadata goes through the data loaders' rule
+    (:func:`~lesion.serving.protocol.loader_metadata`). Anything else that fails is a server fault: logged with
+    its traceback, answered 500 with a one-line reason.
+    """
+    from fastapi import FastAPI, Request
     from ray import serve
 
     device = pick_device(cfg.device)
     gpus = _gpus_per_model(len(cfg.models), device)
-    api = FastAPI(title="lesion-lab model server")
+    token = cfg.token
+    docs = {"docs_url": None, "redoc_url": None, "openapi_url": None} if token else {}
+    api = FastAPI(title="lesion-lab model server", **docs)
+
+    install_edge(api, token)
 
     @serve.deployment(ray_actor_options={"num_cpus": 0, "num_gpus": gpus}, max_ongoing_requests=64)
     class ModelDeployment:
@@ -114,26 +215,28 @@ def build_app(cfg: ServeConfig):
         def __init__(self, name: str, device: str):
             import torch
 
+            keep_replica_grpc_on_loopback()  # before Serve starts this replica's gRPC server
             torch.set_num_threads(max(1, int(os.environ.get("LESION_SERVE_THREADS", "1"))))
             self.model, self.card = load_model(name, device=device, task=CLASSIFIER_TASKS)
+            self.member = TorchMember(self.model, self.card)
             self.device = device
 
         @serve.batch(max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_ms / 1000.0)
-        async def predict(self, requests: list[tuple[list, list, str, str]]) -> list[np.ndarray]:
-            # requests with the same TTA go through the engine together (one forward per batch of views)
+        async def predict(self, requests: list[tuple[list, list, str]]) -> list[np.ndarray]:
+            # requests with the same TTA go through the one entry point together (one forward per batch of
+            # views); each gets back its images' raw logits of every view [V, n, K], merged by the ingress
             out: list[np.ndarray | None] = [None] * len(requests)
-            groups: dict[tuple[str, str], list[int]] = {}
-            for i, (_, _, tta, tta_merge) in enumerate(requests):
-                groups.setdefault((tta, tta_merge), []).append(i)
-            for (tta, tta_merge), idx in groups.items():
+            groups: dict[str, list[int]] = {}
+            for i, (_, _, tta) in enumerate(requests):
+                groups.setdefault(tta, []).append(i)
+            for tta, idx in groups.items():
                 items = [pair for i in idx for pair in zip(requests[i][0], requests[i][1])]
-                res = engine_predict([(self.model, self.card)], items, tta=tta, merge=tta_merge,
-                                     device=self.device)
-                probs = next(iter(res.member_probs.values()))
+                res = engine_predict([self.member], items, tta=tta, device=self.device)
+                z = res.view_logits[self.member.name]
                 start = 0
                 for i in idx:
                     n = len(requests[i][0])
-                    out[i] = probs[start:start + n]
+                    out[i] = z[:, start:start + n]
                     start += n
             return out  # type: ignore[return-value]
 
@@ -147,121 +250,128 @@ def build_app(cfg: ServeConfig):
     @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
     @serve.ingress(api)
     class Ingress:
-        def __init__(self, handles: dict, cards: dict, token: str | None, device: str):
-            self.handles, self.cards, self.token, self.device = handles, cards, token, device
-
-        def _refused(self, request: Request) -> JSONResponse | None:
-            if self.token:
-                given = request.headers.get("authorization", "")
-                if not hmac.compare_digest(given, f"Bearer {self.token}"):
-                    return JSONResponse({"error": "missing or wrong token (Authorization: Bearer …)"}, 401)
-            size = int(request.headers.get("content-length") or 0)
-            if size > MAX_BODY_BYTES:
-                return JSONResponse({"error": f"request of {size} bytes is over the {MAX_BODY_BYTES}-byte limit"}, 413)
-            return None
+        def __init__(self, handles: dict, cards: dict, device: str):
+            keep_replica_grpc_on_loopback()
+            self.handles, self.cards, self.device = handles, cards, device
 
         @api.get("/health")
-        async def health(self, request: Request):
-            refused = self._refused(request)
-            return refused or {"ok": True, "device": self.device, "models": sorted(self.handles)}
+        async def health(self):
+            return {"ok": True, "device": self.device, "models": sorted(self.handles)}
 
         @api.get("/models")
-        async def models(self, request: Request):
-            refused = self._refused(request)
-            return refused or {"models": [self.cards[n] for n in sorted(self.cards)]}
+        async def models(self):
+            return {"models": [self.cards[n] for n in sorted(self.cards)]}
 
-        async def _body(self, request: Request) -> dict | JSONResponse:
-            refused = self._refused(request)
-            if refused:
-                return refused
-            raw = await request.body()
-            if len(raw) > MAX_BODY_BYTES:
-                return JSONResponse({"error": f"request over the {MAX_BODY_BYTES}-byte limit"}, 413)
+        async def _body(self, request: Request, schema: type) -> Any:
+            """The body read up to :data:`MAX_BODY_BYTES` (a body without Content-Length is counted as it comes)
+            and validated against ``schema``."""
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise RequestError(413, f"request over the {MAX_BODY_BYTES}-byte limit")
+                chunks.append(chunk)
             try:
-                body = json.loads(raw)
-            except ValueError:
-                return JSONResponse({"error": "the body is not JSON"}, 400)
-            if not isinstance(body, dict):
-                return JSONResponse({"error": "the body must be a JSON object"}, 400)
-            return body
+                return parse_body(b"".join(chunks), schema)
+            except DataError as e:
+                raise RequestError(400 if "not valid JSON" in str(e) else 422, str(e)) from None
 
-        def _models(self, names: Any) -> list[str]:
-            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                raise LesionError("'models' must be a non-empty list of model names.")
+        def _known(self, names: Sequence[str]) -> list[str]:
             unknown = [n for n in names if n not in self.handles]
             if unknown:
-                raise LesionError(f"unknown model(s) {', '.join(unknown)}; this server has {', '.join(sorted(self.handles))}.")
-            return names
+                raise RequestError(404, f"unknown model(s) {', '.join(unknown)}; this server has "
+                                        f"{', '.join(sorted(self.handles))}.")
+            return list(names)
 
         @api.post("/predict")
         async def predict(self, request: Request):
-            body = await self._body(request)
-            if isinstance(body, JSONResponse):
-                return body
+            body = await self._body(request, PredictBody)
+            names = self._known(body.models)
             try:
-                names = self._models(body.get("models"))
-                images = body.get("images")
-                if not isinstance(images, list) or not images:
-                    raise LesionError("'images' must be a non-empty list of base64 images.")
-                if len(images) > MAX_IMAGES:
-                    raise LesionError(f"{len(images)} images in one request; the limit is {MAX_IMAGES}.")
-                arrays = [decode_image(im, i) for i, im in enumerate(images)]
-                metas = check_metadata(body.get("metadata"), len(arrays))
-                tta = str(body.get("tta", "none"))
-                tta_transforms(tta)
-                merge = check_merge(str(body.get("merge", "mean_prob")))
-                tta_merge = check_merge(str(body.get("tta_merge") or merge))
-                classes = {tuple(self.cards[n]["classes"]) for n in names}
-                if len(classes) > 1:
-                    raise LesionError("the models predict different classes; combine only models of one target.")
-            except LesionError as e:
-                return JSONResponse({"error": str(e)}, 422 if "unknown model" not in str(e) else 404)
+                tta = check_tta(body.tta or DEFAULT_TTA)
+                merge = check_merge(body.merge)
+                tta_merge = check_merge(body.tta_merge or merge)
+            except ConfigError as e:
+                raise RequestError(422, str(e)) from None
+            if len({tuple(self.cards[n]["classes"]) for n in names}) > 1:
+                raise RequestError(422, "the models predict different classes; combine only models of one target.")
+            arrays = []
+            for i, im in enumerate(body.images):
+                try:
+                    arrays.append(decode_image(im, i))
+                except DataError as e:
+                    raise RequestError(422, _one_line(e)) from None
+            cleaned = [loader_metadata(m, i) for i, m in enumerate(body.metadata or [None] * len(arrays))]
+            metas, notes = [m for m, _ in cleaned], [n for _, n in cleaned if n]
             t0 = time.perf_counter()
-            parts = await asyncio.gather(*[self.handles[n].predict.remote((arrays, metas, tta, tta_merge))
-                                           for n in names])
-            member = {n: np.asarray(p, np.float64) for n, p in zip(names, parts)}
-            multilabel = bool(self.cards[names[0]].get("multilabel"))
-            probs = merge_members(list(member.values()), merge, multilabel) if len(names) > 1 else parts[0]
-            ms = (time.perf_counter() - t0) * 1000.0 / len(arrays)
-            ids = body.get("ids") or [f"image_{i:05d}" for i in range(len(arrays))]
-            return {"ids": list(ids), "classes": list(self.cards[names[0]]["classes"]),
-                    "probs": np.asarray(probs, np.float64).tolist(),
-                    "member_probs": {n: p.tolist() for n, p in member.items()},
-                    "device": self.device, "ms_per_image": ms, "tta": tta, "merge": merge, "tta_merge": tta_merge}
+            parts = await asyncio.gather(*[self.handles[n].predict.remote((arrays, metas, tta)) for n in names])
+            ids = body.ids or [f"image_{i:05d}" for i in range(len(arrays))]
+            res = merge_predictions({n: np.asarray(p, np.float64) for n, p in zip(names, parts)}, ids,
+                                    self.cards[names[0]]["classes"], bool(self.cards[names[0]].get("multilabel")),
+                                    tta, merge, tta_merge, self.device,
+                                    (time.perf_counter() - t0) * 1000.0 / len(arrays))
+            return {"ids": list(res.ids), "classes": list(res.classes), "probs": res.probs.tolist(),
+                    "member_probs": {n: p.tolist() for n, p in res.member_probs.items()},
+                    "view_logits": {n: z.tolist() for n, z in res.view_logits.items()},
+                    "device": self.device, "ms_per_image": res.ms_per_image, "tta": tta, "merge": merge,
+                    "tta_merge": tta_merge, "notes": notes}
 
         @api.post("/explain")
         async def explain(self, request: Request):
-            body = await self._body(request)
-            if isinstance(body, JSONResponse):
-                return body
+            body = await self._body(request, ExplainBody)
+            name = self._known([body.model])[0]
+            bad = [m for m in body.methods if m not in METHODS]
+            if bad or len(set(body.methods)) != len(body.methods):
+                raise RequestError(422, f"methods: each of {', '.join(METHODS)} at most once"
+                                        + (f", not {', '.join(map(repr, bad))}." if bad else "."))
+            k = len(self.cards[name].get("classes") or []) or 1
+            if body.class_index is not None and body.class_index >= k:
+                raise RequestError(422, f"class_index: {body.class_index} is out of range; '{name}' has {k} "
+                                        f"class{'es' if k > 1 else ''} (0..{k - 1}).")
             try:
-                name = self._models([body.get("model")])[0]
-                image = decode_image(body.get("image") or "", 0)
-                meta = check_metadata([body.get("metadata")], 1)[0]
-                methods = body.get("methods") or ["gradcam"]
-                if not isinstance(methods, list) or any(m not in METHODS for m in methods):
-                    raise LesionError(f"'methods' must be a list of {', '.join(METHODS)}.")
-                ci = body.get("class_index")
-                if ci is not None and not isinstance(ci, int):
-                    raise LesionError("'class_index' must be an integer or null.")
-            except LesionError as e:
-                return JSONResponse({"error": str(e)}, 404 if "unknown model" in str(e) else 422)
-            return await self.handles[name].explain.remote(image, meta, methods, ci)
+                image = decode_image(body.image, 0)
+            except DataError as e:
+                raise RequestError(422, _one_line(e)) from None
+            meta, note = loader_metadata(body.metadata, 0)
+            out = await self.handles[name].explain.remote(image, meta, list(body.methods), body.class_index)
+            return {**out, "notes": [note] if note else []}
 
     handles = {n: ModelDeployment.options(name=f"model-{n}").bind(n, device) for n in cfg.models}
     cards = {c.name: c.to_dict() for c in list_weights() if c.name in cfg.models}
-    return Ingress.bind(handles, cards, cfg.token, device)
+    return Ingress.bind(handles, cards, device)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, before Ray starts, an address that another process already listens on.
+
+    Raises:
+        ConfigError: naming the address.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds (TIME_WAIT is fine)
+        try:
+            s.bind((host, int(port)))
+        except OSError as e:
+            what = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror or e})"
+            raise ConfigError(f"--port {port}: {host}:{port} {what}; choose another --port (or stop the server "
+                              "that holds it).") from None
 
 
 def start(cfg: ServeConfig, num_cpus: int | None = None):
-    """Start Ray (local instance unless ``RAY_ADDRESS`` is set), Serve on ``cfg.host:cfg.port`` and the app.
-    Returns the app handle; :func:`stop` shuts it down."""
+    """Start Ray (a local instance listening on 127.0.0.1 only, :func:`lesion.serving.local_ray.init_local_ray`,
+    unless ``RAY_ADDRESS`` is set), Serve on ``cfg.host:cfg.port`` and the app. Returns the app handle;
+    :func:`stop` shuts it down."""
     import ray
     from ray import serve
 
     cfg = check_config(cfg)
+    check_port_free(cfg.host, cfg.port)
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False, ignore_reinit_error=True)
+        else:
+            init_local_ray(num_cpus=num_cpus)
     serve.start(http_options={"host": cfg.host, "port": int(cfg.port)})
     return serve.run(build_app(cfg), name="lesion", route_prefix="/")
 

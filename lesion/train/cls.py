@@ -46,7 +46,7 @@ from lesion.infer.engine import predict
 from lesion.metrics import logits_auc, roc_auc_ci
 from lesion.train.cls_augment import AugmentConfig, build_train_transform
 from lesion.train.cls_losses import LOSSES, bce_loss, make_loss, mask_loss
-from lesion.train.common import Timer, cosine_schedule, make_optimizer, seed_everything
+from lesion.train.common import Timer, batch_to, cosine_schedule, make_optimizer, seed_everything
 from lesion.train.loop import (
     Destination,
     LoopConfig,
@@ -187,6 +187,19 @@ RECIPES: dict[str, dict[str, Any]] = {
         "values": {"arch": "inception_v3", "init": "random", "size": 299, "target": "malignant", "loss": "bce",
                    "drop_rate": 0.2},
     },
+    "seed003": {
+        "source": "seed 003: multi-task melanoma ensemble (mask attention + metadata, K-fold members)",
+        "note": "One member per fold of a leak-free K-fold grouped by lesion and stratified by the target "
+                "(--fold 0..K-1; every image is held out by exactly one member, whose out-of-fold logits are kept "
+                "in the card's extra.oof). Multi-task EfficientNet-Lite0 with the metadata encoder, ImageNet "
+                "initialisation (offline port), centre crop, balanced resampling with at most two images per "
+                "lesion per epoch, prior-initialised bias, RAdam with a cosine schedule, EMA of weights, early "
+                "stopping on validation AUC. The paper's larger encoders and image sizes need a GPU.",
+        "values": {"model": "multitask", "arch": "efficientnet_lite0", "init": "imagenet-lite-port", "size": 128,
+                   "center_crop": True, "use_metadata": True, "mask_weight": 0.5, "loss": "bce",
+                   "optimizer": "radam", "lr": 1e-3, "ema_decay": 0.99, "balance": True, "max_per_group": 2,
+                   "split": "kfold", "n_splits": 5, "epochs": 16, "patience": 4},
+    },
 }
 
 
@@ -260,9 +273,9 @@ def split_records(dataset, cfg: ClsTrainConfig, log: Callable[[str], None] = lam
 
 
 def preload(records: Sequence, prep: Preprocessing, with_masks: bool, progress: Progress | None = None):
-    """Read, crop, resize (+CLAHE) every image once: uint8 ``[N, S, S, 3]``, masks bool ``[N, S, S]`` or None."""
-    images = np.zeros((len(records), prep.size, prep.size, 3), np.uint8)
-    masks = np.zeros((len(records), prep.size, prep.size), bool) if with_masks else None
+    """Read, crop, resize (+CLAHE) every image once: uint8 ``[N, H, W, C]``, masks bool ``[N, H, W]`` or None."""
+    images = np.zeros((len(records), prep.height, prep.width, prep.channels), np.uint8)
+    masks = np.zeros((len(records), prep.height, prep.width), bool) if with_masks else None
     has = np.zeros(len(records), bool)
     for i, r in enumerate(records):
         img = read_image(r.image_path)
@@ -391,7 +404,7 @@ def evaluate_model(model: Classifier, data: _TorchData, device: str, batch_size:
     with torch.inference_mode():
         for s in range(0, len(data), batch_size):
             batch = [data[i] for i in range(s, min(s + batch_size, len(data)))]
-            x = torch.stack([b[0] for b in batch]).to(device)
+            x = batch_to(torch.stack([b[0] for b in batch]), device)
             meta = torch.stack([b[2] for b in batch]).to(device)
             out = model(x, meta)
             logits.append(out.logits.float().cpu())
@@ -448,7 +461,7 @@ class ClsRecipe:
             if len(bidx) < 2:  # BatchNorm needs two samples
                 continue
             batch = [self.train[int(i)] for i in bidx]
-            x = torch.stack([b[0] for b in batch]).to(device)
+            x = batch_to(torch.stack([b[0] for b in batch]), device)
             y = torch.stack([b[1] for b in batch]).to(device)
             meta = torch.stack([b[2] for b in batch]).to(device)
             out = self.model(x, meta)
@@ -482,11 +495,12 @@ def external_metric(model: Classifier, card: ModelCard, ds, device: str) -> tupl
     if not recs:
         return None, 0, f"{ds.name}: no labels for '{target}'"
     y = make_targets(recs, target)
+    # no TTA: the card's external figure is the plain model's (the same as its validation AUC, also without TTA)
     res = predict([(model, card)], recs, tta="none", merge="mean_prob", device=device)
     score = res.probs[:, 0] if res.probs.shape[1] == 1 else res.probs[:, list(card.classes).index("mel")]
-    if not 0 < y.sum() < len(y):
-        return None, len(recs), f"{ds.name}: one class only for '{target}'"
     auc, lo, hi = roc_auc_ci(y, score, n_boot=500)
+    if not np.isfinite(auc):  # the one-class rule of lesion.metrics
+        return None, len(recs), f"{ds.name}: one class only for '{target}'"
     return Metric("auc", float(auc), ds.name, "external", n=len(recs), positives=int(y.sum()), ci=(lo, hi)), len(recs), ""
 
 
@@ -593,15 +607,17 @@ def _train_classifier(cfg: ClsTrainConfig, progress: Progress | None, dataset, l
     pooled = base.pooled_val_data
     positives = int(np.sum(y_val)) if k == 1 else None
     metrics: list[Metric] = []
+    val_logits = evaluate_model(model, arrays["val"], device)["logits"]
+    oof = None
+    if split.info.get("method") == "stratified_group_kfold":
+        # out-of-fold predictions of this member (no TTA): with one member per fold, every image's held-out score
+        oof = {"ids": [r.id for r in split.val],
+                        "logits": np.round(val_logits.astype(np.float64), 5).tolist()}
     if np.isfinite(best["val_auc"]):
         ci = None
         if k == 1:
-            z = evaluate_model(model, arrays["val"], device)["logits"][:, 0]
-            try:
-                _, lo, hi = roc_auc_ci(y_val, z, n_boot=500)
-                ci = (lo, hi)
-            except DataError:
-                pass
+            _, lo, hi = roc_auc_ci(y_val, val_logits[:, 0], n_boot=500)
+            ci = (lo, hi) if np.isfinite(lo) else None
         metrics.append(Metric("auc", float(best["val_auc"]), pooled, "val", n=len(y_val), positives=positives, ci=ci))
     metrics.append(Metric("loss", float(best["val_loss"]), pooled, "val", n=len(y_val)))
     if "val_mask_dice" in best:
@@ -616,7 +632,8 @@ def _train_classifier(cfg: ClsTrainConfig, progress: Progress | None, dataset, l
             log(f"external {ds.name}: {m.describe()}")
         else:
             log(f"external {note}")
-    return dest.save(model, final_card(base.replace(data=tuple(data)), result, metrics, timer()), log)
+    done = base.replace(data=tuple(data), extra={**base.extra, **({"oof": oof} if oof else {})})
+    return dest.save(model, final_card(done, result, metrics, timer()), log)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from lesion.data.spec import open_data
 from lesion.device import DEVICE_CHOICES, pick_device
 from lesion.errors import ConfigError, DataError, unknown_option
 from lesion.metrics import mean_auc, per_label_auc
-from lesion.train.common import Timer, cosine_schedule, seed_everything, split_column_or_groups
+from lesion.train.common import Timer, batch_to, cosine_schedule, seed_everything, split_column_or_groups
 from lesion.train.loop import (
     Destination,
     LoopConfig,
@@ -148,7 +148,7 @@ def split_cxr(records: Sequence, val_fraction: float, seed: int) -> tuple[list, 
 
 def preload_grey(records: Sequence, prep: Preprocessing, progress: Progress | None = None) -> np.ndarray:
     """Read, centre-crop, resize and grey every image once: uint8 ``[N, S, S, 1]``."""
-    x = np.zeros((len(records), prep.size, prep.size, prep.channels), np.uint8)
+    x = np.zeros((len(records), prep.height, prep.width, prep.channels), np.uint8)
     for i, r in enumerate(records):
         x[i] = prepare_image(read_image(r.image_path), prep)
         if progress is not None:
@@ -182,7 +182,7 @@ def _logits(model: Classifier, x_uint8: np.ndarray, prep: Preprocessing, device,
     out = []
     with torch.inference_mode():
         for s in range(0, len(x_uint8), batch):
-            xb = torch.from_numpy(normalize(x_uint8[s : s + batch], prep)).to(device)
+            xb = batch_to(torch.from_numpy(normalize(x_uint8[s : s + batch], prep)), device)
             out.append(model(xb).logits.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -223,7 +223,7 @@ class CxrRecipe:
             imgs = self.xtr[idx]
             if self.tf is not None:
                 imgs = np.stack([self.tf(image=im)["image"].reshape(im.shape) for im in imgs])
-            x = torch.from_numpy(normalize(imgs, prep)).to(self.device)
+            x = batch_to(torch.from_numpy(normalize(imgs, prep)), self.device)
             y = torch.from_numpy(self.ytr[idx]).to(self.device)
             loss = self.loss_fn(self.model(x).logits, y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -359,7 +359,7 @@ def _train_cxr(cfg: CxrTrainConfig, progress: Progress | None, log: Callable[[st
     if np.isfinite(mean_auc(per_label)):
         metrics.append(Metric("auc_mean", mean_auc(per_label), pooled, "val", n=len(yva)))
     metrics += [Metric("auc", v["auc"], pooled, "val", n=v["n"], positives=v["positives"], ci=tuple(v["auc_ci"]), label=c)
-                for c, v in per_label.items() if v["auc"] is not None]
+                for c, v in per_label.items() if np.isfinite(v["auc"])]
     metrics.append(Metric("loss", float(result.best_row["val_loss"]), pooled, "val", n=len(yva)))
     return dest.save(model, final_card(base, result, metrics, timer()), log)
 

@@ -57,7 +57,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from lesion.card import Metric, ModelCard, Provenance, Split, Training
 from lesion.device import describe_device
 from lesion.errors import ConfigError, DataError
-from lesion.train.common import EarlyStopping, Timer
+from lesion.paths import check_file_target, check_folder_target, check_writable_folder, write_atomic
+from lesion.train.common import EarlyStopping, Timer, to_channels_last
 from lesion.train.ema import make_ema
 from lesion.train.options import apply_threads
 from lesion.weights import read_card, save_checkpoint
@@ -148,26 +149,13 @@ def _round(v: Any) -> Any:
     return round(v, 5) if isinstance(v, float) and math.isfinite(v) else v
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``path`` through a temporary file in its folder and ``os.replace``: a kill leaves the old or the new."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+#: Write bytes atomically: :func:`lesion.paths.write_atomic` (through :func:`lesion.paths.atomic_target`).
+write_bytes_atomic = write_atomic
 
 
 def write_csv_atomic(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write ``rows`` as CSV (columns: the union of the rows' keys, in first-seen order), atomically."""
+    """Write ``rows`` as CSV (columns: the union of the rows' keys, in first-seen order), atomically
+    (:func:`lesion.paths.atomic_target`)."""
     cols: list[str] = []
     for row in rows:
         cols += [k for k in row if k not in cols]
@@ -227,7 +215,8 @@ def save_pair(model: Any, stem: str | Path, card: ModelCard, overwrite: bool = F
 
 
 def _state_copy(model: Any) -> dict[str, Any]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    # contiguous: a channels_last network's 4-D weights are strided; the checkpoint stores plain row-major tensors
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 def _describe(row: Mapping[str, Any], epochs: int, improved: bool) -> str:
@@ -271,6 +260,7 @@ def fit(
     spe = max(int(recipe.steps_per_epoch), 1)
     total = cfg.epochs * spe
     run = Path(run_dir) if run_dir else None
+    to_channels_last(recipe.model)
     ema = make_ema(recipe.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     stopper = EarlyStopping(cfg.patience, min_delta=cfg.min_delta)
     history: list[dict[str, Any]] = []
@@ -421,39 +411,6 @@ def is_shipped(path: str | Path) -> bool:
         return False
 
 
-def _nearest_existing(path: Path) -> Path:
-    p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def check_file_target(path: str | Path, option: str = "--out") -> None:
-    """``path`` can become a file: it is not a folder, and no file stands where one of its folders goes.
-
-    Raises:
-        ConfigError: naming the path.
-    """
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{option}: {p} is a folder, not a file name.")
-    parent = _nearest_existing(p.parent)
-    if parent.exists() and not parent.is_dir():
-        raise ConfigError(f"{option}: {parent} is a file, so {p} cannot be written inside it.")
-
-
-def check_folder_target(path: str | Path, option: str) -> None:
-    """``path`` can be (or become) a folder: it is not a file, nor inside one.
-
-    Raises:
-        ConfigError: naming the path.
-    """
-    p = Path(path)
-    first = _nearest_existing(p)
-    if first.exists() and not first.is_dir():
-        raise ConfigError(f"{option}: {first} is a file, not a folder.")
-
-
 def check_out(stem: str | Path | None, overwrite: bool) -> None:
     """Refuse, before any work, a checkpoint destination that cannot or must not be written.
 
@@ -568,6 +525,11 @@ def check_paths(out: str, runs_dir: str) -> None:
         check_folder_target(Path(out).parent, "--out")
 
 
+#: Free space a training run needs where it writes (the running best checkpoint, the final one, logs); the shipped
+#: checkpoints are at most 15 MB each.
+TRAIN_FREE_BYTES = 64 * 1024 * 1024
+
+
 def plan_destination(command: str, name: str, out: str, runs_dir: str, overwrite: bool) -> Destination:
     """Check and reserve where a run writes, before any data is read (the rule is in the module docstring).
 
@@ -593,6 +555,12 @@ def plan_destination(command: str, name: str, out: str, runs_dir: str, overwrite
         raise ConfigError("--name best is the run folder's running checkpoint (best.safetensors); choose another name.")
     if runs_dir:
         check_folder_target(runs_dir, "--runs-dir")
+    # before any data is read: the destinations take files and have room for the checkpoints (a full disk
+    # would otherwise fail only at the end of the training)
+    if stem is not None:
+        check_writable_folder(stem.parent, "--out", TRAIN_FREE_BYTES)
+    if runs_dir:
+        check_writable_folder(runs_dir, "--runs-dir", TRAIN_FREE_BYTES)
     run_dir, created = (_new_run_folder(runs_dir, command, stem.name if stem is not None else name) if runs_dir
                         else (None, ()))
     if stem is None and run_dir is not None:

@@ -32,6 +32,7 @@ import types
 import typing
 from typing import Any, Iterable, Mapping, Sequence
 
+from lesion.cliutil import OneLineParser
 from lesion.errors import ConfigError, unknown_option
 
 #: Value of ``--no-aug`` given without a list: switch every augmentation off.
@@ -42,12 +43,8 @@ ALL = "all"
 RANGE_KEYS = ("min", "max", "gt", "lt")
 
 
-class OptionParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors are one line (``prog: error: message``) with exit code 2,
-    instead of the whole usage block followed by the message."""
-
-    def error(self, message: str) -> "typing.NoReturn":  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+#: The trainers' parser: :class:`lesion.cliutil.OneLineParser` (one-line errors, exit code 2), under its old name.
+OptionParser = OneLineParser
 
 
 def range_problem(value: Any, rule: Mapping[str, Any]) -> str | None:

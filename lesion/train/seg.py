@@ -37,7 +37,7 @@ from lesion.metrics import seg_metrics, summarize
 from lesion.segment import medsam_encoder
 from lesion.segment.models import ARCHS, SegModelConfig, SegModelSegmenter, cfg_to_card, create_seg_model
 from lesion.train.augment import seg_train_transform
-from lesion.train.common import Timer, cosine_schedule, make_optimizer, seed_everything, split_column_or_groups
+from lesion.train.common import Timer, batch_to, cosine_schedule, make_optimizer, seed_everything, split_column_or_groups
 from lesion.train.loop import (
     Destination,
     LoopConfig,
@@ -278,7 +278,7 @@ class SegRecipe:
         )
         tl, ti, nb = 0.0, 0.0, 0
         for xb, yb in loader:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            xb, yb = batch_to(xb, device), yb.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
                 logits = self.model(xb)
                 loss = self.loss_fn(logits.float(), yb)
@@ -302,7 +302,7 @@ class SegRecipe:
         loss_sum, ious, dices = 0.0, [], []
         with torch.inference_mode():
             for s in range(0, len(x), batch):
-                xb, yb = x[s:s + batch].to(self.device), y[s:s + batch].to(self.device)
+                xb, yb = batch_to(x[s:s + batch], self.device), y[s:s + batch].to(self.device)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                     logits = model(xb).float()
                 loss_sum += float(self.loss_fn(logits, yb)) * len(xb)

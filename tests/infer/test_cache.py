@@ -14,12 +14,18 @@ from lesion.classify.classifier import create_model
 from lesion.classify.models import ClsModelConfig
 from lesion.data.records import Dataset, Record
 from lesion.errors import CheckpointError
-from lesion.infer.cache import cached_predict, clear_cache, prediction_files
+from lesion.infer.cache import CacheSpec, clear_cache, prediction_files
+from lesion.infer.cache import CacheSpec
 from lesion.infer.engine import predict
 from lesion.weights import save_checkpoint
 from lesion.zoo import load_model
 
 PREP = Preprocessing(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), center_crop=False, clahe=False)
+
+
+def _cached(members, data, cache_root=None, warn=None, refresh=False, **kw):
+    """The one entry point with the disk cache under ``cache_root``."""
+    return predict(members, data, cache=CacheSpec(root=cache_root, warn=warn, refresh=refresh), **kw)
 
 
 class _MeanLogit(torch.nn.Module):
@@ -67,9 +73,9 @@ def test_images_overwritten_under_same_names_are_recomputed(tmp_path):
     stats = [p.stat() for p in paths]
     ds = _dataset(root, paths)
     pair = (_MeanLogit().eval(), ModelCard(name="mean", task="classification", classes=("melanoma",), preprocessing=PREP))
-    first = cached_predict([pair], ds, tta="hflip", device="cpu", cache_root=tmp_path / "cache")
+    first = _cached([pair], ds, tta="hflip", device="cpu", cache_root=tmp_path / "cache")
     np.testing.assert_allclose(first.probs[:, 0], _expected(before), atol=1e-5)
-    assert cached_predict([pair], ds, tta="hflip", device="cpu", cache_root=tmp_path / "cache").notes == \
+    assert _cached([pair], ds, tta="hflip", device="cpu", cache_root=tmp_path / "cache").notes == \
         ["mean: from cache"]
     content_before = ds.content_fingerprint()
 
@@ -80,7 +86,7 @@ def test_images_overwritten_under_same_names_are_recomputed(tmp_path):
     ds_again = _dataset(root, paths)
     assert ds_again.fingerprint() == ds.fingerprint()  # same folder (review tags stay) ...
     assert ds_again.content_fingerprint() != content_before  # ... another content key, in this process too
-    second = cached_predict([pair], ds_again, tta="hflip", device="cpu", cache_root=tmp_path / "cache")
+    second = _cached([pair], ds_again, tta="hflip", device="cpu", cache_root=tmp_path / "cache")
     assert second.notes == []  # recomputed, not from the cache
     np.testing.assert_allclose(second.probs[:, 0], _expected(after), atol=1e-5)
 
@@ -104,7 +110,7 @@ def test_replaced_checkpoint_same_size_and_mtime_is_recomputed(tmp_path):
     save_checkpoint(_classifier(0)[0], stem, _classifier(0)[1])
     wpath = stem.with_suffix(".safetensors")
     old = wpath.stat()
-    a = cached_predict([load_model(stem)], ds, tta="none", device="cpu", cache_root=cache)
+    a = _cached([load_model(stem)], ds, tta="none", device="cpu", cache_root=cache)
 
     # Another model of the same architecture (same file size) copied over it, the mtime set back.
     save_checkpoint(_classifier(3)[0], tmp_path / "other" / "clf", _classifier(3)[1])
@@ -112,7 +118,7 @@ def test_replaced_checkpoint_same_size_and_mtime_is_recomputed(tmp_path):
         os.replace(tmp_path / "other" / f"clf{suffix}", stem.with_suffix(suffix))
     os.utime(wpath, ns=(old.st_atime_ns, old.st_mtime_ns))
     assert (wpath.stat().st_size, wpath.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
-    b = cached_predict([load_model(stem)], ds, tta="none", device="cpu", cache_root=cache)
+    b = _cached([load_model(stem)], ds, tta="none", device="cpu", cache_root=cache)
     assert b.notes == []  # recomputed
     fresh = predict([load_model(stem)], ds, tta="none", device="cpu")
     np.testing.assert_allclose(b.probs, fresh.probs, atol=1e-6)
@@ -126,7 +132,7 @@ def test_replaced_checkpoint_same_size_and_mtime_is_recomputed(tmp_path):
     assert (wpath.stat().st_size, wpath.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
     with pytest.raises(CheckpointError, match=r"weights .*clf\.safetensors do not match their card's sha256.*verify=False"):
         load_model(stem)
-    c = cached_predict([load_model(stem, verify=False)], ds, tta="none", device="cpu", cache_root=cache)
+    c = _cached([load_model(stem, verify=False)], ds, tta="none", device="cpu", cache_root=cache)
     assert c.notes == [] and np.abs(c.probs - b.probs).max() > 0.1
     np.testing.assert_allclose(c.probs, predict([load_model(stem, verify=False)], ds, tta="none", device="cpu").probs,
                                atol=1e-6)
@@ -138,18 +144,18 @@ def test_truncated_cache_file_is_rebuilt_with_a_note(tmp_path):
     ds = _dataset(root, _write_flat_images(root, [30, 220, 60]))
     pair = (_MeanLogit().eval(), ModelCard(name="mean", task="classification", classes=("melanoma",), preprocessing=PREP))
     cache = tmp_path / "cache"
-    first = cached_predict([pair], ds, tta="none", device="cpu", cache_root=cache)
+    first = _cached([pair], ds, tta="none", device="cpu", cache_root=cache)
     (entry,) = prediction_files(cache)
     entry.write_bytes(entry.read_bytes()[:40])  # truncated
     notes: list[str] = []
-    second = cached_predict([pair], ds, tta="none", device="cpu", cache_root=cache, warn=notes.append)
+    second = _cached([pair], ds, tta="none", device="cpu", cache_root=cache, warn=notes.append)
     assert len(notes) == 1 and "truncated or corrupt" in notes[0] and entry.name in notes[0]
     assert "\n" not in notes[0] and notes[0] in second.notes
     np.testing.assert_allclose(second.probs, first.probs)
-    assert cached_predict([pair], ds, tta="none", device="cpu", cache_root=cache).notes == ["mean: from cache"]
+    assert _cached([pair], ds, tta="none", device="cpu", cache_root=cache).notes == ["mean: from cache"]
     entry.write_bytes(b"not a zip at all")  # corrupt; the default note is a warning
     with pytest.warns(UserWarning, match="truncated or corrupt"):
-        third = cached_predict([pair], ds, tta="none", device="cpu", cache_root=cache)
+        third = _cached([pair], ds, tta="none", device="cpu", cache_root=cache)
     np.testing.assert_allclose(third.probs, first.probs)
     assert [p.name for p in prediction_files(cache)] == [entry.name]  # no temporary files left
 
@@ -164,7 +170,7 @@ def test_cache_clear_and_info_from_the_command_line(tmp_path, capsys):
     pair = (_MeanLogit().eval(), ModelCard(name="mean", task="classification", classes=("melanoma",), preprocessing=PREP))
     cache = tmp_path / "cache"
     for tta in ("none", "hflip"):
-        cached_predict([pair], ds, tta=tta, device="cpu", cache_root=cache)
+        _cached([pair], ds, tta=tta, device="cpu", cache_root=cache)
     tags = TagStore(cache / "datasets" / ds.fingerprint() / "review_tags.json")
     tags.set("img0", "label error")
     assert main(["cache", "info", "--cache-dir", str(cache)]) == 0
@@ -176,4 +182,4 @@ def test_cache_clear_and_info_from_the_command_line(tmp_path, capsys):
     assert "deleted 2 prediction files" in capsys.readouterr().out
     assert prediction_files(cache) == [] and TagStore(tags.path).get("img0")["tag"] == "label error"
     assert clear_cache(cache) == (0, 0)
-    assert cached_predict([pair], ds, tta="none", device="cpu", cache_root=cache).notes == []  # rebuilt
+    assert _cached([pair], ds, tta="none", device="cpu", cache_root=cache).notes == []  # rebuilt

@@ -11,7 +11,13 @@ from lesion.card import ModelCard, Preprocessing
 from lesion.classify.models import ClsModelConfig, create_classifier
 from lesion.classify.multitask import MultiTaskConfig, MultiTaskNet
 from lesion.data.records import Dataset, Record
+from lesion.infer.cache import CacheSpec
 from lesion.infer.engine import predict, predict_naive
+
+
+def _cached(members, data, cache_root=None, warn=None, refresh=False, **kw):
+    """The one entry point with the disk cache under ``cache_root``."""
+    return predict(members, data, cache=CacheSpec(root=cache_root, warn=warn, refresh=refresh), **kw)
 
 
 def _card(name: str, size: int, crop: bool = True, task: str = "classification") -> ModelCard:
@@ -73,25 +79,24 @@ def test_mismatched_classes_rejected(members, dataset):
 
 
 def test_cache_second_call_skips_model(members, dataset, tmp_path: Path):
-    from lesion.infer.cache import cached_predict
 
     calls = {"n": 0}
     model, card = members[0]
     h = model.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
     try:
-        first = cached_predict([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+        first = _cached([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
         n_first = calls["n"]
         assert n_first > 0
-        second = cached_predict([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+        second = _cached([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
         assert calls["n"] == n_first  # no forward pass on the revisit
         np.testing.assert_array_equal(first.probs, second.probs)
         assert "from cache" in second.notes[0]
-        cached_predict([(model, card)], dataset, tta="none", device="cpu", cache_root=tmp_path)
+        _cached([(model, card)], dataset, tta="none", device="cpu", cache_root=tmp_path)
         assert calls["n"] > n_first  # another TTA is another key
         with torch.no_grad():  # changed weights -> new key (state-dict hash)
             model.fc.bias.add_(1.0)
         n = calls["n"]
-        cached_predict([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+        _cached([(model, card)], dataset, tta="hflip", device="cpu", cache_root=tmp_path)
         assert calls["n"] > n
     finally:
         h.remove()
@@ -140,7 +145,6 @@ def dark_and_bright(tmp_path_factory) -> Dataset:
 
 def test_nan_model_is_an_error_not_a_score(members, dataset, tmp_path):
     from lesion.errors import LesionError, ModelOutputError
-    from lesion.infer.cache import cached_predict
 
     torch.manual_seed(0)
     nan_model = create_classifier(ClsModelConfig("resnet10t", num_classes=1)).eval()
@@ -154,7 +158,7 @@ def test_nan_model_is_an_error_not_a_score(members, dataset, tmp_path):
             run()
         assert isinstance(e.value, LesionError)
     with pytest.raises(ModelOutputError, match="broken"):
-        cached_predict([pair], dataset, tta="none", device="cpu", cache_root=tmp_path)
+        _cached([pair], dataset, tta="none", device="cpu", cache_root=tmp_path)
     assert not list(tmp_path.rglob("*.npz"))  # nothing cached
     with torch.no_grad():  # +Inf logits are refused too
         inf_model = create_classifier(ClsModelConfig("resnet10t", num_classes=1)).eval()
@@ -179,9 +183,8 @@ def test_nan_on_some_images_counts_them(dark_and_bright):
 def test_uncertainty_spread_over_views_and_members(members, dataset, tmp_path: Path):
     """TTA spread is 0 without TTA and equals the views' std by hand with it; member spread is the members' std;
     entropy is the Bernoulli entropy of the ensemble mean; the cache keeps the views' spread."""
-    from lesion.infer.cache import cached_predict
     from lesion.infer.ensemble import activate
-    from lesion.infer.tta import view_list
+    from lesion.infer.tta import parse_tta
 
     plain = predict(members, dataset, tta="none", device="cpu").uncertainty()
     assert np.allclose(plain["tta_std"], 0.0)
@@ -195,15 +198,15 @@ def test_uncertainty_spread_over_views_and_members(members, dataset, tmp_path: P
     x = torch.from_numpy(normalize(prepare_image(read_image(dataset.records[0].image_path), card.preprocessing)[None],
                                    card.preprocessing))
     with torch.no_grad():
-        views = [float(activate(model(v).numpy())[0, 0]) for v in view_list(x, "hflip")]
+        views = [float(activate(model(v).numpy())[0, 0]) for v in parse_tta("hflip").augment(x)]
     assert res.view_std["a"][0, 0] == pytest.approx(np.std(views), abs=1e-6)
     stack = np.stack([p[:, 0] for p in res.member_probs.values()])
     assert np.allclose(u["member_std"], stack.std(axis=0)) and u["member_std"].max() > 0
     p = res.probs[:, 0]
     assert np.allclose(u["entropy"], -(p * np.log(p) + (1 - p) * np.log(1 - p)), atol=1e-9)
     assert {"tta_std", "member_std", "entropy"} <= set(res.to_frame().columns)
-    first = cached_predict(members, dataset, tta="hflip", device="cpu", cache_root=tmp_path)
-    again = cached_predict(members, dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+    first = _cached(members, dataset, tta="hflip", device="cpu", cache_root=tmp_path)
+    again = _cached(members, dataset, tta="hflip", device="cpu", cache_root=tmp_path)
     assert all("from cache" in n for n in again.notes)
     assert np.allclose(again.uncertainty()["tta_std"], first.uncertainty()["tta_std"])
     assert np.allclose(again.uncertainty()["tta_std"], u["tta_std"], atol=1e-6)

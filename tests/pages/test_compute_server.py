@@ -62,9 +62,9 @@ def _texts(elements) -> str:
 
 def test_classification_through_the_server_equals_this_machine(run_page, server, folder, monkeypatch):
     from lesion.data.spec import open_data
-    from lesion.infer.engine import predict
     from lesion.infer.evaluate import label_vector, score
     from lesion.metrics import roc_auc_ci
+    from lesion.serving.backends import predict
     from lesion.zoo import load_model
 
     monkeypatch.delenv("LESION_SERVE_TOKEN", raising=False)
@@ -79,7 +79,7 @@ def test_classification_through_the_server_equals_this_machine(run_page, server,
     # the same images and models on this machine, in-process
     ds = open_data(str(folder))
     local = predict([load_model(n) for n in MODELS], ds, tta="none", device="cpu")
-    remote = next(iter(at.session_state["_backend_results"].values()))
+    remote = predict([load_model(n)[1] for n in MODELS], ds, tta="none", backend="remote", url=server)
     assert remote.ids == local.ids and "127.0.0.1" in remote.device
     assert np.abs(remote.probs - local.probs).max() <= 1e-4
     for n in MODELS:

@@ -162,6 +162,10 @@ def test_upload_after_its_folder_is_removed_and_inputs_a_model_ignores(run_page,
     at.session_state["upload_test_file"] = ("film.png", _png(np.repeat(np.linspace(0, 255, 96 * 96).reshape(96, 96, 1)
                                                                         .astype(np.uint8), 3, axis=2)))
     at.run()
+    # the image type is judged from the image itself (not the sidebar's data set): a grey film is a chest X-ray
+    assert at.radio(key="upload_domain").value == "cxr"
+    assert any("judged from the image itself" in c.value for c in at.caption)
+    at.radio(key="upload_domain").set_value("derm").run()  # the user insists: dermoscopy models are warned about
     assert any("like a radiograph" in w.value for w in at.warning)
 
 

@@ -145,6 +145,19 @@ def test_resolve_segmenter_names_the_prompt_and_card_says_isic():
     assert "ISIC" in text and "PH2" in text and "Apache-2.0" in text
 
 
+def test_segmenter_for_takes_the_network_from_its_caller():
+    """MedSAM never loads the prompting network itself (lesion.segment stays below lesion.zoo): the caller passes it."""
+    from lesion.segment.medsam import segmenter_for
+
+    spec = parse_prompt("network:lung_unet_efficientnet_lite0")
+    with pytest.raises(ConfigError, match="needs its segmenter"):
+        segmenter_for(spec, domain="cxr")
+    truth = _disc()
+    seg = segmenter_for(spec, domain="cxr", network=lambda img: truth.astype(np.float32))
+    assert seg.name == "medsam_lite[network:lung_unet_efficientnet_lite0]" and seg.prompt == "network"
+    assert seg.prompt_boxes(_image(truth)) == [box_of(truth)]  # the box comes from the caller's network
+
+
 # ------------------------------------------------------------------ the CLI
 def _folder(tmp_path: Path, n: int = 2) -> Path:
     """A plain images/ + masks/ folder of discs."""

@@ -42,3 +42,29 @@ def test_ray_data_equals_engine_and_resumes(ray_local, tmp_path, monkeypatch):
     again = batch.ray_predict(MODELS, records, tta="hflip", actors=1, work_dir=tmp_path)
     assert {p.name: p.stat().st_mtime_ns for p in sorted(tmp_path.glob("shard-*.parquet")) if p.name in before} == before
     assert np.abs(again.probs - got.probs).max() == 0
+
+
+def test_shard_store_is_keyed_by_image_content_not_size_or_mtime(tmp_path):
+    """Changed pixels under the same name, size and mtime give another job (the old shards are never served)."""
+    import os
+
+    import cv2
+
+    from lesion.data.records import Record
+    from lesion.serving.batch import _job_key
+    from lesion.zoo import read_model_card
+
+    paths = []
+    for i, level in enumerate((30, 200)):
+        p = tmp_path / f"img{i}.bmp"  # uncompressed: the size depends on the shape only
+        cv2.imwrite(str(p), np.full((8, 8, 3), level, np.uint8))
+        paths.append(p)
+    records = [Record(id=p.stem, image_path=p) for p in paths]
+    cards = [read_model_card(MODELS[0])]
+    before = _job_key(cards, records, "hflip")
+    st = paths[0].stat()
+    cv2.imwrite(str(paths[0]), np.full((8, 8, 3), 99, np.uint8))
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (paths[0].stat().st_size, paths[0].stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert _job_key(cards, records, "hflip") != before
+    assert _job_key(cards, records, "none") != _job_key(cards, records, "hflip")

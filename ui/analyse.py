@@ -1,0 +1,86 @@
+"""Streamlit glue of the research-instrument pages (Slices, Model diff): cached image-derived columns, member
+scores from checkpoints (the sidebar's Compute, through :func:`ui.classify.run_ensemble`) or predictions files,
+and the charts. The maths is in :mod:`lesion.analyse`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import streamlit as st
+
+from lesion.analyse.image_features import image_features
+from lesion.analyse.slices import SliceConfig, slice_table
+from lesion.data.records import file_content_digest
+from lesion.errors import ConfigError
+from lesion.serving.backends import predict
+from lesion.infer.evaluate import score
+from lesion.infer.predictions import PredictionsMember
+from ui.charts import fit
+from ui.classify import run_ensemble
+
+
+@st.cache_data(show_spinner="Image-derived columns (estimates and heuristics)…", max_entries=8)
+def image_columns(content_key: str, _ds):
+    """:func:`lesion.analyse.image_features.image_features` of the data set (also cached on disk by content)."""
+    return image_features(_ds.records, _ds.domain)
+
+
+@st.cache_data(show_spinner="Reading the predictions file…", max_entries=32)
+def _file_scores(path: str, digest: str, ds_key: str, target: str, _ds) -> tuple[np.ndarray, str]:
+    m = PredictionsMember(path, classes=(target,))
+    res = predict([m], _ds, tta="none", cache=None)
+    return res.probs[:, 0], m.note
+
+
+def member_scores(ds, models: list[str], files: list[str], tta: str, target: str,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """``({member name: positive-class probability [N]}, notes, where the models ran)`` over the data set.
+
+    Raises:
+        LesionError: a file that cannot be read or lacks some images; a model that fails (one line).
+    """
+    scores: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    device = "predictions files"
+    for f in files:
+        p = Path(f).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"Predictions file {p} does not exist.")
+        s, note = _file_scores(str(p), file_content_digest(p, "sha256"), ds.content_fingerprint(), target, ds)
+        scores[p.stem if p.stem not in scores else f"{p.stem} ({len(scores)})"] = s
+        notes.append(note)
+    for name in models:
+        res = run_ensemble(ds, [name], tta, "mean_prob", progress=progress)
+        scores[name] = np.asarray(score(res.probs, res.classes, target), dtype=np.float64)
+        device = res.device
+    return scores, notes, device
+
+
+def styled_slices(table):
+    """The slice table with groups too small to score greyed (their AUC is blank, never a number)."""
+    def grey(row):
+        return ["color: #9e9e9e" if row["too_small"] else "" for _ in row]
+
+    return table.style.apply(grey, axis=1).format(
+        {c: "{:.3f}" for c in ("auc", "ci_lo", "ci_hi", "sensitivity", "specificity", "ece")}, na_rep="—")
+
+
+def forest_figure(table, title: str):
+    """AUC with its 95% CI per group (rows too small to score left out and said so in the title)."""
+    import plotly.graph_objects as go
+
+    t = table[~table["too_small"]]
+    labels = [f"{c}: {v} (n={n})" for c, v, n in zip(t["column"], t["value"], t["n"])]
+    fig = go.Figure(go.Scatter(x=t["auc"], y=labels, mode="markers",
+                               error_x={"type": "data", "symmetric": False, "array": t["ci_hi"] - t["auc"],
+                                        "arrayminus": t["auc"] - t["ci_lo"]}))
+    fig.add_vline(x=0.5, line_dash="dot", line_color="grey")
+    fig.update_xaxes(title="ROC-AUC (95% bootstrap CI)", range=[0, 1])
+    fig.update_yaxes(autorange="reversed")
+    return fit(fig, title, height=max(300, 28 * len(t) + 120))
+
+
+def slice_rows(y, s, groups, by, threshold, min_n, n_boot=500):
+    """:func:`lesion.analyse.slices.slice_table` with the page's settings."""
+    return slice_table(y, s, groups, by, threshold, SliceConfig(min_n=min_n, n_boot=n_boot))
