@@ -1988,6 +1988,26 @@ def _nudged_copy(name: str, folder: Path) -> Path:
     return folder / name
 
 
+@case("serve an edited checkpoint: refused before Ray, --no-verify exists", "error")
+def c_serve_edited(ctx: Ctx) -> Outcome:
+    import socket
+
+    t = ctx.tmp("serveedited")
+    _nudged_copy(FOCAL, t / "w")
+    with socket.socket() as holder:  # a serve that gets past the weights check stops at the port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        r = ctx.lesion("serve", "--models", FOCAL, "--port", port, env={"LESION_WEIGHTS_DIR": str(t / "w")},
+                       timeout=120)
+        r2 = ctx.lesion("serve", "--models", FOCAL, "--port", port, "--no-verify",
+                        env={"LESION_WEIGHTS_DIR": str(t / "w")}, timeout=120)
+    o = judge_error(r, "sha256")
+    if o.category == "clear error" and "in use" not in r2.err:
+        return Outcome("silently wrong", f"advises --no-verify, but with it: exit {r2.rc} {r2.err.strip()[-100:]}")
+    return o
+
+
 @case("evaluate cls --engine ray --no-verify: an edited checkpoint runs", "result")
 def c_ray_no_verify(ctx: Ctx) -> Outcome:
     t = ctx.tmp("raynoverify")

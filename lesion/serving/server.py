@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lesion.cliutil import OneLineParser
 from lesion.device import pick_device
 from lesion.errors import ConfigError, DataError, LesionError
 from lesion.explain.agreement import explain_image
@@ -55,7 +56,7 @@ from lesion.serving.protocol import (
     loader_metadata,
     parse_body,
 )
-from lesion.weights import list_weights
+from lesion.weights import list_weights, resolve_weights, verify_weights, weights_sha256
 from lesion.zoo import CLASSIFIER_TASKS, load_model, read_model_card
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -74,6 +75,7 @@ class ServeConfig:
     max_batch_size: int = 32  # images per batched forward pass of one model
     batch_wait_ms: float = 5.0  # how long a deployment waits to fill a batch
     token: str | None = None  # required on every request when set (default: $LESION_SERVE_TOKEN)
+    verify: bool = True  # check each checkpoint against its card's sha256 before serving (False: --no-verify)
 
 
 def check_config(cfg: ServeConfig) -> ServeConfig:
@@ -84,11 +86,15 @@ def check_config(cfg: ServeConfig) -> ServeConfig:
     """
     if not cfg.models:
         raise ConfigError("lesion serve needs at least one --models name.")
-    for name in cfg.models:
-        if os.sep in name or "/" in name:
-            raise ConfigError(f"--models takes checkpoint names, not paths ('{name}'); set LESION_WEIGHTS_DIR "
-                              "to serve another folder.")
-        read_model_card(name, task=CLASSIFIER_TASKS)
+    seen: dict[str, str] = {}
+    for name in cfg.models:  # shipped names, or paths of the operator's own (e.g. `lesion import`ed) models
+        card = read_model_card(name, task=CLASSIFIER_TASKS)
+        if card.name in seen:
+            raise ConfigError(f"--models {seen[card.name]} and {name} are both called '{card.name}'; clients name "
+                              "models by their card's name, so serve one of them.")
+        seen[card.name] = name
+        if cfg.verify:  # here, in one line, rather than as a replica that fails to start
+            verify_weights(resolve_weights(name)[0], card)
     if not 1 <= int(cfg.port) <= 65535:
         raise ConfigError(f"--port must be 1..65535, got {cfg.port}.")
     if cfg.max_batch_size < 1:
@@ -212,12 +218,12 @@ def build_app(cfg: ServeConfig):
     class ModelDeployment:
         """One checkpoint, loaded once; concurrent predict calls are batched into one engine call per TTA."""
 
-        def __init__(self, name: str, device: str):
+        def __init__(self, name: str, device: str, verify: bool = True):
             import torch
 
             keep_replica_grpc_on_loopback()  # before Serve starts this replica's gRPC server
             torch.set_num_threads(max(1, int(os.environ.get("LESION_SERVE_THREADS", "1"))))
-            self.model, self.card = load_model(name, device=device, task=CLASSIFIER_TASKS)
+            self.model, self.card = load_model(name, device=device, task=CLASSIFIER_TASKS, verify=verify)
             self.member = TorchMember(self.model, self.card)
             self.device = device
 
@@ -336,8 +342,13 @@ def build_app(cfg: ServeConfig):
             out = await self.handles[name].explain.remote(image, meta, list(body.methods), body.class_index)
             return {**out, "notes": [note] if note else []}
 
-    handles = {n: ModelDeployment.options(name=f"model-{n}").bind(n, device) for n in cfg.models}
-    cards = {c.name: c.to_dict() for c in list_weights() if c.name in cfg.models}
+    served = {read_model_card(ref).name: ref for ref in cfg.models}  # requests name models by the card's name
+    handles = {n: ModelDeployment.options(name=f"model-{n}").bind(ref, device, cfg.verify) for n, ref in served.items()}
+    cards = {n: read_model_card(ref).replace(path=None).to_dict() for n, ref in served.items()}
+    if not cfg.verify:  # the cards say which weights are served, so a client never takes them for the card's
+        for name, d in cards.items():
+            d["provenance"] = {**dict(d.get("provenance") or {}),
+                               "sha256": weights_sha256(resolve_weights(served[name])[0])}
     return Ingress.bind(handles, cards, device)
 
 
@@ -385,13 +396,16 @@ def stop() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lesion serve", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="lesion serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", required=True, help="comma-separated checkpoint names (shipped or in $LESION_WEIGHTS_DIR)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s; others need LESION_SERVE_TOKEN)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--max-batch-size", type=int, default=32, help="images per batched forward of one model")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a model waits to fill a batch")
+    p.add_argument("--no-verify", action="store_true",
+                   help="serve a checkpoint whose bytes no longer match its card's sha256 (your own edited checkpoint; "
+                        "/models then gives the file's own sha256)")
     return p
 
 
@@ -399,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``lesion serve --models A,B [--host H --port P]``: serve until interrupted."""
     a = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     cfg = ServeConfig(models=tuple(n.strip() for n in a.models.split(",") if n.strip()), host=a.host,
-                      port=a.port, device=a.device, max_batch_size=a.max_batch_size, batch_wait_ms=a.batch_wait_ms)
+                      port=a.port, device=a.device, max_batch_size=a.max_batch_size, batch_wait_ms=a.batch_wait_ms,
+                      verify=not a.no_verify)
     start(check_config(cfg))
     print(f"lesion serve: {', '.join(cfg.models)} at http://{cfg.host}:{cfg.port} (Ctrl-C stops)", file=sys.stderr)
     try:

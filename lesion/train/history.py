@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from lesion.card import Metric, ModelCard
@@ -63,7 +64,12 @@ def comparison_table(cards: Iterable[ModelCard]) -> pd.DataFrame:
         }
         for m in card.metrics:
             if m.name in COLUMN_METRICS and m.label is None:
-                row.setdefault(metric_column(card, m), m.value)
+                col = metric_column(card, m)
+                if col not in row:
+                    row[col] = m.value
+                    # the CI beside its number, in the table and its CSV ("" when the card records none)
+                    row[f"{col} 95% CI"] = (f"{m.ci[0]:.3f}–{m.ci[1]:.3f}" if m.ci is not None and
+                                            all(np.isfinite(m.ci)) else None)
         rows.append(row)
     df = pd.DataFrame(rows)
     return df.dropna(axis=1, how="all") if len(df) else df

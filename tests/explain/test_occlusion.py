@@ -38,3 +38,14 @@ def test_gradient_methods_are_refused_on_a_model_without_gradients():
     with pytest.raises(ConfigError, match="use occlusion"):
         compute_cams(model, torch.ones(1, 3, 32, 32), 1, methods=("gradcam",))
     assert methods_for(False) == ("occlusion",) and "gradcam" in methods_for(True)
+
+
+def test_vit_target_layer_and_reshape_are_found():
+    """A timm ViT gets its last block's norm1 and a token -> grid reshape; Grad-CAM then gives a map."""
+    import timm
+
+    torch.manual_seed(0)
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1, img_size=32, patch_size=8)
+    model = Classifier(net.eval())
+    heat = compute_cams(model, torch.randn(1, 3, 32, 32), 1, methods=("gradcam",))["gradcam"]
+    assert heat.shape == (1, 32, 32) and np.isfinite(heat).all()

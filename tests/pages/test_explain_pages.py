@@ -125,10 +125,12 @@ def test_upload_decoding_message_and_prediction(run_page, with_weights):
     buf = io.BytesIO()
     img = np.full((96, 96, 3), 200, np.uint8)
     img[30:60, 30:60] = 60
+    img[..., 2] //= 2  # skin-coloured: the image type is judged from the image, and a grey one is an X-ray
     Image.fromarray(img).save(buf, format="PNG")
     at.session_state["upload_test_file"] = ("lesion.png", buf.getvalue())
     at.run()
     assert not at.exception, [e.value for e in at.exception]
+    at.multiselect(key="upload_members").set_value(["tiny_cls", "tiny_mt"]).run()  # the default is one member
     probs = [d.value for d in at.dataframe if "ensemble" in d.value.columns][0]
     assert list(probs["class"]) == ["melanoma"] and probs["ensemble"].between(0, 1).all()
     assert {"tiny_cls", "tiny_mt"} <= set(probs.columns)

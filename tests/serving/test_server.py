@@ -96,8 +96,14 @@ def test_config_rules_before_start(monkeypatch):
     monkeypatch.delenv("LESION_SERVE_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="LESION_SERVE_TOKEN"):
         check_config(ServeConfig(models=(MODELS[0],), host="0.0.0.0"))
-    with pytest.raises(ConfigError, match="names, not paths"):
+    with pytest.raises(Exception, match="No weights file found"):  # a path is read as a checkpoint, nothing else
         check_config(ServeConfig(models=("/etc/passwd",)))
+    from lesion.train.loop import SHIPPED_WEIGHTS_DIR
+
+    by_path = str(SHIPPED_WEIGHTS_DIR / MODELS[0])  # a model by path (e.g. one made by `lesion import`)
+    assert check_config(ServeConfig(models=(by_path,))).models == (by_path,)
+    with pytest.raises(ConfigError, match="both called"):
+        check_config(ServeConfig(models=(by_path, MODELS[0])))
     with pytest.raises(Exception, match="is a segmentation model"):
         check_config(ServeConfig(models=("lung_unet_efficientnet_lite0",)))
     assert check_config(ServeConfig(models=(MODELS[0],), host="0.0.0.0", token="t")).token == "t"
