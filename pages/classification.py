@@ -14,7 +14,7 @@ from ui.classify import checked_target, require_classifiers, run_ensemble, run_g
 from ui.compute import ran_on, require_compute
 from ui.ensemble import ensemble_context, ensemble_controls
 from ui.predfiles import predictions_control, show_coverage
-from ui.scope import plan_caption, scope_choice, stop_button, stopped_note
+from ui.scope import plan_caption, scope_choice, stoppable, stopped_note
 from ui.state import keep, members_name, page_setup, require_dataset, set_kept, st_progress
 from ui.tables import auc_notes, pinned
 from ui.trust import model_label, show_model_notes
@@ -49,19 +49,8 @@ stopped_note("cls")
 run_gate("cls", "Run the ensemble", "Predictions are cached per model, data set, images and TTA: a page revisited "
          "is instant.", finish_page, identity=ds.fingerprint())
 
-stop_slot = st.empty()
-with stop_slot:
-    stop_button("cls")
-update, clear = st_progress("Predicting…")
-try:
-    result = run_ensemble(ds, refs, tta, merge, progress=update, records=scope.records)
-except LesionError as e:
-    clear()
-    stop_slot.empty()
-    st.error(str(e))
-    finish_page(stop=True)
-clear()
-stop_slot.empty()
+result = stoppable("cls", "Predicting…", lambda update: run_ensemble(ds, refs, tta, merge, progress=update,
+                                                                     records=scope.records), finish_page)
 st.caption(f"Ran on **{ran_on(result.device)}**, {result.ms_per_image:.1f} ms per image for the whole ensemble × TTA "
            f"({'; '.join(result.notes) if result.notes else 'no cached members'}).")
 
@@ -73,7 +62,12 @@ if len(members) > 1:
 preds = result.to_frame()
 preds["label"] = y
 preds.insert(1, "split", [scope.split_of(i) for i in result.ids])
-labelled = np.isfinite(y)
+# an image that could not be read has no scores (the one rule: named in the run's notes, left out of every figure)
+labelled = np.isfinite(y) & np.isfinite(result.probs).all(axis=1)
+if result.errors:
+    st.warning(f"{len(result.errors)} image(s) could not be read and are left out: "
+               + "; ".join(f"{i}: {why}" for i, why in list(result.errors.items())[:5])
+               + (" …" if len(result.errors) > 5 else ""))
 if not labelled.any() or len(np.unique(y[labelled])) < 2:
     st.info(f"This data set has no usable '{target}' labels on {on_what} (both classes needed): predictions "
             "only, no ROC.")

@@ -29,8 +29,8 @@ from ui.explain import (
     segment,
     try_load_classifier,
 )
-from ui.state import in_options, keep, page_setup, require_dataset, read_sample, st_progress
-from ui.scope import scope_choice, stop_button, stopped_note
+from ui.state import in_options, keep, page_setup, require_dataset, read_sample
+from ui.scope import scope_choice, stoppable, stopped_note
 from ui.tables import pinned
 from ui.trust import show_model_notes
 
@@ -168,19 +168,8 @@ stopped_note("explain")
 run_gate("explain", "Score agreement over the data set",
          f"Computes one {method_all} map per image (the map of its predicted class, opening radius {radius}).",
          finish_page, identity=ds.fingerprint())
-stop_slot = st.empty()
-with stop_slot:
-    stop_button("explain")
-update, clear = st_progress("Heatmaps…")
-try:
-    table = agreement_table(ds, choices[name], method_all, progress=update, radius=radius, records=scope.records)
-except LesionError as e:
-    clear()
-    stop_slot.empty()
-    st.error(str(e))
-    finish_page(stop=True)
-clear()
-stop_slot.empty()
+table = stoppable("explain", "Heatmaps…", lambda update: agreement_table(
+    ds, choices[name], method_all, progress=update, radius=radius, records=scope.records), finish_page)
 st.caption(f"Maps of the data set computed on **{heatmaps_where(compute)}**.")
 y = label_vector(scope.records, labels_target)
 binary = len(card.classes) == 1

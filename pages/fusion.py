@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lesion.errors import LesionError
-from ui.state import page_setup, require_dataset, require_domain, st_progress
+from ui.state import page_setup, require_dataset, require_domain
 
 finish_page = page_setup()
 st.title("Multi-view fusion")
@@ -27,7 +27,7 @@ from ui.compute import ran_on, require_compute  # noqa: E402
 from ui.fusion import fusion_roc_figure, run_fusion  # noqa: E402
 from ui.ensemble import ensemble_controls  # noqa: E402
 from ui.predfiles import predictions_control, show_coverage  # noqa: E402
-from ui.scope import plan_caption, scope_choice, stop_button, stopped_note  # noqa: E402
+from ui.scope import plan_caption, scope_choice, stoppable, stopped_note  # noqa: E402
 from ui.state import in_options, keep  # noqa: E402
 from ui.tables import auc_notes, pinned  # noqa: E402
 from ui.trust import model_label, show_model_notes  # noqa: E402
@@ -102,19 +102,8 @@ run_gate("fus", "Run fusion", "Predictions are cached per model, data set, image
          "Classification page).", finish_page, identity=ds.fingerprint())
 
 keep_ids, on_what = None, scope.words
-stop_slot = st.empty()
-with stop_slot:
-    stop_button("fus")
-update, clear = st_progress("Predicting…")
-try:
-    result, report = run_fusion(ds, refs, tta, target, column, progress=update, merge=merge, records=scope.records)
-except LesionError as e:
-    clear()
-    stop_slot.empty()
-    st.error(str(e))
-    finish_page(stop=True)
-clear()
-stop_slot.empty()
+result, report = stoppable("fus", "Predicting…", lambda update: run_fusion(
+    ds, refs, tta, target, column, progress=update, merge=merge, records=scope.records), finish_page)
 scored = Cases.from_keys(case_keys(scope.records, column))
 st.markdown(f"**Computed: {len(scope.records)} images in {len(scored)} cases** ({int(scored.multi.sum())} with two or "
             f"more views, {int(scored.n_views[scored.multi].sum())} images) — {on_what}."

@@ -29,8 +29,8 @@ from ui.classify import classifier_cards, run_gate, threshold_control
 from ui.compute import heatmaps_where, ran_on, require_compute
 from ui.ensemble import ensemble_context, ensemble_controls
 from ui.predfiles import predictions_control, show_coverage
-from ui.scope import plan_caption, scope_choice, stop_button, stopped_note
-from ui.state import in_options, keep, page_setup, require_dataset, read_sample, st_progress
+from ui.scope import plan_caption, scope_choice, stoppable, stopped_note
+from ui.state import in_options, keep, page_setup, require_dataset, read_sample
 from ui.tables import pinned
 from ui.trust import model_label, show_model_notes
 
@@ -87,23 +87,11 @@ run_gate("review", "Build the review table",
          "Runs the ensemble (cached per data set and images) and one heatmap per computed image for the agreement "
          "score.", finish_page, identity=ds.fingerprint())
 
-stop_slot = st.empty()
-with stop_slot:
-    stop_button("review")
-update, clear = st_progress("Predicting…")
-try:
-    result = run_ensemble(ds, refs, tta, merge, progress=update, records=scope.records)
-    clear()
-    update, clear = st_progress("Heatmaps…")
-    agreement = (agreement_table(ds, explainer, method, progress=update, records=scope.records) if explainer else
-                 empty_agreement(result.ids))
-except LesionError as e:
-    clear()
-    stop_slot.empty()
-    st.error(str(e))
-    finish_page(stop=True)
-clear()
-stop_slot.empty()
+result = stoppable("review", "Predicting…", lambda update: run_ensemble(ds, refs, tta, merge, progress=update,
+                                                                        records=scope.records), finish_page)
+agreement = stoppable("review", "Heatmaps…", lambda update: agreement_table(
+    ds, explainer, method, progress=update, records=scope.records) if explainer else empty_agreement(result.ids),
+    finish_page)
 st.caption(f"Predictions ran on **{ran_on(result.device)}**; heatmaps computed on **{heatmaps_where(compute)}**.")
 
 y = label_vector(scope.records, target)

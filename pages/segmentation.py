@@ -139,7 +139,10 @@ if use_medsam:
         outputs[medsam_name] = raw[MEDSAM_MEMBER] > threshold
     except LesionError as e:
         st.error(f"MedSAM: {e}")
-if fuse_rules and not (MEDSAM_MEMBER in fuse_members and MEDSAM_MEMBER not in raw):
+missing = [m for m in fuse_members if m not in raw]
+if fuse_rules and missing:
+    st.caption(f"No fusion for this image: no output of {', '.join(missing)}.")
+elif fuse_rules:
     for fname, score in fuse_one_image(fuse_rules, fuse_members, raw, member_thr).items():
         outputs[fname] = score > threshold
 

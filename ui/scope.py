@@ -16,7 +16,8 @@ import streamlit as st
 
 from lesion.card import ModelCard
 from lesion.infer.tta import n_views
-from ui.state import in_options, keep, kept
+from lesion.errors import LesionError
+from ui.state import in_options, keep, kept, st_progress
 from ui.trust import exposure, no_training_words
 
 HELD_OUT, WITH_TRAINING = "held-out", "all"
@@ -157,6 +158,25 @@ def stop_button(key: str) -> None:
         st.session_state[f"{key}_stopped"] = True
 
     st.button("Stop", key=f"{key}_stop", on_click=_stop, help="Stop computing; the finished parts stay cached.")
+
+
+def stoppable(key: str, label: str, compute, finish_page):
+    """``compute(progress)`` under a progress bar ``label`` with a Stop button (:func:`stop_button`); a
+    :class:`~lesion.errors.LesionError` becomes one error line and the page ends. Returns what ``compute`` returns."""
+    stop_slot = st.empty()
+    with stop_slot:
+        stop_button(key)
+    update, clear = st_progress(label)
+    try:
+        return compute(update)
+    except LesionError as e:
+        clear()
+        stop_slot.empty()
+        st.error(str(e))
+        finish_page(stop=True)
+    finally:
+        clear()
+        stop_slot.empty()
 
 
 def stopped_note(key: str) -> None:

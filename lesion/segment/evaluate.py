@@ -256,7 +256,8 @@ def medsam_caveat() -> str:
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="lesion evaluate seg",
-        description="Score a segmentation method (Otsu or a trained model) against the masks of a data set.",
+        description="Score a segmentation method (Otsu, a trained model, MedSAM, a folder of masks, or a fusion of "
+                    "them with --fuse) against the masks of a data set.",
     )
     p.add_argument("--model", default=None, action="append",
                    help="'otsu', 'medsam_lite' (LiteMedSAM, see --prompt) or 'medsam_lite[PROMPT]', a weights name (see "

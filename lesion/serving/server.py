@@ -56,7 +56,7 @@ from lesion.serving.protocol import (
     loader_metadata,
     parse_body,
 )
-from lesion.weights import list_weights, resolve_weights, verify_weights, weights_sha256
+from lesion.weights import resolve_weights, verify_weights, weights_sha256
 from lesion.zoo import CLASSIFIER_TASKS, load_model, read_model_card
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -187,3 +187,28 @@ def test_resolve_fusion_parses_medsam_members_with_their_own_prompts():
 
     fused = resolve_fusion("staple", ["otsu", "medsam_lite[full]", "medsam_lite"], domain="derm")
     assert list(fused.members) == ["otsu", "medsam_lite[full]", "medsam_lite[otsu]"]
+
+
+def test_fusion_counts_run_members_once_and_match_each_rule_alone(squares):
+    from lesion.data.spec import open_data
+    from lesion.segment.compare import fusion_counts, threshold_counts
+    from lesion.segment.masks import MaskFolder
+
+    root, folders, _ = squares
+    ds = open_data(str(root))
+    calls = []
+
+    def otsu_like(im):
+        calls.append(1)
+        return im[..., 0] < 128
+
+    members = {"dark": otsu_like, **{f.name: MaskFolder(f) for f in folders}}
+    both = fusion_counts(ds, FusedSegmenter(members, "vote"), ["vote", "staple"])
+    assert len(calls) == 3  # one call per image for both rules
+    for rule in ("vote", "staple"):
+        alone = threshold_counts(ds, FusedSegmenter(members, rule), f"fuse:{rule}")
+        got = both[both["method"] == f"fuse:{rule}"].reset_index(drop=True)
+        np.testing.assert_array_equal(got[["tp", "fp", "fn", "tn"]].to_numpy(), alone[["tp", "fp", "fn", "tn"]].to_numpy())
+    # a folder alone answers by id in threshold_counts too
+    f0 = threshold_counts(ds, MaskFolder(folders[0]), "masks:pred0")
+    assert f0["error"].isna().all()
