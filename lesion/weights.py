@@ -30,7 +30,7 @@ import numpy as np
 from lesion.card import ModelCard
 from lesion.data.records import file_content_digest, file_version
 from lesion.errors import CheckpointError, ConfigError
-from lesion.paths import WEIGHTS_DIR, write_atomic
+from lesion.paths import WEIGHTS_DIR, user_models_dir, write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -369,8 +369,10 @@ def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = N
     raw = Path(name_or_path)
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     stems = [_stem(raw)]
-    if len(raw.parts) == 1 and not raw.is_absolute():  # a bare name: look in the weights folder too
+    if len(raw.parts) == 1 and not raw.is_absolute():  # a bare name: the weights folder, then the user's models
         stems.append(_stem(wdir / raw))
+        if weights_dir is None:
+            stems.append(_stem(user_models_dir() / raw))  # `lesion import`'s default folder
     suffixes = (raw.suffix,) if raw.suffix in MODEL_FILE_SUFFIXES else MODEL_FILE_SUFFIXES
     for stem in stems:
         for suf in suffixes:

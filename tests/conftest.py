@@ -22,6 +22,10 @@ else:
     _session_cache = tempfile.mkdtemp(prefix="lesion-test-cache-")
     os.environ["LESION_CACHE"] = _session_cache
     atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
+# the user's models folder (`lesion import`'s default) of the tests: empty, never the person's own ~/lesion-models
+_models_dir = tempfile.mkdtemp(prefix="lesion-test-models-")
+os.environ["LESION_MODELS_DIR"] = _models_dir
+atexit.register(shutil.rmtree, _models_dir, ignore_errors=True)
 
 
 from lesion.paths import shared_data_dir  # noqa: E402  (after the cache and offline settings above)

@@ -206,3 +206,16 @@ def test_an_imported_state_dict_exports_to_onnx_with_the_same_logits(trained, tm
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got.reshape(3, -1), want, atol=1e-4)
+
+
+def test_an_import_in_the_users_models_folder_is_found_by_name_and_listed(trained, capsys, monkeypatch, tmp_path):
+    from lesion.paths import user_models_dir
+    from lesion.weights import list_weights
+    from lesion.zoo import load_model
+
+    monkeypatch.setenv("LESION_MODELS_DIR", str(tmp_path / "mine"))
+    _, d = trained
+    _import(capsys, d / "bright.bin", *STATE, "--name", "my_onnx")  # no --out: the user's models folder
+    assert (user_models_dir() / "my_onnx.json").is_file()
+    assert load_model("my_onnx")[1].name == "my_onnx"  # a bare name, like a shipped one
+    assert [c.name for c in list_weights(weights_dir=user_models_dir())] == ["my_onnx"]

@@ -15,6 +15,7 @@ from lesion.infer.evaluate import metadata_warnings, resolve_target
 from lesion.infer.members import Member
 from lesion.metrics import sensitivity_threshold, youden_threshold
 from lesion.serving.backends import predict
+from lesion.paths import user_models_dir
 from lesion.weights import list_weights, weights_file_identity
 from lesion.zoo import CLASSIFIER_TASKS, load_model
 from ui.compute import served_card, served_cards
@@ -33,7 +34,12 @@ def is_findings_model(card: ModelCard) -> bool:
 def available_cards(domain: str | None = None) -> list[ModelCard]:
     """The cards of the models the chosen Compute can run: ``weights/`` (or ``$LESION_WEIGHTS_DIR``) on this
     machine, the server's cards (:meth:`RemoteClient.cards`) with the model server; of ``domain`` when given."""
-    cards = served_cards() if current_compute().remote else list_weights()
+    if current_compute().remote:
+        cards = served_cards()
+    else:  # the shipped checkpoints, then the user's imported models (`lesion import`, the Models page's form)
+        cards = list_weights()
+        shipped = {c.name for c in cards}
+        cards += [c for c in list_weights(weights_dir=user_models_dir()) if c.name not in shipped]
     return [c for c in cards if domain is None or c.domain == domain]
 
 
