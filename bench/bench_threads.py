@@ -19,7 +19,7 @@ import sys
 import time
 
 CASES = (
-    ("torch default threads, OpenMP default wait (spinning)", {"OMP_WAIT_POLICY": "ACTIVE"}, 0),
+    ("torch default threads, OMP_WAIT_POLICY=ACTIVE (spinning)", {"OMP_WAIT_POLICY": "ACTIVE"}, 0),
     ("torch default threads, OMP_WAIT_POLICY=PASSIVE (lesion's default)", {"OMP_WAIT_POLICY": "PASSIVE"}, 0),
     ("one thread", {"OMP_WAIT_POLICY": "PASSIVE"}, 1),
 )
