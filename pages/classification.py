@@ -63,7 +63,9 @@ preds = result.to_frame()
 preds["label"] = y
 preds.insert(1, "split", [scope.split_of(i) for i in result.ids])
 # an image that could not be read has no scores (the one rule: named in the run's notes, left out of every figure)
-labelled = np.isfinite(y) & np.isfinite(result.probs).all(axis=1)
+readable = np.isfinite(result.probs).all(axis=1)
+y = np.where(readable, y, np.nan)  # every curve, table and threshold below leaves an unreadable image out
+labelled = np.isfinite(y)
 if result.errors:
     st.warning(f"{len(result.errors)} image(s) could not be read and are left out: "
                + "; ".join(f"{i}: {why}" for i, why in list(result.errors.items())[:5])

@@ -91,11 +91,16 @@ result = stoppable("review", "Predicting…", lambda update: run_ensemble(ds, re
                                                                         records=scope.records), finish_page)
 agreement = stoppable("review", "Heatmaps…", lambda update: agreement_table(
     ds, explainer, method, progress=update, records=scope.records) if explainer else empty_agreement(result.ids),
-    finish_page)
+    finish_page, part="_maps")
 st.caption(f"Predictions ran on **{ran_on(result.device)}**; heatmaps computed on **{heatmaps_where(compute)}**.")
 
 y = label_vector(scope.records, target)
 prob = score(result.probs, result.classes, target)
+if result.errors:  # the one rule: an unreadable image has no score; it is named here and left out of every figure
+    st.warning(f"{len(result.errors)} image(s) could not be read and are left out: "
+               + "; ".join(f"{i}: {why}" for i, why in list(result.errors.items())[:5])
+               + (" …" if len(result.errors) > 5 else ""))
+    y = np.where(np.isfinite(prob), y, np.nan)
 threshold, thr_words = threshold_control("review", y, prob,
                                          context=ensemble_context(ds.fingerprint(), members, tta, merge))
 meta = ds.to_frame()

@@ -2,6 +2,7 @@
 cache) fused per case, and the one ROC chart of per-view vs fused curves."""
 from __future__ import annotations
 
+from lesion.infer.ensemble import readable_only
 from lesion.infer.fusion import PER_VIEW, evaluate_predictions
 from ui.charts import fit
 from ui.classify import run_ensemble
@@ -15,6 +16,9 @@ def run_fusion(ds, members: list, tta: str, target: str, column: str, progress=N
     LesionError subclasses."""
     recs = list(ds.records if records is None else records)
     result = run_ensemble(ds, members, tta, merge, progress=progress, records=recs)
+    if result.errors:  # the one rule: an unreadable image has no score; the page names it, the cases use the rest
+        result = readable_only(result)
+        recs = [r for r in recs if r.id not in result.errors]
     return result, evaluate_predictions(recs, result, target, column, keep=keep)
 
 

@@ -150,22 +150,23 @@ def plan_caption(scope: Scope, refs: Sequence[Any], labels: Sequence[str], tta: 
             "parts it finished are kept in the cache.")
 
 
-def stop_button(key: str) -> None:
+def stop_button(key: str, part: str = "") -> None:
     """A Stop button shown while a run computes: pressing it ends the run (Streamlit reruns the page), forgets
     that Run was pressed, and keeps the parts already computed in the cache."""
     def _stop() -> None:
         st.session_state[f"{key}_ran_on"] = set()
         st.session_state[f"{key}_stopped"] = True
 
-    st.button("Stop", key=f"{key}_stop", on_click=_stop, help="Stop computing; the finished parts stay cached.")
+    st.button("Stop", key=f"{key}_stop{part}", on_click=_stop, help="Stop computing; the finished parts stay cached.")
 
 
-def stoppable(key: str, label: str, compute, finish_page):
-    """``compute(progress)`` under a progress bar ``label`` with a Stop button (:func:`stop_button`); a
-    :class:`~lesion.errors.LesionError` becomes one error line and the page ends. Returns what ``compute`` returns."""
+def stoppable(key: str, label: str, compute, finish_page, part: str = ""):
+    """``compute(progress)`` under a progress bar ``label`` with a Stop button (:func:`stop_button`; ``part`` tells
+    apart two stoppable steps of one page); a :class:`~lesion.errors.LesionError` becomes one error line and the
+    page ends. Returns what ``compute`` returns."""
     stop_slot = st.empty()
     with stop_slot:
-        stop_button(key)
+        stop_button(key, part)
     update, clear = st_progress(label)
     try:
         return compute(update)

@@ -11,7 +11,7 @@ import hashlib
 
 from lesion.errors import CheckpointError, LesionError
 from lesion.segment.compare import fusion_counts, threshold_counts
-from lesion.segment.fusion import FUSION_RULES, FusedSegmenter, fuse_probabilities
+from lesion.segment.fusion import FUSION_RULES, RECOMMENDED, FusedSegmenter, fuse_probabilities
 from lesion.segment.masks import MaskFolder
 from lesion.segment.medsam import MEDSAM_CARD, MedSamSegmenter, boxes_of, full_box, load_medsam, medsam_probabilities
 from lesion.segment.models import SegModelSegmenter
@@ -337,8 +337,29 @@ def folder_counts(ds, folder: MaskFolder, progress: Callable[[int, int], None] |
 
 #: The member of a page fusion that stands for MedSAM with the data-set prompt.
 MEDSAM_MEMBER = "medsam_lite (its prompt)"
-#: What the page fuses by default, chosen on HAM10000 held-out images (bench/bench_segment.py; PH2 chose nothing).
-DEFAULT_FUSION_RULES = ("staple",)
+#: The rule the page fuses by default: the best on HAM10000 held-out images (lesion.segment.fusion.RECOMMENDED).
+DEFAULT_FUSION_RULES = (RECOMMENDED["derm"]["rule"],)
+
+
+def recommended_members(candidates: list[str], domain: str) -> list[str] | None:
+    """The recommended members of the default rule (:data:`lesion.segment.fusion.RECOMMENDED`) as names among
+    ``candidates`` (``unet`` / ``linknet``: the networks whose names say so; MedSAM roles: :data:`MEDSAM_MEMBER`),
+    or None when the domain has no recommendation or a member is not on the page."""
+    rec = RECOMMENDED.get(domain)
+    if rec is None:
+        return None
+    names = []
+    for role in rec["members_by_rule"][rec["rule"]]:
+        if role == "otsu":
+            hit = "otsu" if "otsu" in candidates else None
+        elif role.startswith("medsam"):
+            hit = MEDSAM_MEMBER if MEDSAM_MEMBER in candidates else None
+        else:
+            hit = next((c for c in candidates if f"_{role}_" in c and not c.startswith("yours:")), None)
+        if hit is None:
+            return None
+        names.append(hit)
+    return names
 
 
 def fusion_rules_picker(candidates: list[str], domain: str) -> tuple[list[str], list[str]]:
@@ -348,13 +369,14 @@ def fusion_rules_picker(candidates: list[str], domain: str) -> tuple[list[str], 
             "seg_fuse_rules", list(DEFAULT_FUSION_RULES), valid=lambda v: [r for r in (v or []) if r in FUSION_RULES]),
             help="mean: mean probability; vote: strict majority of the members' masks; staple: STAPLE (EM estimate of "
                  "each member's sensitivity and specificity, Warfield et al. 2004). Each fusion is a method column.")
-        default = [c for c in candidates if c != MEDSAM_MEMBER]
+        default = recommended_members(candidates, domain) or [c for c in candidates if c != MEDSAM_MEMBER]
         members = st.multiselect("Members", candidates, key=keep(
             f"seg_fuse_members.{domain}", default,
             valid=lambda v: [m for m in (v if v is not None else default) if m in candidates]),
-            help="Two or more of the methods on this page. Vote and STAPLE binarise each network at its card's "
-                 "threshold; the fused score is then cut at the probability threshold. MedSAM as a member runs "
-                 "with MedSAM's data-set run (slow).")
+            help="Two or more of the methods on this page (default: the members chosen for the default rule on "
+                 "HAM10000 held-out images, when they are on the page; PH2 chose nothing). Vote and STAPLE binarise "
+                 "each network at its card's threshold; the fused score is then cut at the probability threshold. "
+                 "MedSAM as a member runs with MedSAM's data-set run (slow).")
         if rules and len(members) < 2:
             st.caption("Choose two or more members to fuse.")
     return (rules if len(members) >= 2 else []), members

@@ -76,8 +76,9 @@ def concat_results(results: Sequence[PredictionResult], merge: str, multilabel: 
     device = ", ".join(d for d in devices if d != "cache") or "cache"
     notes = list(dict.fromkeys(x for r in results for x in r.notes))
     first = results[0]
+    errors = {k: v for r in results for k, v in r.errors.items()}  # unreadable images of every part stay named
     return merge_predictions(logits, ids, first.classes, multilabel, first.tta, merge, first.tta_merge, device, ms,
-                             notes)
+                             notes, errors=errors)
 
 
 def predict_parts(predict_part: Callable[[DataPart, Callable[[int, int], None] | None], PredictionResult],

@@ -153,7 +153,22 @@ def merge_predictions(
     return PredictionResult(probs, member_probs, list(ids), names, device, float(ms_per_image), tta, merge,
                             tta_merge, list(notes), view_std=view_std,
                             view_logits={n: np.asarray(z, np.float32) for n, z in view_logits.items()},
-                            errors=dict(errors or {}))
+                            errors=dict(errors or {}), multilabel=bool(multilabel))
+
+
+def readable_only(result: "PredictionResult") -> "PredictionResult":
+    """``result`` without the rows of images that could not be read (``result.errors``), merged again by the one
+    merge (a ``rank`` merge then ranks among the readable images only); the errors stay named in ``errors``."""
+    if not result.errors:
+        return result
+    ok = np.asarray([i not in result.errors for i in result.ids])
+    if not ok.any():
+        raise DataError("None of the images could be read, so nothing was scored.")
+    return merge_predictions({n: np.asarray(z)[:, ok] for n, z in (result.view_logits or {}).items()},
+                             [i for i, k in zip(result.ids, ok) if k], result.classes,
+                             result.multilabel,
+                             result.tta, result.merge, result.tta_merge, result.device, result.ms_per_image,
+                             result.notes, errors=result.errors)
 
 
 def correlation_matrix(member_probs: Mapping[str, np.ndarray]) -> "pandas.DataFrame":  # noqa: F821

@@ -32,6 +32,7 @@ class PredictionResult:
         view_logits: member name -> raw logits ``[V, N, K]`` of every view (what was merged).
         errors: image id -> one-line reason for images that could not be read; their rows are NaN (the one rule:
             score the rest, name each bad image, fail only when nothing could be scored).
+        multilabel: the heads are independent sigmoids (chest X-ray findings).
 
     Built in one place only: :func:`lesion.infer.ensemble.merge_predictions`.
     """
@@ -49,6 +50,7 @@ class PredictionResult:
     view_std: dict[str, np.ndarray] | None = None
     view_logits: dict[str, np.ndarray] | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    multilabel: bool = False
 
     def positive_scores(self) -> np.ndarray:
         """``[N]`` score of the positive class (binary head: the only column)."""

@@ -145,3 +145,26 @@ def test_tta_views_of_one_shape_share_a_forward_pass():
     predict([(Counting(), _card())], _flat([10, 20, 30]), tta="d4", batch_size=3, device="cpu")
     assert calls == [(24, 3, 16, 16)]  # 8 views x 3 images in one pass
     assert parse_tta("d4").views == 8
+
+
+def test_unreadable_images_are_named_and_left_out_by_readable_only(tmp_path):
+    """One unreadable file: its row is NaN and named in ``errors``; the others are scored; ``readable_only`` merges
+    the readable rows again; nothing readable is an error."""
+    import cv2
+
+    from lesion.errors import DataError
+    from lesion.infer.ensemble import readable_only
+
+    paths = []
+    for i, level in enumerate((30, 220, 60)):
+        p = tmp_path / f"i{i}.png"
+        cv2.imwrite(str(p), np.full((16, 16, 3), level, np.uint8))
+        paths.append(p)
+    paths[1].write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    res = predict([(_Brightness(), _card())], paths, tta="hflip", device="cpu")
+    assert list(res.errors) == ["i1"] and np.isnan(res.probs[1]).all() and np.isfinite(res.probs[[0, 2]]).all()
+    assert any("could not be read" in n for n in res.notes)
+    ok = readable_only(res)
+    assert ok.ids == ["i0", "i2"] and np.allclose(ok.probs[:, 0], res.probs[[0, 2], 0]) and ok.errors == res.errors
+    with pytest.raises(DataError, match="None of the 1 image"):
+        predict([(_Brightness(), _card())], [paths[1]], tta="none", device="cpu")

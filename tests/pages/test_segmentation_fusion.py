@@ -97,3 +97,20 @@ def test_bad_mask_folders_give_one_line(run_page, tmp_path):
     assert any("matches an image id" in e.value for e in at.error)
     one = next(d.value for d in at.dataframe if "method" in d.value.columns)
     assert not one["method"].str.startswith("masks:").any()
+
+
+def test_default_fusion_is_the_one_chosen_on_ham10000(run_page, tmp_path):
+    from lesion.segment.fusion import RECOMMENDED
+
+    root, pred = _data(tmp_path / "discs")
+    at = run_page("pages/segmentation.py", {"_keep.source_kind": "Folder on this machine",
+                                            "_keep.folder_path": str(root), "_keep.seg_medsam": False})
+    rule = RECOMMENDED["derm"]["rule"]
+    assert at.multiselect(key="seg_fuse_rules").value == [rule]
+    nets = at.multiselect(key="seg_models.derm").value
+    members = at.multiselect(key="seg_fuse_members.derm").value
+    roles = RECOMMENDED["derm"]["members_by_rule"][rule]
+    if all(any(f"_{r}_" in n for n in nets) for r in roles if r != "otsu"):
+        assert len(members) == len(roles) and all(any(f"_{r}_" in m or m == r for m in members) for r in roles)
+        one = next(d.value for d in at.dataframe if "method" in d.value.columns)
+        assert f"fuse:{rule}" in set(one["method"])
