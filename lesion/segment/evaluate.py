@@ -303,10 +303,10 @@ def check_args(args: argparse.Namespace) -> Path | None:
             raise ConfigError(f"--fuse {args.fuse} needs at least two members (--model / --masks), got "
                               f"{len(models) + len(masks)}.")
         args.model, args.masks = models, masks
-        for m in models:  # a member's own prompt is checked now, like --prompt
-            is_medsam, own = split_medsam_name(m)
-            if own is not None:
-                parse_prompt(own)
+    for m in models:  # a MedSAM model's own prompt (medsam_lite[PROMPT]) is checked now, like --prompt
+        _, own = split_medsam_name(m)
+        if own is not None:
+            parse_prompt(own)
     if not 0.0 <= args.threshold <= 1.0:  # also refuses NaN
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}.")
     if getattr(args, "batch_size", 1) < 1:
