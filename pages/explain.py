@@ -66,7 +66,7 @@ radius = int(c3.number_input("Opening radius (px)", 0, 15, key=keep("explain_rad
 differentiable = model is None or getattr(getattr(model, "net", model), "differentiable", True)
 offered = methods_for(differentiable)
 methods = st.multiselect(
-    "Methods", list(offered), key=keep(f"explain_methods.{'grad' if differentiable else 'nograd'}",
+    "Methods", list(offered), key=keep("explain_methods" if differentiable else "explain_methods.nograd",
                                        ["gradcam", "gradcam++", "eigencam"] if differentiable else ["occlusion"],
                                        valid=lambda v: [m for m in (v or []) if m in offered]),
     help="Score-CAM runs one forward pass per channel of the target layer: seconds to minutes on a CPU. "
@@ -156,7 +156,7 @@ else:
 
 ds_methods = list(FAST_METHODS) if differentiable else list(offered)
 method_all = st.selectbox("Heatmap method for the data set", ds_methods,
-                          key=keep(f"explain_ds_method.{'grad' if differentiable else 'nograd'}", ds_methods[0],
+                          key=keep("explain_ds_method" if differentiable else "explain_ds_method.nograd", ds_methods[0],
                                    valid=in_options(ds_methods)))
 labels_target = card.target or "melanoma"
 scope = scope_choice([card], ds, "explain")

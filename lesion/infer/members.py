@@ -179,7 +179,9 @@ def register_backend(name: str, builder: Builder) -> None:
 
 
 def backend_names() -> tuple[str, ...]:
-    return tuple(_BACKENDS)
+    """The registered backends, ``torch``, ``onnx``, ``remote`` first (whatever order they were imported in)."""
+    known = ("torch", "onnx", "remote")
+    return tuple(sorted(_BACKENDS, key=lambda n: (known.index(n) if n in known else len(known), n)))
 
 
 def _pair(obj: Any) -> tuple[Any, ModelCard]:

@@ -105,7 +105,8 @@ class RemoteClient:
         if not cards:
             raise ServerError("No models given.")
         self.check_same_weights(cards)
-        return [RemoteMember(self, c) for c in cards]
+        device = str(self.health().get("device") or "remote")  # where it runs, said even when answered from a cache
+        return [RemoteMember(self, c, device) for c in cards]
 
     def explain(self, model: str, image: np.ndarray, metadata: dict | None = None,
                 methods: Sequence[str] = ("gradcam",), class_index: int | None = None) -> dict[str, Any]:
@@ -126,11 +127,11 @@ class RemoteMember(Member):
 
     kind = "remote"
 
-    def __init__(self, client: RemoteClient, card: ModelCard):
+    def __init__(self, client: RemoteClient, card: ModelCard, device: str = "remote"):
         super().__init__(card, f"remote:{client.url}:sha256:{card.sha256 or card.name}")
         self.client = client
         self.uses_metadata = bool(card.uses_metadata)
-        self.device = "remote"
+        self.device = device
 
     @property
     def where(self) -> str:

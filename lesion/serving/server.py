@@ -331,6 +331,7 @@ def build_app(cfg: ServeConfig):
                 raise RequestError(422, f"methods: each of {', '.join(METHODS)} at most once"
                                         + (f", not {', '.join(map(repr, bad))}." if bad else "."))
             k = len(self.cards[name].get("classes") or []) or 1
+            k = 2 if k == 1 else k  # a one-logit head explains class 1 (the logit) and class 0 (its negation)
             if body.class_index is not None and body.class_index >= k:
                 raise RequestError(422, f"class_index: {body.class_index} is out of range; '{name}' has {k} "
                                         f"class{'es' if k > 1 else ''} (0..{k - 1}).")

@@ -79,7 +79,7 @@ def test_classification_through_the_server_equals_this_machine(run_page, server,
     # the same images and models on this machine, in-process
     ds = open_data(str(folder))
     local = predict([load_model(n) for n in MODELS], ds, tta="none", device="cpu")
-    remote = predict([load_model(n)[1] for n in MODELS], ds, tta="none", backend="remote", url=server)
+    remote = predict([load_model(n)[1] for n in MODELS], ds, tta="none", backend="remote", url=server, token=TOKEN)
     assert remote.ids == local.ids and "127.0.0.1" in remote.device
     assert np.abs(remote.probs - local.probs).max() <= 1e-4
     for n in MODELS:
