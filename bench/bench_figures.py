@@ -39,17 +39,12 @@ def _auc(y, s) -> str:
     return f"{auc:.6f} [{lo:.6f}, {hi:.6f}]"
 
 
-def _labels(records, target: str) -> np.ndarray:
-    from lesion.data.labels import record_label
-
-    return np.asarray([np.nan if (v := record_label(r, target)) is None else float(v) for r in records])
-
-
 def run(root: Path) -> list[str]:
     import torch
 
     from lesion.data.spec import open_data
     from lesion.infer.engine import predict
+    from lesion.infer.evaluate import label_vector
     from lesion.segment.evaluate import evaluate_segmentation
     from lesion.train.heldout import held_out
     from lesion.zoo import load_model, load_segmenter
@@ -60,7 +55,7 @@ def run(root: Path) -> list[str]:
     model, card = load_model("cxr_tb_efficientnet_lite0")
     recs = held_out(card, cxr).records
     res = predict([(model, card)], recs, tta="none", device="cpu")
-    y = _labels(recs, "tb")
+    y = label_vector(recs, "tb")
     ok = np.isfinite(y)
     rows.append(f"| cxr_tb ROC-AUC, held-out ({int(ok.sum())}) | {_auc(y[ok], res.probs[ok, -1])} |")
 
@@ -79,7 +74,7 @@ def run(root: Path) -> list[str]:
     members = [load_model(n) for n in DERM]
     recs = held_out(members[0][1], ham).records
     res = predict(members, recs, tta="none", merge="mean_prob", device="cpu")
-    y = _labels(recs, "melanoma")
+    y = label_vector(recs, "melanoma")
     rows.append(f"| ensemble of 4, HAM10000 held-out ({len(recs)}) | {_auc(y, res.probs[:, -1])} |")
     rows.append("| members " + " / ".join(DERM) + " | "
                 + " / ".join(f"{_auc(y, p[:, -1]).split(' ')[0]}" for p in res.member_probs.values()) + " |")

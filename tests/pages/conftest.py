@@ -29,3 +29,31 @@ def run_page():
         return at
 
     return run
+
+
+@pytest.fixture(scope="session")
+def demo_folder():
+    """``demo_folder(root, n, metadata=True) -> (root, rows)``: see :func:`make_demo_folder`."""
+    return make_demo_folder
+
+
+def make_demo_folder(root: Path, n: int, metadata: bool = True) -> tuple[Path, list[dict]]:
+    """The first ``n`` demo dermoscopy images (both classes) copied into a plain folder ``root``: images/ +
+    labels.csv (diagnosis, lesion_id and, with ``metadata``, age / sex / site). Returns ``(root, rows)``."""
+    import shutil
+
+    import pandas as pd
+
+    from lesion.data.spec import open_data
+
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for r in open_data("demo:derm").records[:n]:
+        shutil.copy(r.image_path, root / "images" / Path(r.image_path).name)
+        row = {"image": Path(r.image_path).name, "diagnosis": r.diagnosis, "lesion_id": r.meta["lesion_id"]}
+        if metadata:
+            row.update(age=r.meta.get("age"), sex=r.meta.get("sex"), site=r.meta.get("site"))
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root, rows
+

@@ -4,11 +4,9 @@ models ran named on the page, Explain's maps drawn by the server, and one messag
 server is down or refuses the token."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
@@ -29,20 +27,9 @@ def server(lesion_server):
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(tmp_path_factory, demo_folder):
     """The first demo dermoscopy images (both classes) in a plain folder: images/ + labels.csv with metadata."""
-    from lesion.data.spec import open_data
-
-    demo = open_data("demo:derm")
-    root = tmp_path_factory.mktemp("few") / "few_derm"
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for r in demo.records[:N_IMAGES]:
-        shutil.copy(r.image_path, root / "images" / Path(r.image_path).name)
-        rows.append({"image": Path(r.image_path).name, "diagnosis": r.diagnosis, "lesion_id": r.meta["lesion_id"],
-                     "age": r.meta.get("age"),
-                     "sex": r.meta.get("sex"), "site": r.meta.get("site")})
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    root, rows = demo_folder(tmp_path_factory.mktemp("few") / "few_derm", N_IMAGES)
     assert {r["diagnosis"] for r in rows} >= {"mel", "nv"}  # both classes of 'melanoma': an AUC exists
     return root
 

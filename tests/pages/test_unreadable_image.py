@@ -1,11 +1,10 @@
 """One corrupt image in a folder: every scoring page scores the rest and names it (the one bad-image rule)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
+
 
 pytest.importorskip("streamlit")
 
@@ -14,20 +13,10 @@ N_IMAGES = 16
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(tmp_path_factory, demo_folder):
     """Demo dermoscopy images (both classes) in a plain folder, one of them replaced by broken bytes."""
-    from lesion.data.spec import open_data
-
-    demo = open_data("demo:derm")
-    root = tmp_path_factory.mktemp("bad") / "one_bad"
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for r in demo.records[:N_IMAGES]:
-        shutil.copy(r.image_path, root / "images" / Path(r.image_path).name)
-        rows.append({"image": Path(r.image_path).name, "diagnosis": r.diagnosis, "lesion_id": r.meta["lesion_id"]})
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
-    broken = root / "images" / rows[1]["image"]
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n not the rest of an image")
+    root, rows = demo_folder(tmp_path_factory.mktemp("bad") / "one_bad", N_IMAGES, metadata=False)
+    (root / "images" / rows[1]["image"]).write_bytes(b"\x89PNG\r\n\x1a\n not the rest of an image")
     return root, Path(rows[1]["image"]).stem
 
 
