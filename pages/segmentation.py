@@ -14,8 +14,9 @@ from lesion.segment.otsu import OtsuConfig, otsu_segment, preset
 from lesion.weights import list_weights
 from ui.forms import dataclass_form
 from ui.charts import fit
-from ui.state import in_options, keep, page_setup, require_dataset, read_sample, st_progress
-from ui.trust import default_models, model_label, show_model_notes, subset_choice
+from ui.state import in_options, keep, page_setup, require_dataset, read_sample
+from ui.scope import human_time, scope_choice, stoppable, stopped_note
+from ui.trust import default_models, model_label, show_model_notes
 from ui.segment import (
     MEDSAM_MEMBER,
     MEDSAM_PROMPTS,
@@ -37,6 +38,8 @@ from ui.segment import (
     network_probability,
     preset_note,
     prompt_boxes,
+    scored_records,
+    segmenter_ms,
 )
 
 finish_page = page_setup()
@@ -188,12 +191,39 @@ if not ds.has_masks:
     st.info("This data set has no masks, so methods cannot be scored over it.")
     finish_page(stop=True)
 
-n_masks = sum(r.mask_path is not None for r in ds.records)
-st.caption(f"{n_masks} images with masks. Each method runs once; the threshold slider then re-scores instantly.")
-show_model_notes([seg_cards[m] for m in models if m in seg_cards], ds)
+seg_model_cards = [seg_cards[m] for m in models if m in seg_cards]
+show_model_notes(seg_model_cards, ds)
+scope = scope_choice(seg_model_cards, ds, "seg")
+scored = scored_records(ds, scope.records)
+n_masks = len(scored)
+if not n_masks:
+    st.info(f"None of the {len(scope.records)} images chosen has a mask: nothing to score.")
+    finish_page(stop=True)
+ms = {name: segmenter_ms(ds, ref, cfg) for name, ref in methods.items()}
+secs = n_masks * sum(ms.values()) / 1000.0
+no_mask = len(scope.records) - n_masks
+st.caption(f"**This run computes {n_masks} images with masks × {len(methods)} method(s): about {human_time(secs)} "
+           f"here** (measured per image: {', '.join(f'{n} {v:.0f} ms' for n, v in ms.items())}"
+           + (f"; {no_mask} images without a mask are not scored" if no_mask else "")
+           + (f"; the {scope.not_computed} training images are not computed" if scope.not_computed else "")
+           + "). Each method runs once in kept parts of 128 images (a stopped run keeps its finished parts); the "
+             "threshold slider then re-scores instantly. MedSAM and the fusions run on request below.")
+stopped_note("seg")
 ran_on: set = st.session_state.setdefault("seg_ran_on", set())
 if st.button("Run on the whole data set", type="primary", key="seg_run_all"):
     ran_on.add(ds.fingerprint())
+
+
+def step(name: str, label: str, compute):
+    """One stoppable data-set step (its own Stop key); a method that fails says so in one line, the rest run."""
+    def safe(update):
+        try:
+            return compute(update)
+        except LesionError as e:
+            st.error(f"{name}: {e}")
+            return None
+    return stoppable("seg", label, safe, finish_page, part=name)
+
 
 if ds.fingerprint() in ran_on:
     frames = []
@@ -203,13 +233,9 @@ if ds.fingerprint() in ran_on:
         return recorded.setdefault(member, {}) if fuse_rules and member in fuse_members else None
 
     for name, ref in methods.items():
-        update, done = st_progress(f"Running {name}…")
-        try:
-            frames.append(dataset_counts(ds, name, ref, cfg, progress=update,
-                                         record=record_for(name) if ref is not None else None))
-        except LesionError as e:
-            st.error(f"{name}: {e}")
-        done()
+        frames.append(step(name, f"Running {name}…", lambda update, name=name, ref=ref: dataset_counts(
+            ds, name, ref, cfg, progress=update, record=record_for(name) if ref is not None else None,
+            records=scope.records)))
     if use_medsam:
         data_prompts = {"Otsu box": "otsu", "whole image": "full"} | (
             {f"box of {m}": f"network:{m}" for m in available})
@@ -223,44 +249,34 @@ if ds.fingerprint() in ran_on:
         net_ref = extra.get(net, net) if net else None
         medsam_ran: set = st.session_state.setdefault("seg_medsam_ran", set())
         run_key = (ds.fingerprint(), kind, net_ref, repr(cfg) if kind == "otsu" else "")
-        c2.caption(f"MedSAM is slow on a CPU (about 1–2 s per image: {n_masks} images ≈ {max(1, n_masks * 1.5 / 60):.0f} min).")
+        c2.caption(f"MedSAM is slow on a CPU (about 1–2 s per image: {n_masks} images ≈ "
+                   f"{human_time(n_masks * 1.5)}).")
         if c2.button("Run MedSAM on the whole data set", key="seg_medsam_run"):
             medsam_ran.add(run_key)
         if run_key in medsam_ran:
-            update, done = st_progress(f"Running {medsam_method_name(kind, net_ref)}…")
-            try:
-                frames.append(medsam_dataset_counts(ds, kind, cfg, net_ref, progress=update,
-                                                    record=record_for(MEDSAM_MEMBER)))
-            except LesionError as e:
-                st.error(f"MedSAM: {e}")
-            done()
+            frames.append(step("MedSAM", f"Running {medsam_method_name(kind, net_ref)}…", lambda update: (
+                medsam_dataset_counts(ds, kind, cfg, net_ref, progress=update, record=record_for(MEDSAM_MEMBER),
+                                      records=scope.records))))
     if folder is not None:
-        update, done = st_progress(f"Reading {folder.name}…")
-        try:
-            frames.append(folder_counts(ds, folder, progress=update))
-        except LesionError as e:
-            st.error(f"{folder.name}: {e}")
-        done()
+        frames.append(step(folder.name, f"Reading {folder.name}…", lambda update: folder_counts(
+            ds, folder, progress=update, records=scope.records)))
     if fuse_rules:
         with_medsam = MEDSAM_MEMBER in fuse_members
         medsam_spec = (kind, net_ref) if use_medsam else None
         if with_medsam and not (use_medsam and run_key in medsam_ran):
             st.caption("The fusion has MedSAM as a member: it runs with MedSAM's data-set run (button above).")
         else:
-            update, done = st_progress(f"Fusing {', '.join(fuse_members)} ({', '.join(fuse_rules)})…")
-            try:
-                frames.append(fusion_dataset_counts(ds, fuse_rules, fuse_members, cfg, {m: methods[m] for m in models},
-                                                    folder=folder, medsam=medsam_spec, progress=update,
-                                                    recorded=recorded))
-            except LesionError as e:
-                st.error(f"Fusion: {e}")
-            done()
+            frames.append(step("Fusion", f"Fusing {', '.join(fuse_members)} ({', '.join(fuse_rules)})…",
+                               lambda update: fusion_dataset_counts(
+                                   ds, fuse_rules, fuse_members, cfg, {m: methods[m] for m in models}, folder=folder,
+                                   medsam=medsam_spec, progress=update, recorded=recorded, records=scope.records)))
+    frames = [f for f in frames if f is not None]
     if not frames:
         finish_page(stop=True)
     per_image = metrics_at(pd.concat(frames, ignore_index=True), threshold)
-    keep_ids, on_what = subset_choice([seg_cards[m] for m in models if m in seg_cards], ds, "seg", what="images")
-    if keep_ids is not None:
-        per_image = per_image[per_image["id"].isin(keep_ids)].reset_index(drop=True)
+    per_image.insert(1, "split", [scope.split_of(i) for i in per_image["id"]])
+    n_ids = per_image["id"].nunique()
+    on_what = scope.words if n_ids == len(scope.records) else f"the {n_ids} with a mask of {scope.words}"
     errors = per_image[per_image["error"].notna()]
     if len(errors):
         st.warning(f"{errors['id'].nunique()} images could not be scored; see the 'error' column.")

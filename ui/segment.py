@@ -1,15 +1,18 @@
 """Streamlit glue of the Segmentation page: cached model loads, per-image predictions, data-set runs."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import streamlit as st
 
-import hashlib
-
-from lesion.errors import CheckpointError, LesionError
+from lesion.data.io import read_image
+from lesion.errors import CheckpointError, DataError, LesionError
+from lesion.infer.chunks import PART_SIZE, parts
 from lesion.segment.compare import fusion_counts, threshold_counts
 from lesion.segment.fusion import FUSION_RULES, RECOMMENDED, FusedSegmenter, fuse_probabilities
 from lesion.segment.masks import MaskFolder
@@ -66,8 +69,49 @@ def image_picker(ds):
     return ds.by_id(chosen)
 
 
+def _ids_digest(records) -> str:
+    return hashlib.sha1("\n".join(r.id for r in records).encode()).hexdigest()
+
+
+def scored_records(ds, records: Sequence | None = None) -> list:
+    """The records a data-set run scores: ``records`` (default: all of ``ds``) that have a mask."""
+    return [r for r in (ds.records if records is None else records) if r.mask_path is not None]
+
+
+def in_parts(store: dict, key: tuple, ds, records: Sequence | None, run,
+             progress: Callable[[int, int], None] | None = None, size: int = PART_SIZE):
+    """``run(sub_dataset, progress)`` over ``records`` with masks in parts of
+    :data:`lesion.infer.chunks.PART_SIZE` images, each part's frame kept in ``store[key]`` by the part's ids.
+
+    A run stopped midway (the page's Stop) keeps the finished parts: the next run computes only the rest. Scoring
+    the held-out images never computes the training ones. Returns the parts' frames joined, in data-set order.
+
+    Raises:
+        DataError: no record with a mask.
+    """
+    import pandas as pd
+
+    recs = scored_records(ds, records)
+    if not recs:
+        raise DataError(f"Data set '{ds.name}' has no masks among the images chosen, so segmentations cannot be "
+                        "scored.")
+    kept = store.setdefault(key, {})
+    total, done, frames = len(recs), 0, []
+    for part in parts(recs, ds.fingerprint(), size):
+        pkey = _ids_digest(part.records)
+        if pkey not in kept:
+            sub = dataclasses.replace(ds, records=list(part.records))
+            step = None if progress is None else (lambda d, t, base=done: progress(base + d, total))
+            kept[pkey] = run(sub, step)
+        done += len(part.records)
+        if progress is not None:
+            progress(done, total)
+        frames.append(kept[pkey])
+    return pd.concat(frames, ignore_index=True)
+
+
 def dataset_counts(ds, name: str, ref, cfg, progress: Callable[[int, int], None] | None = None,
-                   record: dict | None = None):
+                   record: dict | None = None, records: Sequence | None = None):
     """Confusion counts of one method over the data set, kept for the session (re-scoring is then instant).
 
     Args:
@@ -77,15 +121,48 @@ def dataset_counts(ds, name: str, ref, cfg, progress: Callable[[int, int], None]
         cfg: the Otsu configuration (part of the key, so a changed setting runs again).
         record: when given and the method runs, each output is also kept there (float16, by pixel key) for a
             fusion of the same page run (:class:`Recorder`), so the network is not run twice.
+        records: the images to score (default every image; the page passes its scope, held-out by default);
+            computed and kept in parts (:func:`in_parts`).
     """
-    key = ("seg_counts", ds.fingerprint(), name, str(ref), repr(cfg) if ref is None else "")
+    ident = weights_file_identity(ref) if ref is not None else repr(cfg)
+    key = ("seg_counts", ds.fingerprint(), name, str(ref), ident)
     store = st.session_state.setdefault("_seg_counts", {})
-    if key not in store:
-        segmenter = OtsuSegmenter(cfg) if ref is None else load_segmenter_cached(str(ref))
-        if record is not None:
-            segmenter = Recorder(segmenter, record)
-        store[key] = threshold_counts(ds, segmenter, name, progress=progress)
-    return store[key]
+    segmenter = None
+
+    def run(sub, step):
+        nonlocal segmenter
+        if segmenter is None:
+            segmenter = OtsuSegmenter(cfg) if ref is None else load_segmenter_cached(str(ref))
+            if record is not None:
+                segmenter = Recorder(segmenter, record)
+        return threshold_counts(sub, segmenter, name, progress=step)
+
+    return in_parts(store, key, ds, records, run, progress)
+
+
+@st.cache_data(show_spinner="Measuring this machine's speed…", max_entries=64)
+def _seg_ms(ref: str | None, ident: str, cfg_text: str, paths: tuple[str, ...], _cfg) -> float:
+    """Milliseconds per image of one segmenter here (a warm-up image, then the rest)."""
+    seg = OtsuSegmenter(_cfg) if ref is None else load_segmenter_cached(ref)
+    images = [read_image(p) for p in paths]
+    seg(images[0])
+    t0 = time.perf_counter()
+    for im in images[1:]:
+        seg(im)
+    return (time.perf_counter() - t0) * 1000.0 / max(1, len(images) - 1)
+
+
+def segmenter_ms(ds, ref, cfg) -> float:
+    """Measured milliseconds per image of ``ref`` (None = Otsu with ``cfg``) on this machine, from the first
+    images of ``ds`` with a mask (0 when fewer than two can be read)."""
+    paths = tuple(str(r.image_path) for r in scored_records(ds)[:4])
+    if len(paths) < 2:
+        return 0.0
+    try:
+        ident = repr(weights_file_identity(ref)) if ref is not None else ""
+        return _seg_ms(None if ref is None else str(ref), ident, repr(cfg), paths, cfg)
+    except LesionError:
+        return 0.0
 
 
 class Recorder:
@@ -241,9 +318,22 @@ def _medsam_store() -> dict:
     return {}
 
 
+def medsam_segmenter(kind: str, cfg, net_ref: str | None, domain: str) -> MedSamSegmenter:
+    """MedSAM prompted by the box of Otsu (``cfg``), of a network (``net_ref``), or the whole image."""
+    medsam_network()
+    if kind == "otsu":
+        return MedSamSegmenter("network", domain=domain, network=OtsuSegmenter(cfg), network_name="otsu")
+    if kind == "network":
+        return MedSamSegmenter("network", domain=domain, network=load_segmenter_cached(str(net_ref)),
+                               network_name=Path(str(net_ref)).name)
+    return MedSamSegmenter("full", domain=domain)
+
+
 def medsam_dataset_counts(ds, kind: str, cfg, net_ref: str | None = None,
-                          progress: Callable[[int, int], None] | None = None, record: dict | None = None):
-    """MedSAM's confusion counts over the data set for one prompt (slow: run only when asked).
+                          progress: Callable[[int, int], None] | None = None, record: dict | None = None,
+                          records: Sequence | None = None):
+    """MedSAM's confusion counts over the data set (``records`` of it: the page's scope) for one prompt (slow: run
+    only when asked), computed and kept in parts (:func:`in_parts`).
 
     Kept for the process, keyed by the data set's content fingerprint, the prompt, and what draws the box (the
     Otsu settings, or the network's file identity), so a second run, or another session on the same data, is
@@ -257,21 +347,20 @@ def medsam_dataset_counts(ds, kind: str, cfg, net_ref: str | None = None,
         what = ""
     key = (ds.content_fingerprint(), kind, what)
     store = _medsam_store()
-    if key not in store:
-        medsam_network()
-        if kind == "otsu":
-            seg = MedSamSegmenter("network", domain=ds.domain, network=OtsuSegmenter(cfg), network_name="otsu")
-        elif kind == "network":
-            seg = MedSamSegmenter("network", domain=ds.domain, network=load_segmenter_cached(str(net_ref)),
-                                  network_name=Path(str(net_ref)).name)
-        else:
-            seg = MedSamSegmenter("full", domain=ds.domain)
-        name = medsam_method_name(kind, net_ref)
-        store[key] = threshold_counts(ds, seg if record is None else Recorder(seg, record), name, progress=progress,
-                                      batch_size=4)
-        while len(store) > MEDSAM_KEEP:
-            store.pop(next(iter(store)))
-    return store[key]
+    seg = None
+
+    def run(sub, step):
+        nonlocal seg
+        if seg is None:
+            seg = medsam_segmenter(kind, cfg, net_ref, ds.domain)
+            if record is not None:
+                seg = Recorder(seg, record)
+        return threshold_counts(sub, seg, medsam_method_name(kind, net_ref), progress=step, batch_size=4)
+
+    out = in_parts(store, key, ds, records, run, progress)
+    while len(store) > MEDSAM_KEEP:
+        store.pop(next(iter(store)))
+    return out
 
 
 def medsam_method_name(kind: str, net_ref: str | None = None) -> str:
@@ -326,13 +415,13 @@ def _folder_key(folder: MaskFolder) -> tuple:
     return (str(folder.folder.resolve()), hashlib.sha1(repr(stats).encode()).hexdigest())
 
 
-def folder_counts(ds, folder: MaskFolder, progress: Callable[[int, int], None] | None = None):
-    """Confusion counts of a folder of masks over the data set, kept for the session."""
+def folder_counts(ds, folder: MaskFolder, progress: Callable[[int, int], None] | None = None,
+                  records: Sequence | None = None):
+    """Confusion counts of a folder of masks over the data set (``records`` of it), kept for the session."""
     key = ("seg_folder_counts", ds.fingerprint(), _folder_key(folder))
     store = st.session_state.setdefault("_seg_counts", {})
-    if key not in store:
-        store[key] = threshold_counts(ds, folder, folder.name, progress=progress)
-    return store[key]
+    return in_parts(store, key, ds, records,
+                    lambda sub, step: threshold_counts(sub, folder, folder.name, progress=step), progress)
 
 
 #: The member of a page fusion that stands for MedSAM with the data-set prompt.
@@ -395,8 +484,10 @@ def fuse_one_image(rules: list[str], members: list[str], outputs: dict[str, np.n
 
 def fusion_dataset_counts(ds, rules: list[str], members: list[str], cfg, refs: dict[str, str],
                           folder: MaskFolder | None = None, medsam: tuple[str, str | None] | None = None,
-                          progress: Callable[[int, int], None] | None = None, recorded: dict | None = None):
-    """Counts of each fusion rule (methods ``fuse:RULE``) over the data set, every member run once per image.
+                          progress: Callable[[int, int], None] | None = None, recorded: dict | None = None,
+                          records: Sequence | None = None):
+    """Counts of each fusion rule (methods ``fuse:RULE``) over the data set (``records`` of it, in kept parts:
+    :func:`in_parts`), every member run once per image.
 
     Args:
         members: names among ``otsu``, the networks of ``refs`` (name -> checkpoint), ``folder.name`` and
@@ -424,22 +515,19 @@ def fusion_dataset_counts(ds, rules: list[str], members: list[str], cfg, refs: d
         ident.append((m, what))
     key = ("seg_fusion_counts", ds.fingerprint(), tuple(rules), tuple(ident))
     store = st.session_state.setdefault("_seg_counts", {})
-    if key not in store:
-        for m in list(built):
-            if m == MEDSAM_MEMBER:
-                medsam_network()
-                kind, net_ref = medsam
-                if kind == "otsu":
-                    built[m] = MedSamSegmenter("network", domain=ds.domain, network=OtsuSegmenter(cfg), network_name="otsu")
-                elif kind == "network":
-                    built[m] = MedSamSegmenter("network", domain=ds.domain, network=load_segmenter_cached(str(net_ref)),
-                                               network_name=Path(str(net_ref)).name)
-                else:
-                    built[m] = MedSamSegmenter("full", domain=ds.domain)
-            elif built[m] is None:
-                built[m] = load_segmenter_cached(refs[m])
-            if recorded and recorded.get(m):
-                built[m] = Replay(built[m], recorded[m])
-        fused = FusedSegmenter(built, rules[0])
-        store[key] = fusion_counts(ds, fused, rules, names=[f"fuse:{r}" for r in rules], progress=progress)
-    return store[key]
+    fused = None
+
+    def run(sub, step):
+        nonlocal fused
+        if fused is None:
+            for m in list(built):
+                if m == MEDSAM_MEMBER:
+                    built[m] = medsam_segmenter(medsam[0], cfg, medsam[1], ds.domain)
+                elif built[m] is None:
+                    built[m] = load_segmenter_cached(refs[m])
+                if recorded and recorded.get(m):
+                    built[m] = Replay(built[m], recorded[m])
+            fused = FusedSegmenter(built, rules[0])
+        return fusion_counts(sub, fused, rules, names=[f"fuse:{r}" for r in rules], progress=step)
+
+    return in_parts(store, key, ds, records, run, progress)

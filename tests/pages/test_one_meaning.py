@@ -44,6 +44,66 @@ def test_classification_computes_held_out_only_and_says_how_long_before_run(run_
         assert len(preds[-1]) == 200 and "training" in set(preds[-1]["split"])  # on request, labelled
 
 
+def test_segmentation_computes_held_out_only_and_says_how_long_before_run(run_page):
+    """The Segmentation page's data-set run computes the held-out images only (the networks' training images on
+    request, labelled), and says images × methods and a measured time before Run."""
+    from lesion.data.spec import open_data
+    from lesion.train.heldout import held_out
+    from lesion.weights import list_weights
+
+    at = run_page("pages/segmentation.py")
+    plan = [c.value for c in at.caption if "This run computes" in c.value]
+    assert plan and "method(s)" in plan[0] and "about" in plan[0] and "measured per image" in plan[0]
+    assert not [d for d in at.dataframe if "iou_mean" in d.value.columns]  # nothing computed before Run
+    at.button(key="seg_run_all").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    nets = [c for c in list_weights(task="segmentation", domain="derm")
+            if any(d.source == "demo:derm" for d in c.trained_on) and c.name in at.session_state["seg_models.derm"]]
+    if not nets:
+        pytest.skip("no shipped derm network trained on the demo set is chosen by default")
+    held = {r.id for r in held_out(nets[0], open_data("demo:derm")).records}
+    computed = set()  # every image any method computed: the parts kept for the session
+    for key, kept in at.session_state["_seg_counts"].items():
+        for frame in kept.values():
+            computed |= set(frame["id"])
+    assert computed == held and len(held) < 200
+    per_image = [d.value for d in at.dataframe if "split" in d.value.columns and "iou" in d.value.columns][-1]
+    assert set(per_image["split"]) == {"held-out"}
+    at.radio(key="seg_subset").set_value("all").run()
+    per_image = [d.value for d in at.dataframe if "split" in d.value.columns and "iou" in d.value.columns][-1]
+    assert per_image["id"].nunique() == 200 and "training" in set(per_image["split"])
+
+
+def test_segmentation_stopped_run_keeps_finished_parts():
+    """A data-set run in parts: a run stopped in the third part keeps the first two; the next run computes only
+    the rest, and the joined frame is the same as one uninterrupted run's."""
+    import pandas as pd
+
+    from lesion.data.spec import open_data
+    from ui.segment import in_parts
+
+    ds = open_data("demo:derm")
+    calls: list[list[str]] = []
+
+    def run(sub, step):
+        calls.append([r.id for r in sub.records])
+        if len(calls) == 3 and stop[0]:
+            raise KeyboardInterrupt  # what Stop does to a running script
+        return pd.DataFrame({"id": [r.id for r in sub.records]})
+
+    store: dict = {}
+    stop = [True]
+    recs = ds.records  # 200 images: parts of 64, 64, 64, 8
+    with pytest.raises(KeyboardInterrupt):
+        in_parts(store, ("k",), ds, recs, run, size=64)
+    assert len(store[("k",)]) == 2  # parts 1 and 2 kept
+    stop[0] = False
+    calls.clear()
+    out = in_parts(store, ("k",), ds, recs, run, size=64)
+    assert [len(c) for c in calls] == [64, 8]  # only the parts not finished are computed
+    assert list(out["id"]) == [r.id for r in recs]
+
+
 def test_one_ensemble_tta_and_merge_on_every_page(run_page):
     at = run_page("pages/classification.py")
     _skip_without_models(at)
