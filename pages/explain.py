@@ -15,7 +15,7 @@ from lesion.explain.overlay import draw_outline
 from lesion.infer.evaluate import label_vector
 from lesion.metrics import ONE_CLASS_AUC
 from lesion.review import wrong_predictions
-from ui.charts import fit
+from ui.charts import fit, image_grid
 from ui.classify import run_gate, threshold_by_rule
 from ui.compute import heatmaps_where, needs_this_machine, require_compute
 from ui.explain import (
@@ -118,11 +118,7 @@ ref = res["mask"]
 panels = [("image", res["view"])]
 panels += [(m, outline_panel(res["view"], h, radius, truth=ref)) for m, h in maps.items()]
 panels.append((reference_name, draw_outline(res["view"], ref, color=(0, 255, 255), box=False)))
-per_row = min(len(panels), 5)
-for start in range(0, len(panels), per_row):
-    cols = st.columns(per_row)
-    for col, (cap, img) in zip(cols, panels[start:start + per_row]):
-        col.image(img, caption=cap, width="stretch")
+image_grid(panels)
 if res["attention"] is None:
     st.caption("This model has no attention mask (only multi-task models have one).")
 

@@ -26,7 +26,7 @@ PAGES = [
     ("Home", "this page: the data set in use, its problems, and what the codes mean."),
     ("Segmentation", "one image through Otsu thresholding (every step switchable) and the trained networks, "
                      "outlines and boxes over the image, per-image scores; then the whole data set with IoU / Dice "
-                     "and 95% bootstrap CIs, a histogram, Otsu vs a network per image, and CSV export."),
+                     "and 95% bootstrap CIs, per-method IoU boxes, Otsu vs a network per image, and CSV export."),
     ("Classification", "an ensemble of classifiers with test-time augmentation: ROC and precision-recall curves "
                        "with CIs, the confusion matrix at a Youden, chosen-sensitivity or fixed threshold, "
                        "calibration, member correlation and a suggested ensemble."),

@@ -11,6 +11,7 @@ from lesion.train.history import comparison_table, history_frame
 from lesion.weights import list_weights
 from ui.charts import fit
 from ui.importform import import_form
+from ui.tables import pinned
 from ui.state import keep, page_setup
 
 #: History columns that count things (images seen per epoch), not a score that changes while training.
@@ -105,12 +106,13 @@ for card in chosen:
         st.dataframe(_facts(card), hide_index=True, width="stretch")
         if card.data:
             st.markdown("**Data**")
-            st.dataframe(_data_table(card), hide_index=True, width="stretch")
+            st.dataframe(_data_table(card), hide_index=True, width="stretch", column_config=pinned(["data set"]))
         if card.licences:
             st.warning("**Licences of the data**\n\n" + "\n".join(f"- {x}" for x in card.licences))
         if card.metrics:
             st.markdown("**Metrics**")
-            st.dataframe(metric_rows(card), hide_index=True, width="stretch")
+            rows = pd.DataFrame(metric_rows(card))
+            st.dataframe(rows, hide_index=True, width="stretch", column_config=pinned(rows.columns))
         if card.training.config:
             st.markdown("**Training settings**")
             st.dataframe(pd.DataFrame([(k, str(v)) for k, v in card.training.config.items()],

@@ -12,6 +12,7 @@ from lesion.explain.cam import FAST_METHODS, positive_target
 from lesion.explain.overlay import compare_panel, draw_outline
 from lesion.infer.evaluate import label_vector, resolve_target, score
 from lesion.review import FLAGS, TAGS, build_review_table, export_tagged, filter_cases, pd_numeric
+from ui.charts import image_grid
 from ui.classify import run_ensemble
 from ui.explain import (
     agreement_table,
@@ -194,9 +195,7 @@ for _, row in shown.head(n_show).iterrows():
     st.markdown(f"**{row['id']}** · truth {row['truth']:.0f} · p {row['prob']:.3f} · loss {row['loss']:.3f} · "
                 f"agreement {row['agreement']:.2f}"
                 + "".join(f" · `{k.replace('_', ' ')}`" for k in FLAGS if row[k]))
-    cols = st.columns(len(panels))
-    for col, (cap, img) in zip(cols, panels.items()):
-        col.image(img, caption=cap, width="stretch")
+    image_grid(list(panels.items()))
 
 # ------------------------------------------------------------------ tags and export
 st.subheader("Tags")

@@ -13,9 +13,10 @@ from lesion.segment.compare import THRESHOLDS, metrics_at, paired
 from lesion.segment.otsu import OtsuConfig, otsu_segment, preset
 from lesion.weights import list_weights
 from ui.forms import dataclass_form
-from ui.charts import fit
+from ui.charts import fit, image_grid
 from ui.state import in_options, keep, page_setup, require_dataset, read_sample
 from ui.scope import human_time, scope_choice, stoppable, stopped_note
+from ui.tables import pinned
 from ui.trust import default_models, model_label, show_model_notes
 from ui.segment import (
     MEDSAM_MEMBER,
@@ -149,23 +150,23 @@ elif fuse_rules:
     for fname, score in fuse_one_image(fuse_rules, fuse_members, raw, member_thr).items():
         outputs[fname] = score > threshold
 
-cols = st.columns(len(outputs) + 2)
-cols[0].image(image, caption=f"{record.id} ({image.shape[1]}×{image.shape[0]})", width="stretch")
-for col, (name, mask) in zip(cols[1:], outputs.items()):
+panels = [(f"{record.id} ({image.shape[1]}×{image.shape[0]})", image)]
+for name, mask in outputs.items():
     panel = compare_panel(image, mask, truth, box=name != medsam_name)
     if name == medsam_name:
         panel = draw_boxes(panel, medsam_boxes, thickness=max(2, image.shape[1] // 250))
         name = f"{name}, prompt box {', '.join(str(tuple(b)) for b in medsam_boxes)}"
-    col.image(panel, caption=name, width="stretch")
+    panels.append((name, panel))
 if truth is not None:
-    cols[-1].image(compare_panel(image, truth, None, pred_color=(0, 255, 0), box=True), caption="ground truth",
-                   width="stretch")
-else:
-    cols[-1].info("No ground-truth mask for this image.")
+    panels.append(("ground truth", compare_panel(image, truth, None, pred_color=(0, 255, 0), box=True)))
+image_grid(panels)
+if truth is None:
+    st.info("No ground-truth mask for this image.")
 
 if truth is not None:
     table = pd.DataFrame([{"method": n, **seg_metrics(m, truth)} for n, m in outputs.items()])
-    st.dataframe(table.style.format({m: "{:.3f}" for m in SEG_METRICS}), hide_index=True, width="stretch")
+    st.dataframe(table.style.format({m: "{:.3f}" for m in SEG_METRICS}), hide_index=True, width="stretch",
+                 column_config=pinned(table.columns))
 st.caption(f"Otsu threshold on channel '{cfg.channel}': {otsu.threshold:.1f}. {preset_note(ds.domain)}")
 if any(n.startswith("fuse:") for n in outputs):
     st.caption(f"fuse:* = fusion of {', '.join(m if m != MEDSAM_MEMBER else str(medsam_name) for m in fuse_members)}; "
@@ -178,9 +179,7 @@ if show_steps and otsu.steps:
     st.markdown("**Otsu pipeline, step by step** (at the working size)")
     steps = {k: v for k, v in otsu.steps.items() if np.ptp(np.asarray(v)) > 0}
     flat = [k.replace("_", " ") for k in otsu.steps if k not in steps]  # one colour: nothing to look at
-    step_cols = st.columns(min(max(len(steps), 1), 6))
-    for i, (step, img) in enumerate(steps.items()):
-        step_cols[i % len(step_cols)].image(img, caption=step.replace("_", " "), width="stretch", clamp=True)
+    image_grid([(k.replace("_", " "), v) for k, v in steps.items()], clamp=True)
     if flat:
         st.caption(f"Not shown, one uniform colour: {', '.join(flat)} (e.g. a valid region that is the whole image).")
 
@@ -288,7 +287,7 @@ if ds.fingerprint() in ran_on:
         if f"{m}_mean" in summary:
             compact[m.replace("_", " ")] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                                            zip(summary[f"{m}_mean"], summary[f"{m}_ci_lo"], summary[f"{m}_ci_hi"])]
-    st.dataframe(compact, hide_index=True, width="stretch")
+    st.dataframe(compact, hide_index=True, width="stretch", column_config=pinned(compact.columns))
     has_medsam = per_image["method"].astype(str).str.startswith("medsam_lite").any()
     if has_medsam:
         st.caption(medsam_caveat())
@@ -297,14 +296,18 @@ if ds.fingerprint() in ran_on:
             m if m != MEDSAM_MEMBER else medsam_method_name(kind, net_ref) for m in fuse_members)
             + f" by each rule, cut at {threshold}." + (f" {medsam_caveat()}" if MEDSAM_MEMBER in fuse_members else ""))
     with st.expander("Every statistic (median, standard deviation)"):
-        st.dataframe(summary, hide_index=True, width="stretch", column_config={
-            c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns if c not in ("method", "n")})
+        st.dataframe(summary, hide_index=True, width="stretch", column_config=pinned(summary.columns, extra={
+            c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns if c not in ("method", "n")}))
 
     left, right = st.columns(2)
-    hist = px.histogram(per_image, x="iou", color="method", barmode="overlay", nbins=30, opacity=0.6)
+    # One box per method side by side (median, quartiles, outliers): overlaid histograms of 3-5 methods could
+    # not be told apart.
+    dist = px.box(per_image.dropna(subset=["iou"]), x="method", y="iou", points="outliers",
+                  labels={"iou": "IoU per image", "method": ""})
+    dist.update_yaxes(range=[0, 1])
     n_scored = per_image["id"].nunique()
-    left.plotly_chart(fit(hist, f"Per-image IoU ({n_scored} images)", height=460, legend_title="method"),
-                      width="stretch")
+    title = f"Per-image IoU by method ({n_scored} images: {scope.words.replace('**', '')})"
+    left.plotly_chart(fit(dist, title, height=460), width="stretch")
 
     nets = [m for m in dict.fromkeys(per_image["method"].astype(str)) if m != "otsu"]
     if nets:
@@ -327,8 +330,11 @@ if ds.fingerprint() in ran_on:
                       + (f" {medsam_caveat()}" if other.startswith("medsam_lite") else ""))
 
     st.markdown("**Per-image results** (click a column header to sort)")
-    st.dataframe(per_image, hide_index=True, width="stretch",
-                 column_config={m: st.column_config.NumberColumn(format="%.3f") for m in SEG_METRICS})
+    # The scores first, the confusion counts and the threshold after them; id and method stay when it scrolls.
+    front = ["id", "split", "method", *[m for m in SEG_METRICS if m in per_image], "error"]
+    shown = per_image[[c for c in front if c in per_image] + [c for c in per_image if c not in front]]
+    st.dataframe(shown, hide_index=True, width="stretch", column_config=pinned(shown.columns, keys=("id", "method"),
+                 extra={m: st.column_config.NumberColumn(format="%.3f") for m in SEG_METRICS}))
     st.download_button("Download per-image results (CSV)", per_image.to_csv(index=False).encode(),
                        file_name=f"segmentation_{ds.layout}.csv", mime="text/csv")
 finish_page()

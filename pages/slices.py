@@ -15,6 +15,8 @@ from lesion.infer.evaluate import label_vector
 from lesion.infer.tta import TTA_NAMES
 from lesion.metrics import auc_text
 from ui.analyse import forest_figure, image_columns, member_scores, slice_rows, styled_slices
+from ui.charts import image_grid
+from ui.tables import pinned
 from ui.classify import classifier_cards, run_gate, threshold_control
 from ui.compute import ran_on, require_compute
 from ui.state import in_options, keep, kept_members, page_setup, read_sample, require_dataset, st_progress
@@ -106,7 +108,7 @@ tab_slices, tab_finder, tab_diff = st.tabs(["Slices", "Slice finder", "Model dif
 with tab_slices:
     table = slice_rows(y, s, groups, by, threshold, min_n)
     st.plotly_chart(forest_figure(table, f"AUC per group: {what}"), width="stretch", key="slices_forest")
-    st.dataframe(styled_slices(table), hide_index=True, width="stretch")
+    st.dataframe(styled_slices(table), hide_index=True, width="stretch", column_config=pinned(table.columns))
     st.caption(f"{int(table['too_small'].sum())} of {len(table)} groups are too small to carry an AUC (greyed). "
                f"Sensitivity / specificity at the threshold in use; ECE: expected calibration error (10 equal-width "
                f"bins). Data: {what}.")
@@ -115,7 +117,7 @@ with tab_slices:
     if gaps.empty:
         st.info("No column has two groups large enough to compare.")
     else:
-        st.dataframe(gaps, hide_index=True, width="stretch")
+        st.dataframe(gaps, hide_index=True, width="stretch", column_config=pinned(gaps.columns))
         st.caption("The worst group is picked on the same images, so the gap leans high; a CI that holds 0 says "
                    "the gap may be noise.")
     st.download_button("Download slices (CSV)", table.to_csv(index=False).encode(), file_name="slices.csv",
@@ -126,8 +128,8 @@ with tab_finder:
                       format_func={"auc": "AUC (DeLong z-test, group vs rest)",
                                    "error": "error rate at the threshold (Fisher's exact test)"}.get)
     found = find_slices(y, s, groups, by, threshold, metric, cfg)
-    st.dataframe(found, hide_index=True, width="stretch", column_config={
-        c: st.column_config.NumberColumn(format="%.3g") for c in ("in_group", "rest", "diff", "p", "q")})
+    st.dataframe(found, hide_index=True, width="stretch", column_config=pinned(found.columns, extra={
+        c: st.column_config.NumberColumn(format="%.3g") for c in ("in_group", "rest", "diff", "p", "q")}))
     st.caption(f"{len(found)} groups tested ({int(found['significant'].sum()) if len(found) else 0} with BH q < "
                f"0.05). Groups too small are not tested. Data: {what}.")
 
@@ -161,16 +163,17 @@ with tab_diff:
             picked = table_d[table_d["outcome"] == outcome].head(6)
             st.caption(f"{int((table_d['outcome'] == outcome).sum())} images '{outcome}'; the 6 with the largest "
                        "probability gap are shown.")
-            gcols = st.columns(6)
-            for col, row in zip(gcols, picked.itertuples(index=False)):
+            gallery = []
+            for row in picked.itertuples(index=False):
                 rec = ds.by_id(row.id)
                 try:
                     img, _ = read_sample(str(rec.image_path), None)
                 except LesionError:
                     continue
-                col.image(img, caption=f"{row.id} · y={row.label} · A {row.p_a:.2f} · B {row.p_b:.2f}",
-                          width="stretch")
-            st.dataframe(table_d, hide_index=True, width="stretch")
+                gallery.append((f"{row.id} · y={row.label} · A {row.p_a:.2f} · B {row.p_b:.2f}", img))
+            image_grid(gallery)
+            st.dataframe(table_d, hide_index=True, width="stretch", column_config=pinned(table_d.columns))
             st.markdown("**Where they differ most** (paired DeLong per group, BH-corrected)")
-            st.dataframe(slice_differences(y, sa, sb, groups, by, cfg), hide_index=True, width="stretch")
+            differ = slice_differences(y, sa, sb, groups, by, cfg)
+            st.dataframe(differ, hide_index=True, width="stretch", column_config=pinned(differ.columns))
 finish_page()

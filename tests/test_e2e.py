@@ -161,6 +161,7 @@ def test_page_renders(server, browser, path, page_file, title):
                 timeout=60_000)
         page.wait_for_timeout(1500)  # let tables (canvas) and charts paint before the screenshot
         assert page.locator("[data-testid='stException']").count() == 0
+        assert not _layout_problems(page), (page_file, _layout_problems(page))
         shot = _shots() / f"{Path(page_file).stem}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
@@ -187,6 +188,45 @@ def _nav(page, title: str) -> None:
 def _plotly_widths(page) -> list[float]:
     return page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')]"
                          ".map(e => e.getBoundingClientRect().width)")
+
+
+#: What a 1,400 × 1,000 window must show readably (issue 21.5), measured in the page's main area.
+LAYOUT_JS = """() => {
+  const main = document.querySelector('[data-testid="stMain"]') || document.body;
+  const edge = main.getBoundingClientRect().right + 1;
+  const shown = e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const out = {tables_cut: [], small_images: [], overlapping_charts: [], legends_outside: [], crowded_charts: []};
+  main.querySelectorAll('[data-testid="stDataFrame"]').forEach(e => {
+    if (shown(e) && e.getBoundingClientRect().right > edge) out.tables_cut.push(e.getBoundingClientRect().right);
+  });
+  main.querySelectorAll('[data-testid="stImage"] img').forEach(i => {
+    if (shown(i) && i.getBoundingClientRect().width < 180) out.small_images.push(Math.round(i.getBoundingClientRect().width));
+  });
+  const plots = [...main.querySelectorAll('.js-plotly-plot')].filter(shown);
+  const rects = plots.map(p => p.getBoundingClientRect());
+  for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) {
+    const a = rects[i], b = rects[j];
+    const w = Math.min(a.right, b.right) - Math.max(a.left, b.left), h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (w > 2 && h > 2) out.overlapping_charts.push([i, j]);
+  }
+  plots.forEach((p, i) => {
+    const svg = p.querySelector('.main-svg'), leg = p.querySelector('.legend');
+    if (svg && leg) {
+      const a = leg.getBoundingClientRect(), b = svg.getBoundingClientRect();
+      if (a.width > 0 && (a.left < b.left - 1 || a.right > b.right + 1 || a.top < b.top - 1 || a.bottom > b.bottom + 1))
+        out.legends_outside.push(i);
+    }
+    const series = (p.data || []).filter(t => t.showlegend !== false && t.visible !== 'legendonly').length;
+    if (series > 8) out.crowded_charts.push(series);
+  });
+  return out;
+}"""
+
+
+def _layout_problems(page) -> dict:
+    """Tables past the main area's right edge, images under 180 px wide, charts on top of each other, legends
+    outside their chart, charts with more than 8 overlaid series: each list must be empty."""
+    return {k: v for k, v in page.evaluate(LAYOUT_JS).items() if v}
 
 
 def test_folder_kept_across_pages_and_fusion_without_id_column(server, browser, shared_data):
@@ -255,6 +295,7 @@ def test_no_plotly_chart_is_narrower_than_300px(server, browser):
         page.goto(f"{url}/models", wait_until="domcontentloaded", timeout=60_000)
         _wait_done(page)
         widths = _plotly_widths(page)
+        assert not _layout_problems(page), _layout_problems(page)
         page.goto(f"{url}/", wait_until="domcontentloaded", timeout=60_000)
         _wait_done(page)
         page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
@@ -296,6 +337,7 @@ def test_no_plotly_chart_on_the_scored_pages_is_narrower_than_300px(server, brow
                 page.locator(".js-plotly-plot").first.wait_for(timeout=240_000)
                 page.wait_for_timeout(500)
             widths[title] = _plotly_widths(page)
+            assert not _layout_problems(page), (title, _layout_problems(page))
             page.screenshot(path=str(_shots() / f"{title.lower().replace(' ', '_')}_after_run.png"), full_page=True)
         drawn = [w for ws in widths.values() for w in ws]
         if not drawn:

@@ -21,3 +21,21 @@ def fit(fig, title: str | None = None, height: int = 420, legend_title: str | No
         layout["title"] = {"text": wrap_title(text, width_chars), "x": 0, "xanchor": "left", "font": {"size": 15}}
     fig.update_layout(**layout)
     return fig
+
+
+#: Images per row in every gallery and panel strip: at 1,400 px with the sidebar open each is about 250 px wide
+#: (six or more in a row were about 100-150 px, too small to see a lesion's border or a heatmap).
+PER_ROW = 4
+
+
+def image_grid(panels, per_row: int = PER_ROW, container=None, clamp: bool = False) -> None:
+    """``panels`` — ``(caption, image)`` pairs — drawn ``per_row`` to a row (wrapping), each filling its column
+    (``clamp``: float images clipped to 0..1, as ``st.image`` does).""" 
+    import streamlit as st
+
+    box = container or st
+    panels = list(panels)
+    for start in range(0, len(panels), per_row):
+        cols = box.columns(per_row)
+        for col, (cap, img) in zip(cols, panels[start:start + per_row]):
+            col.image(img, caption=cap, width="stretch", clamp=clamp)

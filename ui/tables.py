@@ -28,8 +28,18 @@ def auc_notes(table, auc: str = "auc", lo: str = "ci_lo", hi: str = "ci_hi"):
     return out
 
 
-def pinned(columns: Sequence[str], keys: Sequence[str] = ("id", "model", "method", "case")) -> dict:
-    """``column_config`` entries that pin the key columns of a wide table (they stay while it scrolls sideways)."""
+#: Columns that name a row: pinned, so that a wide table scrolled sideways still says whose numbers they are.
+KEY_COLUMNS = ("id", "model", "method", "case", "column", "value", "group", "member", "finding", "metric", "data set",
+               "map")
+
+
+def pinned(columns: Sequence[str], keys: Sequence[str] = KEY_COLUMNS, extra: dict | None = None) -> dict:
+    """``column_config`` entries that pin the key columns of a wide table (they stay while it scrolls sideways),
+    merged with ``extra`` (a key column's own config gains ``pinned``)."""
     import streamlit as st
 
-    return {c: st.column_config.Column(pinned=True) for c in columns if c in keys}
+    out = dict(extra or {})
+    for c in columns:
+        if c in keys and c not in out:
+            out[c] = st.column_config.Column(pinned=True)
+    return out
