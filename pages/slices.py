@@ -19,8 +19,9 @@ from ui.charts import image_grid
 from ui.tables import pinned
 from ui.classify import classifier_cards, run_gate, threshold_control
 from ui.compute import ran_on, require_compute
-from ui.state import in_options, keep, kept_members, page_setup, read_sample, require_dataset, st_progress
-from ui.trust import default_models, mask_labels, model_label, show_model_notes, subset_choice
+from ui.state import in_options, keep, kept_members, page_setup, read_sample, require_dataset
+from ui.scope import plan_caption, scope_choice, stoppable, stopped_note
+from ui.trust import default_models, model_label, show_model_notes
 
 finish_page = page_setup()
 st.title("Slices")
@@ -52,13 +53,16 @@ chosen_cards = [by_name[m] for m in models]
 if chosen_cards and chosen_cards[0].target not in (None, "dx7"):
     target = chosen_cards[0].target
 show_model_notes(chosen_cards, ds)
+scope = scope_choice(chosen_cards, ds, "slices")
+scoped = [r.id for r in scope.records]
 
 # ------------------------------------------------------------------ columns
 frame = ds.to_frame()
 use_images = st.checkbox("Add image-derived columns (estimates and heuristics: skin tone by ITA, brightness, "
                          "dark corners, hair, ink, ruler)", key="slices_img")
 if use_images:
-    frame = analysis_frame(ds, image_columns(ds.content_fingerprint(), ds))
+    frame = analysis_frame(ds, image_columns(ds.content_fingerprint(), ds, scope.records))
+frame = frame.set_index("id").loc[scoped].reset_index()  # the images in scope, in their order
 available = group_columns(frame)
 d1, d2, d3 = st.columns([3, 3, 1])
 default_cols = [c for c in ("age", "sex", "site", "dx_type", "view") if c in available] or available[:3]
@@ -73,21 +77,21 @@ if not cols:
     st.info("Choose at least one column to group by.")
     finish_page(stop=True)
 
-run_gate("slices", "Compute slices", "Scores every image with each member (cached), then the groups.", finish_page,
-         identity=ds.fingerprint())
+if models:
+    st.caption(plan_caption(scope, models, models, tta, ds,
+                            extra=f"; {len(files)} predictions file(s) read, not computed" if files else ""))
+else:
+    st.caption(f"Predictions files only: {len(scope.records)} images ({scope.words}) read from them, nothing computed.")
+stopped_note("slices")
+run_gate("slices", "Compute slices", "Scores the images in scope with each member (cached), then the groups.",
+         finish_page, identity=ds.fingerprint())
 
-update, clear = st_progress("Predicting…")
-try:
-    scores, notes, device = member_scores(ds, models, files, tta, target, progress=update)
-except LesionError as e:
-    clear()
-    st.error(str(e))
-    finish_page(stop=True)
-clear()
+scores, notes, device = stoppable("slices", "Predicting…", lambda update: member_scores(
+    ds, models, files, tta, target, progress=update, records=scope.records), finish_page)
 st.caption(f"Ran on **{ran_on(device) if models else device}**. " + " ".join(notes))
-keep_ids, on_what = subset_choice(chosen_cards, ds, "slices")
-ids = [r.id for r in ds.records]
-y = mask_labels(label_vector(ds.records, target), ids, keep_ids)
+on_what = scope.words
+ids = scoped
+y = label_vector(scope.records, target)
 if not np.isfinite(y).any():
     st.error(f"No '{target}' labels among the scored images.")
     finish_page(stop=True)

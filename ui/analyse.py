@@ -21,9 +21,15 @@ from ui.classify import run_ensemble
 
 
 @st.cache_data(show_spinner="Image-derived columns (estimates and heuristics)…", max_entries=8)
-def image_columns(content_key: str, _ds):
-    """:func:`lesion.analyse.image_features.image_features` of the data set (also cached on disk by content)."""
-    return image_features(_ds.records, _ds.domain)
+def _image_columns(content_key: str, ids: tuple[str, ...], _ds, _records):
+    return image_features(_records, _ds.domain)
+
+
+def image_columns(content_key: str, ds, records=None):
+    """:func:`lesion.analyse.image_features.image_features` of ``records`` (default: every image of the data
+    set; the pages pass their scope), cached for the session and on disk by content."""
+    recs = list(ds.records if records is None else records)
+    return _image_columns(content_key, tuple(r.id for r in recs), ds, recs)
 
 
 @st.cache_data(show_spinner="Reading the predictions file…", max_entries=32)
@@ -34,8 +40,10 @@ def _file_scores(path: str, digest: str, ds_key: str, target: str, _ds) -> tuple
 
 
 def member_scores(ds, models: list[str], files: list[str], tta: str, target: str,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, np.ndarray], list[str], str]:
-    """``({member name: positive-class probability [N]}, notes, where the models ran)`` over the data set.
+                  progress: Callable[[int, int], None] | None = None,
+                  records=None) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """``({member name: positive-class probability [N]}, notes, where the models ran)`` over ``records`` of the
+    data set (default: all; the pages pass their scope, held-out by default, and only those are computed).
 
     Raises:
         LesionError: a file that cannot be read or lacks some images; a model that fails (one line).
@@ -48,10 +56,13 @@ def member_scores(ds, models: list[str], files: list[str], tta: str, target: str
         if not p.is_file():
             raise ConfigError(f"Predictions file {p} does not exist.")
         s, note = _file_scores(str(p), file_content_digest(p, "sha256"), ds.content_fingerprint(), target, ds)
+        if records is not None:  # a file is read whole (no compute), then cut to the images in scope
+            row = {r.id: i for i, r in enumerate(ds.records)}
+            s = s[[row[r.id] for r in records]]
         scores[p.stem if p.stem not in scores else f"{p.stem} ({len(scores)})"] = s
         notes.append(note)
     for name in models:
-        res = run_ensemble(ds, [name], tta, "mean_prob", progress=progress)
+        res = run_ensemble(ds, [name], tta, "mean_prob", progress=progress, records=records)
         scores[name] = np.asarray(score(res.probs, res.classes, target), dtype=np.float64)
         device = res.device
     return scores, notes, device

@@ -76,3 +76,25 @@ def test_slices_with_a_shipped_classifier(run_page):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert any("too_small" in getattr(d.value, "columns", []) for d in at.dataframe)
+
+
+def test_slices_computes_held_out_only(run_page, shared_data):
+    """A K-fold member on HAM10000: before Run, the Slices page says it computes that member's held-out images
+    only (issue 21.1), and the training images are not computed."""
+    from lesion.data.spec import open_data
+    from lesion.train.heldout import held_out
+    from lesion.weights import list_weights
+
+    cards = {c.name: c for c in list_weights(domain="derm")}
+    if "derm_kfold_multitask_lite0_f0" not in cards:
+        pytest.skip("the K-fold members are not shipped")
+    folder = shared_data / "HAM10000"
+    at = run_page(PAGE, {"_keep.source_kind": "Folder on this machine", "_keep.folder_path": str(folder)})
+    at.multiselect(key="slices_members").set_value(["derm_kfold_multitask_lite0_f0"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    ds = open_data(str(folder))
+    n_held = len(held_out(cards["derm_kfold_multitask_lite0_f0"], ds).records)
+    assert 0 < n_held < len(ds)
+    plan = [c.value for c in at.caption if "This run computes" in c.value]
+    assert plan and f"computes {n_held} images" in plan[0], plan
+    assert f"the {len(ds) - n_held} training images are not computed" in plan[0]
