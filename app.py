@@ -13,6 +13,8 @@ PAGES = [
     st.Page("pages/explain.py", title="Explain", icon=":material/local_fire_department:", url_path="explain"),
     st.Page("pages/review.py", title="Failure review", icon=":material/search:", url_path="review"),
     st.Page("pages/slices.py", title="Slices", icon=":material/pie_chart:", url_path="slices"),
+    st.Page("pages/shortcuts.py", title="Shortcut audit", icon=":material/filter_center_focus:", url_path="shortcuts"),
+    st.Page("pages/embedding.py", title="Embedding map", icon=":material/scatter_plot:", url_path="embedding"),
     st.Page("pages/fusion.py", title="Multi-view fusion", icon=":material/join:", url_path="fusion"),
     st.Page("pages/chest_xray.py", title="Chest X-ray", icon=":material/pulmonology:", url_path="chest-xray"),
     st.Page("pages/upload.py", title="Upload", icon=":material/upload:", url_path="upload"),

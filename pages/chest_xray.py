@@ -22,6 +22,7 @@ require_domain(ds, "cxr", "This page works on chest X-rays; the data set in the 
 
 from lesion.classify.cxr import LabelSet, class_table, labels_for_model, view_warnings  # noqa: E402
 from lesion.explain.attention import heatmap_scores  # noqa: E402
+from lesion.segment.lungs import default_lung_model  # noqa: E402
 from lesion.explain.overlay import draw_outline, heatmap_overlay, overlay_mask  # noqa: E402
 from ui.classify import no_models_where, run_ensemble, run_gate  # noqa: E402
 from ui.compute import heatmaps_where, ran_on, require_compute  # noqa: E402
@@ -33,6 +34,7 @@ from ui.cxr import (  # noqa: E402
     lung_segmenter_names,
 )
 from ui.charts import fit  # noqa: E402
+from ui.tables import pinned  # noqa: E402
 from ui.segment import network_mask  # noqa: E402
 from ui.trust import default_models, follows_dataset, mask_labels, model_label, show_model_notes, subset_choice  # noqa: E402,E501
 
@@ -117,13 +119,13 @@ if y is not None:
         st.plotly_chart(fit(fig, f"ROC per finding: {name} ({int(np.isfinite(y).any(axis=1).sum())} images)",
                             height=520, legend_title="finding"), key="cxr_roc", width="stretch")
     st.caption("Select a row to explain that finding below.")
-    picked = st.dataframe(table, hide_index=True, width="stretch", key="cxr_auc_table",
+    picked = st.dataframe(table, hide_index=True, width="stretch", key="cxr_auc_table", column_config=pinned(table.columns),
                           on_select="rerun", selection_mode="single-row")
     rows = getattr(getattr(picked, "selection", None), "rows", None) or []
     if rows:
         st.session_state["cxr_finding"] = classes[rows[0]]
 else:
-    st.dataframe(preds, hide_index=True, width="stretch")
+    st.dataframe(preds, hide_index=True, width="stretch", column_config=pinned(preds.columns))
 
 # ------------------------------------------------------------------------------------------ explain a finding
 st.subheader("Explain a finding")
@@ -158,7 +160,7 @@ except LesionError as e:
     b.error(str(e))
     heat = None
 if lungs:
-    best = next((i for i, n in enumerate(lungs) if n.startswith("lung_unet")), 0)  # the better lung model
+    best = lungs.index(default_lung_model(lungs))  # the better lung model (the shortcut audit's too)
     seg = st.selectbox("Lung-field model", lungs, index=best, key="cxr_lung_model")
     try:
         lung = network_mask(seg, str(rec.image_path), image)

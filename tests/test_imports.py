@@ -39,7 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "lesion.zoo")),
     ("metrics", ("lesion.metrics",)),
     ("infer / explain", ("lesion.infer", "lesion.infer.*", "lesion.explain", "lesion.explain.*",
-                         "lesion.segment.evaluate", "lesion.segment.compare", "lesion.review")),
+                         "lesion.segment.evaluate", "lesion.segment.compare", "lesion.segment.lungs",
+                         "lesion.review")),
     ("train / export", ("lesion.train", "lesion.train.*", "lesion.export", "lesion.importer")),
     # research instruments: read predictions (infer), CAMs (explain) and held-out splits (train)
     ("analyse", ("lesion.analyse", "lesion.analyse.*")),

@@ -12,7 +12,7 @@ import streamlit as st
 from lesion.card import ModelCard
 from lesion.explain.cam import label_heatmap
 from lesion.metrics import ONE_CLASS_AUC, label_auc_table, label_curve_table
-from lesion.weights import list_weights
+from lesion.segment.lungs import lung_model_names
 from ui.classify import CAM_LOCK, available_cards, load_classifier_cached, member_identity
 from ui.compute import client, served_card
 from ui.state import current_compute
@@ -25,7 +25,8 @@ def cxr_classifier_cards() -> list[ModelCard]:
 
 
 def lung_segmenter_names() -> list[str]:
-    return [c.name for c in list_weights(domain="cxr", task="segmentation")]
+    """The lung-field networks (:func:`lesion.segment.lungs.lung_model_names`)."""
+    return lung_model_names()
 
 
 def label_heat(ref: str, image_key: str, _image: np.ndarray, class_index: int, method: str) -> np.ndarray:

@@ -13,6 +13,11 @@ Examples::
     lesion analyse label-issues --models derm_cls_efficientnet_lite0_focal --data demo:derm --out issues.csv
     lesion analyse diff --predictions a.csv --predictions b.csv --data demo:derm
     lesion analyse shortcuts --models derm_cls_efficientnet_lite0_focal --data demo:derm --sample 100
+    lesion analyse shortcuts --models cxr_tb_efficientnet_lite0 --data ../shared/data/NIH_ChestXray14_mini
+
+``shortcuts`` measures each CAM against the image's lesion mask (dermoscopy; images without one are left out and
+counted) or lung mask (X-ray), and on radiographs without a lung mask against the shipped lung U-Net's lung fields
+(``--lung-model``); the JSON says how many images each mask source gave.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ import numpy as np
 from lesion.analyse.diff import diff_models, per_image, slice_differences
 from lesion.analyse.image_features import image_features
 from lesion.analyse.label_issues import lesion_leaks, near_duplicates, perceptual_hashes, rank_label_issues
-from lesion.analyse.shortcuts import outside_table, sample_records, shortcut_verdict
+from lesion.analyse.shortcuts import (NO_MASK, References, outside_table, sample_records, shortcut_verdict,
+                                     verdict_meaning)
 from lesion.analyse.slices import (SliceConfig, analysis_frame, find_slices, group_columns, groups_json,
                                    make_groups, parse_by, slice_table, worst_gaps)
 from lesion.cliutil import OneLineParser, json_line
@@ -41,8 +47,9 @@ from lesion.infer.predictions import PredictionsMember
 from lesion.infer.tta import TTA_NAMES, check_tta
 from lesion.metrics import youden_threshold
 from lesion.paths import atomic_target, check_out_file
+from lesion.segment.lungs import LungFields, default_lung_model, lung_model_names
 from lesion.train.heldout import held_out
-from lesion.zoo import CLASSIFIER_TASKS, load_model
+from lesion.zoo import CLASSIFIER_TASKS, load_model, read_model_card
 
 
 def _warn(msg: str) -> None:
@@ -301,7 +308,10 @@ def _shortcut_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=None, help="audit this many images (seeded draw; default all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
     p.add_argument("--method", default="gradcam", help="CAM method (default %(default)s)")
-    p.add_argument("--out", default=None, help="per-image CSV: id, outside, wrong, prob")
+    p.add_argument("--lung-model", default="auto",
+                   help="X-ray data: the lung network for radiographs without a lung mask ('auto': the shipped lung "
+                        "U-Net; 'none': leave them out, counted; or a checkpoint name / path)")
+    p.add_argument("--out", default=None, help="per-image CSV: id, outside, mask_source, wrong, prob")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return p
 
@@ -323,15 +333,42 @@ def shortcuts_main(argv: list[str] | None = None) -> int:
     model, card = sc.pairs[0]
     labelled = [r for r, yy in zip(sc.dataset.records, sc.y) if np.isfinite(yy)]
     recs = sample_records(labelled, a.sample, a.seed)
-    table = outside_table(model, card, recs, a.method)
+    refs = References(sc.dataset.domain, audit_lungs(sc.dataset.domain, recs, a.lung_model))
+    table = outside_table(model, card, recs, a.method, references=refs)
     pos = {i: k for k, i in enumerate(sc.ids)}
-    idx = np.array([pos[i] for i in table["id"]])
+    idx = np.array([pos[i] for i in table["id"]], dtype=int)
     wrong = (s[idx] >= thr) != (sc.y[idx] == 1)
-    v = shortcut_verdict(table["outside"].to_numpy(), wrong, n_boot=a.n_boot)
+    v = shortcut_verdict(table["outside"].to_numpy(), wrong, table["has_mask"].to_numpy(), n_boot=a.n_boot)
+    if v["n_no_mask"]:
+        _warn(f"{v['n_no_mask']} of {len(recs)} images have no mask to measure against ({NO_MASK}): left out.")
     if out is not None:
         t = table.assign(wrong=wrong, prob=s[idx])
         with atomic_target(out) as tmp:
             t.to_csv(tmp, index=False)
     print(json_line({"model": card.name, "data": sc.dataset.name, "scored": sc.on_what, "method": a.method,
-                     "sampled": len(recs), "threshold": thr, "threshold_rule": rule, **v}))
+                     "sampled": len(recs), "threshold": thr, "threshold_rule": rule,
+                     "mask_sources": refs.counts(recs), "lung_model": refs.lungs.name if refs.lungs else None,
+                     **v, "meaning": verdict_meaning(v["verdict"], sc.dataset.domain)}))
     return 0
+
+
+def audit_lungs(domain: str, records, spec: str = "auto"):
+    """The :class:`lesion.segment.lungs.LungFields` an X-ray audit measures unmasked radiographs against: None for
+    dermoscopy, when every record has its lung mask, or for ``spec`` 'none'; 'auto' = the shipped lung U-Net.
+
+    Raises:
+        ConfigError: 'auto' with no lung network in ``weights/`` while some radiographs lack a mask (the message
+            says to pass --lung-model none), or a named checkpoint that is not a chest X-ray segmenter.
+    """
+    if domain != "cxr" or str(spec).lower() == "none" or all(r.mask_path is not None for r in records):
+        return None
+    if str(spec).lower() == "auto":
+        name = default_lung_model(lung_model_names())
+        if name is None:
+            raise ConfigError("Some radiographs have no lung mask and there is no lung segmentation model in "
+                              "weights/: pass --lung-model NAME, or --lung-model none to leave them out.")
+        return LungFields(name)
+    card = read_model_card(spec, task="segmentation")
+    if card.domain != "cxr":
+        raise ConfigError(f"--lung-model '{spec}' segments {card.domain} images, not chest X-rays.")
+    return LungFields(spec)
