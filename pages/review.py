@@ -13,6 +13,7 @@ from lesion.explain.overlay import compare_panel, draw_outline
 from lesion.infer.evaluate import label_vector, resolve_target, score
 from lesion.review import FLAGS, TAGS, build_review_table, export_tagged, filter_cases, pd_numeric
 from ui.charts import image_grid
+from ui.leaks import leaks_section
 from ui.classify import run_ensemble
 from ui.explain import (
     agreement_table,
@@ -230,4 +231,7 @@ d1.download_button("Download tagged cases (CSV)", csv_bytes, file_name="tagged_c
                    key="review_dl_csv", disabled=not tags)
 d2.download_button("Download tagged cases with panels (ZIP)", zip_bytes, file_name="tagged_cases.zip",
                    mime="application/zip", key="review_dl_zip", disabled=not tags)
+
+st.divider()
+leaks_section(ds, cards, "review_leaks")
 finish_page()
