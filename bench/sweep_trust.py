@@ -1438,7 +1438,7 @@ def png(a):
 img = np.full((96, 128, 3), (200, 150, 120), np.uint8); img[30:60, 30:60] = (90, 50, 40)
 
 def page(session):
-    at = AppTest.from_file(str(ROOT / "pages/upload.py"), default_timeout=240)
+    at = AppTest.from_file(str(ROOT / "views/upload.py"), default_timeout=240)
     for k, v in session.items():
         at.session_state[k] = v
     at.run()

@@ -29,16 +29,18 @@ APP_TEXT = (ROOT / APP).read_text()
 
 #: (URL path, page file, title shown on the page)
 PAGES = [
-    ("", "pages/home.py", "lesion-lab"),
-    ("segmentation", "pages/segmentation.py", "Segmentation"),
-    ("classification", "pages/classification.py", "Classification"),
-    ("explain", "pages/explain.py", "Explain"),
-    ("review", "pages/review.py", "Failure review"),
-    ("slices", "pages/slices.py", "Slices"),
-    ("fusion", "pages/fusion.py", "Multi-view fusion"),
-    ("chest-xray", "pages/chest_xray.py", "Chest X-ray"),
-    ("upload", "pages/upload.py", "Upload"),
-    ("models", "pages/models.py", "Models"),
+    ("", "views/home.py", "lesion-lab"),
+    ("segmentation", "views/segmentation.py", "Segmentation"),
+    ("classification", "views/classification.py", "Classification"),
+    ("explain", "views/explain.py", "Explain"),
+    ("review", "views/review.py", "Failure review"),
+    ("slices", "views/slices.py", "Slices"),
+    ("shortcuts", "views/shortcuts.py", "Shortcut audit"),
+    ("embedding", "views/embedding.py", "Embedding map"),
+    ("fusion", "views/fusion.py", "Multi-view fusion"),
+    ("chest-xray", "views/chest_xray.py", "Chest X-ray"),
+    ("upload", "views/upload.py", "Upload"),
+    ("models", "views/models.py", "Models"),
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
 
@@ -139,6 +141,25 @@ def browser():
                               args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield b
         b.close()
+
+
+def test_a_deep_link_on_a_fresh_server_opens_the_routed_page(server, browser):
+    """The first request after a start is a bookmark of a page (it runs first in this module, on a fresh server):
+    the router's page opens — wide layout, titled navigation — not Streamlit's old multipage mode, which a folder
+    named ``pages/`` beside ``app.py`` would switch on (centred 736-px layout, file names as navigation)."""
+    url, _ = server
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{url}/review", wait_until="domcontentloaded", timeout=60_000)
+        page.locator("h1", has_text="Failure review").first.wait_for(timeout=150_000)
+        _wait_done(page)
+        nav = page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()
+        assert any(t.strip().endswith("Failure review") for t in nav), nav  # the router's titles, not file names
+        width = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]')"
+                              ".getBoundingClientRect().width")
+        assert width > 900, width
+    finally:
+        page.close()
 
 
 @pytest.mark.parametrize("path,page_file,title", PAGES, ids=[p[1] for p in PAGES])

@@ -1,6 +1,6 @@
 """Imports go one way: data -> models -> metrics -> infer / explain -> train / export -> cli, then ui -> pages.
 
-The import graph of ``lesion/``, ``ui/`` and ``pages/`` is read from the source (top-level and function-level
+The import graph of ``lesion/``, ``ui/`` and ``views/`` is read from the source (top-level and function-level
 imports alike). The test fails on
 
 * any module cycle in ``lesion/``, and any **package-level loop**: a module of package P imports package Q
@@ -11,8 +11,8 @@ imports alike). The test fails on
 * any import against the layer order below, and any of lesion's own modules imported inside a function
   (function-level imports are for heavy third-party packages only, :data:`HEAVY`);
 * ``streamlit`` anywhere in ``lesion/`` (the library runs without the app), and ``lesion`` importing ``ui`` or
-  ``pages``;
-* ``ui`` importing ``pages``, and ``pages`` importing anything of the project but ``ui`` and ``lesion``.
+  ``views``;
+* ``ui`` importing ``views``, and ``views`` importing anything of the project but ``ui`` and ``lesion``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LESION = ROOT / "lesion"
 UI = ROOT / "ui"
-PAGES = ROOT / "pages"
+PAGES = ROOT / "views"
 
 #: Layers, lowest first. A module may import modules of its own layer or of a lower one. The README's
 #: Layout section describes the same order.
@@ -83,7 +83,7 @@ HEAVY: dict[str, str] = {
 
 
 def modules(root: Path = LESION) -> dict[str, Path]:
-    """Dotted name -> file of every module under ``root`` (``lesion/``, ``ui/`` or ``pages/``)."""
+    """Dotted name -> file of every module under ``root`` (``lesion/``, ``ui/`` or ``views/``)."""
     out = {}
     for p in root.rglob("*.py"):
         parts = p.relative_to(ROOT).with_suffix("").parts
@@ -314,19 +314,19 @@ def imported_names(mods: dict[str, Path]) -> list[tuple[str, str, int]]:
 
 def test_lesion_never_imports_streamlit_ui_or_pages():
     bad = [f"{m} imports {name}, line {line}" for m, name, line in imported_names(modules())
-           if name.split(".")[0] in ("streamlit", "ui", "pages", "app")]
+           if name.split(".")[0] in ("streamlit", "ui", "views", "app")]
     assert bad == []
 
 
 #: What each front-end folder may import of the project (its own package, for ui; any third-party package).
 FRONT_ENDS: dict[str, tuple[Path, tuple[str, ...]]] = {
     "ui": (UI, ("lesion", "ui")),
-    "pages": (PAGES, ("lesion", "ui")),
+    "views": (PAGES, ("lesion", "ui")),
 }
 
 
 def test_ui_and_pages_import_only_what_sits_below_them():
-    project = ("lesion", "ui", "pages", "app")
+    project = ("lesion", "ui", "views", "app")
     bad = []
     for folder, (root, allowed) in FRONT_ENDS.items():
         mods = modules(root)
@@ -342,11 +342,11 @@ def test_ui_and_pages_import_only_existing_lesion_modules():
     for root in (UI, PAGES):
         found = imports(modules(root), universe)
         assert any(b.startswith("lesion") for _, b, _, _ in found)
-        assert not [(a, b) for a, b, _, _ in found if b.startswith("pages")]
+        assert not [(a, b) for a, b, _, _ in found if b.startswith("views")]
 
 
 def test_the_front_end_checks_see_a_forbidden_import(tmp_path):
     """The readers themselves: a hand-made ui module importing pages, and a lesion module importing streamlit."""
-    (tmp_path / "bad.py").write_text("import streamlit as st\nfrom pages import home\nfrom . import sibling\n")
+    (tmp_path / "bad.py").write_text("import streamlit as st\nfrom views import home\nfrom . import sibling\n")
     names = [n for _, n, _ in imported_names({"ui.bad": tmp_path / "bad.py"})]
-    assert names == ["streamlit", "pages", "ui"]
+    assert names == ["streamlit", "views", "ui"]

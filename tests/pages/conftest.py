@@ -20,7 +20,7 @@ def run_page():
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    def run(page: str = "pages/home.py", session: dict | None = None) -> AppTest:
+    def run(page: str = "views/home.py", session: dict | None = None) -> AppTest:
         at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
         for k, v in (session or {}).items():
             at.session_state[k] = v

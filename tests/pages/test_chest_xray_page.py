@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("streamlit")
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = "pages/chest_xray.py"
+PAGE = "views/chest_xray.py"
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def test_classification_through_the_server_equals_this_machine(run_page, server,
     from lesion.zoo import load_model
 
     monkeypatch.delenv("LESION_SERVE_TOKEN", raising=False)
-    at = run_page("pages/classification.py", _session(folder, server))
+    at = run_page("views/classification.py", _session(folder, server))
     assert "Server up" in _texts(at.sidebar.success) and "cpu" in _texts(at.sidebar.success)
     assert sorted(at.multiselect(key="cls_members").options) == sorted(MODELS)  # the server's cards
     at.button(key="cls_run").click().run()
@@ -92,7 +92,7 @@ def test_explain_draws_the_servers_maps(run_page, server, folder, monkeypatch):
     session = _session(folder, None)
     session["_keep.explain_methods"] = ["gradcam"]
     session["_keep.explain_model"] = "derm_multitask_efficientnet_lite0"
-    at = run_page("pages/explain.py", session)
+    at = run_page("views/explain.py", session)
     assert at.radio(key="compute_kind").value == "remote"
     assert at.text_input(key="compute_url").value == server
     assert not at.error, _texts(at.error)
@@ -127,28 +127,28 @@ def test_review_fusion_upload_and_chest_xray_through_the_server(run_page, server
     from lesion.data.spec import open_data
 
     monkeypatch.delenv("LESION_SERVE_TOKEN", raising=False)
-    at = run_page("pages/review.py", _session(folder, server, **{"_keep.members.derm": [MODELS[1]]}))
+    at = run_page("views/review.py", _session(folder, server, **{"_keep.members.derm": [MODELS[1]]}))
     at.button(key="review_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.exception] or _texts(at.error)
     assert f"ran on **model server {server} (cpu)" in _texts(at.caption)
     flat = " ".join(str(c) for i in at.get("image") for c in (i.captions or []))
     assert "as scored" in flat and "attention" in flat, flat  # the gallery's maps, from the server
 
-    at = run_page("pages/fusion.py", _session(folder, server))
+    at = run_page("views/fusion.py", _session(folder, server))
     at.button(key="fus_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.exception] or _texts(at.error)
     assert f"Ran on **model server {server} (cpu)" in _texts(at.caption)
 
     buf = io.BytesIO()
     Image.open(open_data(str(folder)).records[2].image_path).save(buf, format="PNG")
-    at = run_page("pages/upload.py", _session(folder, server, upload_test_file=("mine.png", buf.getvalue())))
+    at = run_page("views/upload.py", _session(folder, server, upload_test_file=("mine.png", buf.getvalue())))
     assert not at.error, _texts(at.error)
     assert f"ran on model server {server} (cpu)" in _texts(at.markdown)
     probs = [d.value for d in at.dataframe if "ensemble" in d.value.columns][0]
     assert probs["ensemble"].between(0, 1).all() and set(MODELS) <= set(probs.columns)
     assert "network view" in " ".join(str(c) for i in at.get("image") for c in (i.captions or []))
 
-    at = run_page("pages/chest_xray.py", _session(folder, server, **{"_keep.source_kind": "Built-in demo (synthetic)",
+    at = run_page("views/chest_xray.py", _session(folder, server, **{"_keep.source_kind": "Built-in demo (synthetic)",
                                                                      "_keep.demo_choice": "demo:cxr"}))
     box = at.selectbox(key="cxr_model")
     assert box.value == CXR_MODEL and len(box.options) == 1  # the server's chest X-ray model only
@@ -158,10 +158,10 @@ def test_review_fusion_upload_and_chest_xray_through_the_server(run_page, server
     assert f"Heatmap computed on the model server at {server}" in _texts(at.caption)
 
 
-PAGES = [("pages/classification.py", {}), ("pages/explain.py", {}), ("pages/review.py", {}),
-         ("pages/fusion.py", {"_keep.source_kind": "Built-in demo (synthetic)"}),
-         ("pages/chest_xray.py", {"_keep.source_kind": "Built-in demo (synthetic)", "_keep.demo_choice": "demo:cxr"}),
-         ("pages/upload.py", {})]
+PAGES = [("views/classification.py", {}), ("views/explain.py", {}), ("views/review.py", {}),
+         ("views/fusion.py", {"_keep.source_kind": "Built-in demo (synthetic)"}),
+         ("views/chest_xray.py", {"_keep.source_kind": "Built-in demo (synthetic)", "_keep.demo_choice": "demo:cxr"}),
+         ("views/upload.py", {})]
 
 
 @pytest.mark.parametrize("page,more", PAGES, ids=[Path(p).stem for p, _ in PAGES])
@@ -176,13 +176,13 @@ def test_a_down_server_gives_one_message(run_page, folder, page, more, free_port
 @pytest.mark.parametrize("token", ["wrong", None])
 def test_a_refused_token_gives_one_message(run_page, server, folder, monkeypatch, token):
     monkeypatch.delenv("LESION_SERVE_TOKEN", raising=False)
-    at = run_page("pages/classification.py", _session(folder, server, token=token))
+    at = run_page("views/classification.py", _session(folder, server, token=token))
     assert "refused the token" in _texts(at.error), _texts(at.error)
     assert "refused the token" in _texts(at.sidebar.error)
 
 
 def test_a_malformed_address_is_refused_before_any_request(run_page, folder):
-    at = run_page("pages/explain.py", _session(folder, "127.0.0.1:8000"))
+    at = run_page("views/explain.py", _session(folder, "127.0.0.1:8000"))
     assert "not a server address" in _texts(at.sidebar.error) and "not a server address" in _texts(at.error)
 
 

@@ -16,7 +16,7 @@ pytest.importorskip("streamlit")
 from ui.embedding import (FIXED_COLOURS, NEGATIVE, POSITIVE, category_colours, map_figure,  # noqa: E402
                           map_frame, selected_rows)
 
-PAGE = "pages/embedding.py"
+PAGE = "views/embedding.py"
 
 
 @pytest.fixture(autouse=True)

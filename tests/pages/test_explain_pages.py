@@ -47,7 +47,7 @@ def with_weights(tiny_weights, monkeypatch):
     return tiny_weights
 
 
-@pytest.mark.parametrize("page,title", [("pages/explain.py", "Explain"), ("pages/review.py", "Failure review")])
+@pytest.mark.parametrize("page,title", [("views/explain.py", "Explain"), ("views/review.py", "Failure review")])
 def test_pages_say_what_is_missing(run_page, no_weights, page, title):
     at = run_page(page)
     assert at.title[0].value == title
@@ -55,7 +55,7 @@ def test_pages_say_what_is_missing(run_page, no_weights, page, title):
 
 
 def test_explain_shows_heatmaps_and_scores(run_page, with_weights):
-    at = run_page("pages/explain.py")
+    at = run_page("views/explain.py")
     assert at.selectbox(key="explain_model").options == ["tiny_cls", "tiny_mt"]
     at.selectbox(key="explain_model").set_value("tiny_mt").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -85,7 +85,7 @@ def test_explain_shows_heatmaps_and_scores(run_page, with_weights):
 
 def test_review_table_filters_and_tags(run_page, with_weights, tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
-    at = run_page("pages/review.py")
+    at = run_page("views/review.py")
     at.button(key="review_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     table = [d.value for d in at.dataframe if "false_positive" in d.value.columns][0]
@@ -106,14 +106,14 @@ def test_review_table_filters_and_tags(run_page, with_weights, tmp_path, monkeyp
 
 
 def test_upload_page_without_file(run_page, no_weights):
-    at = run_page("pages/upload.py")
+    at = run_page("views/upload.py")
     assert at.title[0].value == "Upload"
 
 
 def test_upload_decoding_message_and_prediction(run_page, with_weights):
     from PIL import Image
 
-    at = run_page("pages/upload.py")
+    at = run_page("views/upload.py")
     assert not at.exception
     # AppTest cannot drive st.file_uploader: the page reads an image from session_state["upload_bytes"] too.
     buf = io.BytesIO()

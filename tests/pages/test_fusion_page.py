@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-PAGE = "pages/fusion.py"
+PAGE = "views/fusion.py"
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ def _trained_on_demo():
 
 
 def test_classification_computes_held_out_only_and_says_how_long_before_run(run_page):
-    at = run_page("pages/classification.py")
+    at = run_page("views/classification.py")
     _skip_without_models(at)
     assert len(at.multiselect(key="cls_members").value) == 1  # one fast member until the user asks for more
     plan = [c.value for c in at.caption if "This run computes" in c.value]
@@ -51,7 +51,7 @@ def test_segmentation_computes_held_out_only_and_says_how_long_before_run(run_pa
     from lesion.train.heldout import held_out
     from lesion.weights import list_weights
 
-    at = run_page("pages/segmentation.py")
+    at = run_page("views/segmentation.py")
     plan = [c.value for c in at.caption if "This run computes" in c.value]
     assert plan and "method(s)" in plan[0] and "about" in plan[0] and "measured per image" in plan[0]
     assert not [d for d in at.dataframe if "iou_mean" in d.value.columns]  # nothing computed before Run
@@ -105,19 +105,19 @@ def test_segmentation_stopped_run_keeps_finished_parts():
 
 
 def test_one_ensemble_tta_and_merge_on_every_page(run_page):
-    at = run_page("pages/classification.py")
+    at = run_page("views/classification.py")
     _skip_without_models(at)
     at.selectbox(key="cls_tta").set_value("hflip").run()
     at.selectbox(key="cls_merge").set_value("mean_logit").run()
     kept = {k: v for k, v in dict(at.session_state.items()).items() if str(k).startswith("_keep.")}
-    fus = run_page("pages/fusion.py", kept)
+    fus = run_page("views/fusion.py", kept)
     assert fus.selectbox(key="fus_tta").value == "hflip" and fus.selectbox(key="fus_merge").value == "mean_logit"
     assert any("TTA hflip · merge mean_logit" in c.value for c in fus.sidebar.caption)  # Settings in use
 
 
 def test_threshold_is_not_carried_over_to_another_data_set(run_page):
     """'Settings in use' showed 0.354 from the demo while PH2 was in use: a threshold belongs to its data set."""
-    at = run_page("pages/home.py", {"_keep.thr_mode": "youden",
+    at = run_page("views/home.py", {"_keep.thr_mode": "youden",
                                      "_keep.thr_used": {"value": 0.354, "context": ("another", "demo:derm", ("m",),
                                                                                     "d4", "mean_prob", "held-out"),
                                                         "words": "Youden threshold 0.354"},
@@ -139,7 +139,7 @@ def test_upload_judges_the_domain_from_the_image_not_the_sidebar(run_page):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
     img[..., 0] = 200  # colour: a skin photograph, not a radiograph
-    at = run_page("pages/upload.py", {"_keep.source_kind": "Built-in demo (synthetic)", "_keep.demo_choice": "demo:cxr",
+    at = run_page("views/upload.py", {"_keep.source_kind": "Built-in demo (synthetic)", "_keep.demo_choice": "demo:cxr",
                                       "upload_test_file": ("skin.png", _png(img))})
     assert at.radio(key="upload_domain").value == "derm"
     assert any("judged from the image itself" in c.value for c in at.caption)
@@ -152,7 +152,7 @@ def test_xray_upload_uses_the_lung_unet(run_page):
     if not list_weights(task="segmentation", domain="cxr"):
         pytest.skip("no lung segmentation network shipped")
     film = np.repeat(np.linspace(0, 255, 96 * 96).reshape(96, 96, 1).astype(np.uint8), 3, axis=2)
-    at = run_page("pages/upload.py", {"upload_test_file": ("film.png", _png(film))})
+    at = run_page("views/upload.py", {"upload_test_file": ("film.png", _png(film))})
     assert at.radio(key="upload_domain").value == "cxr"
     segs = [s for s in at.selectbox if s.key == "upload_seg.cxr"]
     if segs:  # drawn once a chest X-ray classifier is there
@@ -169,7 +169,7 @@ def test_model_default_follows_the_data_set_not_an_earlier_pick(run_page):
     real = Path(__file__).resolve().parents[3] / "shared" / "data" / "ChestXrayMasksAndLabels"
     if not synthetic or not real.is_dir():
         pytest.skip("needs the synthetic-only findings model and the real chest X-ray set")
-    at = run_page("pages/chest_xray.py", {"_keep.source_kind": "Built-in demo (synthetic)",
+    at = run_page("views/chest_xray.py", {"_keep.source_kind": "Built-in demo (synthetic)",
                                           "_keep.demo_choice": "demo:cxr", "_keep.cxr_model": synthetic[0]})
     assert at.selectbox(key="cxr_model").value == synthetic[0]  # the pick on the demo
     at.radio(key="source_kind").set_value("Folder on this machine").run()

@@ -18,7 +18,7 @@ def test_predictions_file_is_a_member_with_its_note_and_coverage(run_page, tmp_p
     pd.DataFrame({"image_id": ids + ["not_in_data"], "prob": rng.random(len(ids) + 1)}).to_csv(
         tmp_path / "preds.csv", index=False)
     spec = {"path": str(tmp_path / "preds.csv"), "classes": ("melanoma",), "id_column": None, "columns": None}
-    at = run_page("pages/classification.py", {"_pred_files.derm": {"file: preds": spec}})
+    at = run_page("views/classification.py", {"_pred_files.derm": {"file: preds": spec}})
     if at.info and any("No classifier checkpoints" in i.value for i in at.info):
         pytest.skip("no classifier checkpoints shipped")
     assert "file: preds" in at.multiselect(key="cls_members").options
@@ -35,7 +35,7 @@ def test_predictions_file_is_a_member_with_its_note_and_coverage(run_page, tmp_p
 
 
 def test_models_table_and_csv_carry_cis(run_page):
-    at = run_page("pages/models.py")
+    at = run_page("views/models.py")
     if not at.dataframe:
         pytest.skip("no checkpoints")
     table = at.dataframe[0].value

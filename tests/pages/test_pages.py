@@ -49,7 +49,7 @@ def test_home_bad_folder_gives_message_not_traceback(run_page, tmp_path):
 
 
 def test_segmentation_page_one_image_and_whole_dataset(run_page):
-    at = run_page("pages/segmentation.py")
+    at = run_page("views/segmentation.py")
     assert at.title[0].value == "Segmentation"
     # image | otsu | (networks) | truth, and the per-image metric table
     assert len(at.dataframe) >= 1
@@ -79,14 +79,14 @@ def test_segmentation_page_one_image_and_whole_dataset(run_page):
 
 
 def test_segmentation_steps_shown(run_page):
-    at = run_page("pages/segmentation.py")
+    at = run_page("views/segmentation.py")
     at.checkbox(key="otsu_steps").check().run()
     assert not at.exception
     assert any("step by step" in m.value for m in at.markdown)
 
 
 def test_models_page(run_page):
-    at = run_page("pages/models.py")
+    at = run_page("views/models.py")
     assert at.title[0].value == "Models"
 
 
@@ -97,7 +97,7 @@ def test_models_page_columns_name_the_data_and_split_of_each_metric(run_page):
     cards = {c.name: c for c in list_weights(task="classification", domain="derm")}
     if not cards:
         pytest.skip("no derm classifier checkpoints shipped")
-    at = run_page("pages/models.py")
+    at = run_page("views/models.py")
     at.radio(key="models_task").set_value("classification").run()
     at.radio(key="models_domain").set_value("derm").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -112,7 +112,7 @@ def test_models_page_columns_name_the_data_and_split_of_each_metric(run_page):
 
 def test_classification_page_without_or_with_models(run_page):
     """With no classifier for the domain it says so; with shipped ones it offers members, TTA and merge."""
-    at = run_page("pages/classification.py")
+    at = run_page("views/classification.py")
     assert at.title[0].value == "Classification"
     if at.info and "No classifier checkpoints" in at.info[0].value:
         return
@@ -123,7 +123,7 @@ def test_classification_page_without_or_with_models(run_page):
 def test_classification_runs_the_shipped_ensemble_and_suggests_members(run_page):
     """With the shipped derm classifiers: ROC table with one row per member + the ensemble, and a suggestion
     that replaces the member list."""
-    at = run_page("pages/classification.py")
+    at = run_page("views/classification.py")
     if at.info and "No classifier checkpoints" in at.info[0].value:
         pytest.skip("no classifier checkpoints shipped")
     at.selectbox(key="cls_tta").set_value("none")

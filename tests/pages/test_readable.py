@@ -26,7 +26,7 @@ def _unpinned_wide_tables(at) -> list[list[str]]:
 
 
 def test_wide_tables_pin_their_key_columns_on_segmentation(run_page):
-    at = run_page("pages/segmentation.py")
+    at = run_page("views/segmentation.py")
     at.button(key="seg_run_all").click().run()
     assert not at.exception, [e.value for e in at.exception]
     wide = [d for d in at.dataframe if len(d.value.columns) >= WIDE]
@@ -37,7 +37,7 @@ def test_wide_tables_pin_their_key_columns_on_segmentation(run_page):
 
 
 def test_wide_tables_pin_their_key_columns_on_models(run_page):
-    at = run_page("pages/models.py")
+    at = run_page("views/models.py")
     assert [d for d in at.dataframe if len(d.value.columns) >= WIDE]
     assert not _unpinned_wide_tables(at), _unpinned_wide_tables(at)
 

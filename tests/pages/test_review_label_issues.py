@@ -31,7 +31,7 @@ def tiny_weights(tmp_path_factory):
 def test_label_issue_column_filter_and_tag(run_page, tiny_weights, tmp_path, monkeypatch):
     monkeypatch.setattr("lesion.weights.WEIGHTS_DIR", tiny_weights)
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
-    at = run_page("pages/review.py")
+    at = run_page("views/review.py")
     at.button(key="review_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     table = [d.value for d in at.dataframe if "false_positive" in d.value.columns][0]
@@ -72,7 +72,7 @@ def test_near_duplicates_and_a_copy_in_another_folder(run_page, tiny_weights, tm
     third.resize((third.width // 2, third.height // 2)).save(other / "images" / "resized.png")
     pd.DataFrame([{**rows[3], "image": "resized.png"}]).to_csv(other / "labels.csv", index=False)
 
-    at = run_page("pages/review.py", {"_keep.source_kind": "Folder on this machine", "_keep.folder_path": str(root)})
+    at = run_page("views/review.py", {"_keep.source_kind": "Folder on this machine", "_keep.folder_path": str(root)})
     at.button(key="review_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     at.text_input(key="review_leaks_other").input(str(other)).run()

@@ -52,7 +52,7 @@ def test_folder_and_fusion_columns_in_every_view(run_page, tmp_path):
     from lesion.segment.otsu import otsu_segment, preset
 
     root, pred = _data(tmp_path / "discs")
-    at = run_page("pages/segmentation.py", _session(root, pred))
+    at = run_page("views/segmentation.py", _session(root, pred))
     assert any("masks:pred: 3 of 3 images have a mask" in c.value for c in at.caption)
     assert any("Otsu preset 'derm':" in c.value and "PH2 chose nothing" in c.value for c in at.caption)
     one = next(d.value for d in at.dataframe if "method" in d.value.columns).set_index("method")
@@ -88,12 +88,12 @@ def test_folder_and_fusion_columns_in_every_view(run_page, tmp_path):
 
 def test_bad_mask_folders_give_one_line(run_page, tmp_path):
     root, pred = _data(tmp_path / "discs")
-    at = run_page("pages/segmentation.py", _session(root, tmp_path / "nowhere"))
+    at = run_page("views/segmentation.py", _session(root, tmp_path / "nowhere"))
     assert any("is not a folder" in e.value and "\n" not in e.value for e in at.error), [e.value for e in at.error]
     other = tmp_path / "other"
     other.mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(other / "zzz.png")
-    at = run_page("pages/segmentation.py", _session(root, other))
+    at = run_page("views/segmentation.py", _session(root, other))
     assert any("matches an image id" in e.value for e in at.error)
     one = next(d.value for d in at.dataframe if "method" in d.value.columns)
     assert not one["method"].str.startswith("masks:").any()
@@ -103,7 +103,7 @@ def test_default_fusion_is_the_one_chosen_on_ham10000(run_page, tmp_path):
     from lesion.segment.fusion import RECOMMENDED
 
     root, pred = _data(tmp_path / "discs")
-    at = run_page("pages/segmentation.py", {"_keep.source_kind": "Folder on this machine",
+    at = run_page("views/segmentation.py", {"_keep.source_kind": "Folder on this machine",
                                             "_keep.folder_path": str(root), "_keep.seg_medsam": False})
     rule = RECOMMENDED["derm"]["rule"]
     assert at.multiselect(key="seg_fuse_rules").value == [rule]

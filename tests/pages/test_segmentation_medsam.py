@@ -35,7 +35,7 @@ def _session(folder) -> dict:
 
 
 def test_medsam_column_prompt_box_and_caveat(run_page, tmp_path):
-    at = run_page("pages/segmentation.py", _session(_folder(tmp_path / "discs")))
+    at = run_page("views/segmentation.py", _session(_folder(tmp_path / "discs")))
     captions = [c.value for c in at.caption]
     note = next(c for c in captions if c.startswith("medsam_lite[otsu]: prompt = Otsu box"))
     assert "ISIC" in note and "PH2" in note
@@ -58,7 +58,7 @@ def test_medsam_column_prompt_box_and_caveat(run_page, tmp_path):
 
 
 def test_medsam_over_the_data_set_only_when_asked(run_page, tmp_path):
-    at = run_page("pages/segmentation.py", _session(_folder(tmp_path / "discs")))
+    at = run_page("views/segmentation.py", _session(_folder(tmp_path / "discs")))
     at.button(key="seg_run_all").click().run()
     assert not at.exception, [e.value for e in at.exception]
     summary = next(d.value for d in at.dataframe if "iou_mean" in d.value.columns)

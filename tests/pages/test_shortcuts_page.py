@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-PAGE = "pages/shortcuts.py"
+PAGE = "views/shortcuts.py"
 N = 40
 
 

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-PAGE = "pages/slices.py"
+PAGE = "views/slices.py"
 
 
 @pytest.fixture(autouse=True)

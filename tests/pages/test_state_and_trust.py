@@ -42,13 +42,13 @@ def plain_folder(tmp_path):
 
 
 def test_folder_and_settings_survive_a_page_change(run_page, plain_folder):
-    at = run_page("pages/home.py")
+    at = run_page("views/home.py")
     at.radio(key="source_kind").set_value("Folder on this machine").run()
     at.text_input(key="folder_path").input(str(plain_folder)).run()
     assert not at.exception and int(at.metric[0].value) == 40
     kept = _kept(at)
     assert kept["_keep.folder_path"] == str(plain_folder)
-    seg = AppTest.from_file(str(ROOT / "pages/segmentation.py"), default_timeout=TIMEOUT)
+    seg = AppTest.from_file(str(ROOT / "views/segmentation.py"), default_timeout=TIMEOUT)
     for k, v in kept.items():
         seg.session_state[k] = v
     seg.run()
@@ -62,7 +62,7 @@ def test_folder_and_settings_survive_a_page_change(run_page, plain_folder):
     side = " ".join(c.value for c in seg.sidebar.caption)
     assert "40 images" in side and "hair_removal" in side  # the settings in use, in the sidebar
     # and on a third page, with the settings the second page kept
-    cls = AppTest.from_file(str(ROOT / "pages/classification.py"), default_timeout=TIMEOUT)
+    cls = AppTest.from_file(str(ROOT / "views/classification.py"), default_timeout=TIMEOUT)
     for k, v in _kept(seg).items():
         cls.session_state[k] = v
     cls.run()
@@ -71,7 +71,7 @@ def test_folder_and_settings_survive_a_page_change(run_page, plain_folder):
     assert "40 images" in " ".join(c.value for c in cls.caption)
     assert "hair_removal" in " ".join(c.value for c in cls.sidebar.caption)
     # back on the Segmentation page (a fresh run: its widgets were dropped), the Otsu setting is still on
-    seg2 = AppTest.from_file(str(ROOT / "pages/segmentation.py"), default_timeout=TIMEOUT)
+    seg2 = AppTest.from_file(str(ROOT / "views/segmentation.py"), default_timeout=TIMEOUT)
     for k, v in _kept(cls).items():
         seg2.session_state[k] = v
     seg2.run()
@@ -79,7 +79,7 @@ def test_folder_and_settings_survive_a_page_change(run_page, plain_folder):
 
 
 def test_a_page_runs_only_when_asked_for_the_data_in_use(run_page):
-    at = run_page("pages/classification.py")
+    at = run_page("views/classification.py")
     if at.info and "No classifier checkpoints" in at.info[0].value:
         pytest.skip("no classifier checkpoints shipped")
     at.selectbox(key="cls_tta").set_value("none")
@@ -100,7 +100,7 @@ def test_a_page_runs_only_when_asked_for_the_data_in_use(run_page):
 
 
 def test_fusion_page_on_a_folder_without_id_column(run_page, plain_folder):
-    at = run_page("pages/fusion.py", {"_keep.source_kind": "Folder on this machine",
+    at = run_page("views/fusion.py", {"_keep.source_kind": "Folder on this machine",
                                       "_keep.folder_path": str(plain_folder)})
     assert not [s for s in at.selectbox if s.key == "fus_case"]
     assert any("no id column that repeats" in i.value for i in at.info)
@@ -109,7 +109,7 @@ def test_fusion_page_on_a_folder_without_id_column(run_page, plain_folder):
 
 
 def test_ph2_offers_no_label_column_as_case_id(run_page, shared_data):
-    at = run_page("pages/fusion.py", {"_keep.source_kind": "Folder on this machine",
+    at = run_page("views/fusion.py", {"_keep.source_kind": "Folder on this machine",
                                       "_keep.folder_path": str(shared_data / "PH2")})
     assert not [s for s in at.selectbox if s.key == "fus_case"]
 
@@ -120,7 +120,7 @@ def test_real_chest_xrays_never_default_to_the_synthetic_model(run_page, shared_
     synthetic = [c.name for c in list_weights(domain="cxr", task="classification") if c.synthetic_only]
     if not synthetic:
         pytest.skip("no synthetic-only chest X-ray model shipped")
-    at = run_page("pages/chest_xray.py", {"_keep.source_kind": "Folder on this machine",
+    at = run_page("views/chest_xray.py", {"_keep.source_kind": "Folder on this machine",
                                           "_keep.folder_path": str(shared_data / "NIH_ChestXray14_mini")})
     box = at.selectbox(key="cxr_model")
     assert box.value not in synthetic
@@ -141,7 +141,7 @@ def test_upload_after_its_folder_is_removed_and_inputs_a_model_ignores(run_page,
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
     img = np.full((96, 128, 3), (200, 150, 120), np.uint8)
     img[30:60, 30:60] = (90, 50, 40)
-    at = run_page("pages/upload.py", {"upload_test_file": ("lesion.png", _png(img))})
+    at = run_page("views/upload.py", {"upload_test_file": ("lesion.png", _png(img))})
     folders = list((tmp_path / "cache" / "uploads").glob("*/image/lesion.png"))
     assert len(folders) == 1
     shutil.rmtree(tmp_path / "cache" / "uploads")  # a cleaner empties the cache while the session lives

@@ -25,7 +25,7 @@ def _session(root) -> dict:
             "_keep.members.derm": [MODEL], "_keep.tta": "none"}
 
 
-@pytest.mark.parametrize("page, run_key", [("pages/classification.py", "cls_run"), ("pages/review.py", "review_run")])
+@pytest.mark.parametrize("page, run_key", [("views/classification.py", "cls_run"), ("views/review.py", "review_run")])
 def test_one_corrupt_image_is_named_and_the_rest_scored(run_page, folder, page, run_key):
     root, bad = folder
     at = run_page(page, _session(root))
