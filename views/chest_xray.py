@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from lesion.errors import LesionError
-from ui.state import in_options, keep, page_setup, read_sample, require_dataset, require_domain, st_progress
+from ui.state import in_options, keep, page_setup, read_sample, require_dataset, require_domain
 
 finish_page = page_setup()
 st.title("Chest X-ray")
@@ -36,7 +36,8 @@ from ui.cxr import (  # noqa: E402
 from ui.charts import fit  # noqa: E402
 from ui.tables import pinned  # noqa: E402
 from ui.segment import network_mask  # noqa: E402
-from ui.trust import default_models, follows_dataset, mask_labels, model_label, show_model_notes, subset_choice  # noqa: E402,E501
+from ui.scope import plan_caption, scope_choice, stoppable, stopped_note  # noqa: E402
+from ui.trust import default_models, follows_dataset, model_label, show_model_notes  # noqa: E402
 
 for note in list(ds.warnings) + view_warnings(ds.records):
     st.warning(note)
@@ -82,35 +83,28 @@ with st.expander(f"How this model's labels are read from the data (label set '{l
     except LesionError as e:
         st.error(str(e))
 
-run_gate("cxr", "Run on the data set", "Predictions are cached per model, data set and TTA.", finish_page,
+scope = scope_choice([card], ds, "cxr")
+on_what = scope.words
+st.caption(plan_caption(scope, [name], [name], tta, ds))
+stopped_note("cxr")
+run_gate("cxr", "Run on the data set", "Predictions are cached per model, data set, images and TTA.", finish_page,
          identity=ds.fingerprint())
 
-update, clear = st_progress("Predicting…")
-try:
-    result = run_ensemble(ds, [name], tta, "mean_prob", progress=update)
-except LesionError as e:
-    clear()
-    st.error(str(e))
-    finish_page(stop=True)
-clear()
+result = stoppable("cxr", "Predicting…", lambda update: run_ensemble(ds, [name], tta, "mean_prob", progress=update,
+                                                                     records=scope.records), finish_page)
 classes = list(result.classes)
 probs = result.probs
-y, notes = labels_for_model(card, ds.records)
+y, notes = labels_for_model(card, scope.records)
 for note in notes:
     if note not in view_warnings(ds.records):  # shown above already
         st.info(note)
-keep_ids, on_what = subset_choice([card], ds, "cxr")
-y_all = y
-if y is not None:
-    y = mask_labels(y, result.ids, keep_ids)
 st.caption(f"Ran on **{ran_on(result.device)}**, {result.ms_per_image:.1f} ms per image.")
 
 preds = result.to_frame()[["id"] + [f"p_{c}" for c in classes]]
+preds.insert(1, "split", [scope.split_of(i) for i in result.ids])
 if y is not None:
     for j, c in enumerate(classes):
-        preds[f"label_{c}"] = y_all[:, j]
-    if keep_ids is not None:
-        preds["held_out"] = [i in keep_ids for i in result.ids]
+        preds[f"label_{c}"] = y[:, j]
     fig = finding_roc_figure(y, probs, classes)
     table = finding_auc_table(y, probs, classes)
     if fig is not None:
