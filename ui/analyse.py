@@ -40,10 +40,12 @@ def _file_scores(path: str, digest: str, ds_key: str, target: str, _ds) -> tuple
 
 
 def member_scores(ds, models: list[str], files: list[str], tta: str, target: str,
-                  progress: Callable[[int, int], None] | None = None,
-                  records=None) -> tuple[dict[str, np.ndarray], list[str], str]:
-    """``({member name: positive-class probability [N]}, notes, where the models ran)`` over ``records`` of the
-    data set (default: all; the pages pass their scope, held-out by default, and only those are computed).
+                  progress: Callable[[int, int], None] | None = None, records=None,
+                  merge: str = "mean_prob") -> tuple[dict[str, np.ndarray], np.ndarray | None, list[str], str]:
+    """``({member name: positive-class probability [N]}, the models' ensemble probability [N] or None, notes,
+    where the models ran)`` over ``records`` of the data set (default: all; the pages pass their scope, held-out
+    by default, and only those are computed). The models run as one ensemble (the session's TTA and ``merge``),
+    so the ensemble's score is the one the Classification page shows; each file is one more member.
 
     Raises:
         LesionError: a file that cannot be read or lacks some images; a model that fails (one line).
@@ -61,11 +63,14 @@ def member_scores(ds, models: list[str], files: list[str], tta: str, target: str
             s = s[[row[r.id] for r in records]]
         scores[p.stem if p.stem not in scores else f"{p.stem} ({len(scores)})"] = s
         notes.append(note)
-    for name in models:
-        res = run_ensemble(ds, [name], tta, "mean_prob", progress=progress, records=records)
-        scores[name] = np.asarray(score(res.probs, res.classes, target), dtype=np.float64)
+    ensemble = None
+    if models:
+        res = run_ensemble(ds, list(models), tta, merge, progress=progress, records=records)
+        for name, p in res.member_probs.items():
+            scores[name] = np.asarray(score(p, res.classes, target), dtype=np.float64)
+        ensemble = np.asarray(score(res.probs, res.classes, target), dtype=np.float64)
         device = res.device
-    return scores, notes, device
+    return scores, ensemble, notes, device
 
 
 def styled_slices(table):

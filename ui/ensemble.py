@@ -1,5 +1,5 @@
 """The one ensemble of the session: members, TTA and merge rule, chosen once and used by every page that scores it
-(Classification, Failure review, Multi-view fusion, Upload), listed in the sidebar's "Settings in use".
+(Classification, Failure review, Slices, Multi-view fusion, Upload), listed in the sidebar's "Settings in use".
 
 Each page draws the same three widgets (:func:`ensemble_controls`), all bound to the same kept settings
 (``members.<domain>``, ``tta``, ``merge``), so a change on one page is the choice on all of them; the decision
@@ -37,7 +37,7 @@ def ensemble_controls(ds, cards: Sequence, options: Sequence[str], key: str,
         key=kept_members(f"{key}_members", domain, list(options), default,
                          follow=follows_dataset(members_name(domain), ds, list(cards), default)),
         help="One ensemble for the session: the same members, TTA and merge rule are used on the Classification, "
-             "Failure review, Multi-view fusion and Upload pages (sidebar: Settings in use).")
+             "Failure review, Slices, Multi-view fusion and Upload pages (sidebar: Settings in use).")
     tta = c2.selectbox("TTA", TTA_NAMES, key=keep(f"{key}_tta", DEFAULT_TTA, "tta", in_options(TTA_NAMES, DEFAULT_TTA)),
                        help=TTA_HELP)
     rule = DEFAULT_MERGE

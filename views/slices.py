@@ -12,16 +12,16 @@ from lesion.analyse.slices import (PAIR, SliceConfig, analysis_frame, find_slice
                                    parse_by, worst_gaps)
 from lesion.errors import LesionError
 from lesion.infer.evaluate import label_vector
-from lesion.infer.tta import TTA_NAMES
 from lesion.metrics import auc_text
 from ui.analyse import forest_figure, image_columns, member_scores, slice_rows, styled_slices
 from ui.charts import image_grid
 from ui.tables import pinned
 from ui.classify import classifier_cards, run_gate, threshold_control
+from ui.ensemble import ensemble_context, ensemble_controls
 from ui.compute import ran_on, require_compute
-from ui.state import in_options, keep, kept_members, page_setup, read_sample, require_dataset
+from ui.state import page_setup, read_sample, require_dataset
 from ui.scope import plan_caption, scope_choice, stoppable, stopped_note
-from ui.trust import default_models, model_label, show_model_notes
+from ui.trust import model_label, show_model_notes
 
 finish_page = page_setup()
 st.title("Slices")
@@ -36,15 +36,13 @@ require_compute(finish_page)
 # ------------------------------------------------------------------ members: checkpoints and predictions files
 cards = classifier_cards(ds.domain)
 by_name = {c.name: c for c in cards}
-c1, c2 = st.columns([3, 2])
-models = c1.multiselect("Models", list(by_name), format_func=lambda n: model_label(by_name[n]),
-                        key=kept_members("slices_members", ds.domain, list(by_name), default_models(cards, ds, k=1)),
-                        help="Each model is scored alone; the slices use their mean probability.")
-files_text = c2.text_area("…and/or predictions files (one path per line)", key="slices_files", height=80,
+models, tta, merge = ensemble_controls(ds, cards, list(by_name), "slices", label=lambda n: model_label(by_name[n]),
+                                       title="Models (the session's ensemble)")
+files_text = st.text_area("…and/or predictions files (one path per line)", key="slices_files", height=80,
                           help="CSV or parquet with an id column and a probability column, e.g. out-of-fold "
-                               "predictions of a model trained elsewhere.")
+                               "predictions of a model trained elsewhere. Each file is one more member: the slices "
+                               "then score the mean of the ensemble's and the files' probabilities.")
 files = [f.strip() for f in files_text.splitlines() if f.strip()]
-tta = st.selectbox("TTA (models)", TTA_NAMES, key=keep("slices_tta", "none", "slices_tta", in_options(TTA_NAMES, "none")))
 if not models and not files:
     st.info("Choose a model or give a predictions file.")
     finish_page(stop=True)
@@ -86,8 +84,8 @@ stopped_note("slices")
 run_gate("slices", "Compute slices", "Scores the images in scope with each member (cached), then the groups.",
          finish_page, identity=ds.fingerprint())
 
-scores, notes, device = stoppable("slices", "Predicting…", lambda update: member_scores(
-    ds, models, files, tta, target, progress=update, records=scope.records), finish_page)
+scores, ensemble, notes, device = stoppable("slices", "Predicting…", lambda update: member_scores(
+    ds, models, files, tta, target, progress=update, records=scope.records, merge=merge), finish_page)
 st.caption(f"Ran on **{ran_on(device) if models else device}**. " + " ".join(notes))
 on_what = scope.words
 ids = scoped
@@ -95,8 +93,16 @@ y = label_vector(scope.records, target)
 if not np.isfinite(y).any():
     st.error(f"No '{target}' labels among the scored images.")
     finish_page(stop=True)
-s = np.mean(np.stack(list(scores.values())), axis=0)
-threshold, thr_words = threshold_control("slices", y, s)
+file_scores = [v for k, v in scores.items() if k not in models]
+if ensemble is not None and not file_scores:
+    s, scored_as = ensemble, (f"{models[0]}" if len(models) == 1 else f"the ensemble ({merge})") + f", TTA {tta}"
+elif ensemble is None:
+    s, scored_as = np.mean(np.stack(file_scores), axis=0), "the mean of the predictions files"
+else:
+    s = np.mean(np.stack([ensemble, *file_scores]), axis=0)
+    scored_as = f"the mean of the ensemble ({merge}, TTA {tta}) and {len(file_scores)} predictions file(s)"
+threshold, thr_words = threshold_control("slices", y, s, context=ensemble_context(ds.fingerprint(), models, tta, merge)
+                                         if models and not file_scores else None)
 try:
     by = parse_by(list(cols) + [p.replace(PAIR, "*") for p in pairs], available)
     groups = make_groups(frame, sorted({c for k in by for c in k}))
@@ -105,7 +111,7 @@ except LesionError as e:
     finish_page(stop=True)
 cfg = SliceConfig(min_n=min_n, n_boot=500)
 n_lab = int(np.isfinite(y).sum())
-what = (f"{' + '.join(scores)} on {on_what}; {n_lab} labelled for '{target}'; {thr_words}; "
+what = (f"{scored_as} on {on_what}; {n_lab} labelled for '{target}'; {thr_words}; "
         f"groups under {min_n} images (or 5 of a class) not scored")
 
 tab_slices, tab_finder, tab_diff = st.tabs(["Slices", "Slice finder", "Model diff"])

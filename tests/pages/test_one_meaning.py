@@ -113,6 +113,10 @@ def test_one_ensemble_tta_and_merge_on_every_page(run_page):
     fus = run_page("views/fusion.py", kept)
     assert fus.selectbox(key="fus_tta").value == "hflip" and fus.selectbox(key="fus_merge").value == "mean_logit"
     assert any("TTA hflip · merge mean_logit" in c.value for c in fus.sidebar.caption)  # Settings in use
+    members = at.multiselect(key="cls_members").value
+    sl = run_page("views/slices.py", kept)  # the Slices page scores the same ensemble, not one of its own
+    assert sl.selectbox(key="slices_tta").value == "hflip" and sl.selectbox(key="slices_merge").value == "mean_logit"
+    assert sl.multiselect(key="slices_members").value == members
 
 
 def test_threshold_is_not_carried_over_to_another_data_set(run_page):
