@@ -33,9 +33,12 @@ def image_columns(content_key: str, ds, records=None):
 
 
 @st.cache_data(show_spinner="Reading the predictions file…", max_entries=32)
-def _file_scores(path: str, digest: str, ds_key: str, target: str, _ds) -> tuple[np.ndarray, str]:
+def _file_scores(path: str, digest: str, ds_key: str, ids: tuple[str, ...], target: str, _ds,
+                 _records) -> tuple[np.ndarray, str]:
+    """The file's probabilities of ``_records`` (the images in scope: a file of the held-out images only is
+    enough), in their order."""
     m = PredictionsMember(path, classes=(target,))
-    res = predict([m], _ds, tta="none", cache=None)
+    res = predict([m], list(_records), tta="none", cache=None)
     return res.probs[:, 0], m.note
 
 
@@ -57,11 +60,11 @@ def member_scores(ds, models: list[str], files: list[str], tta: str, target: str
         p = Path(f).expanduser()
         if not p.is_file():
             raise ConfigError(f"Predictions file {p} does not exist.")
-        s, note = _file_scores(str(p), file_content_digest(p, "sha256"), ds.content_fingerprint(), target, ds)
-        if records is not None:  # a file is read whole (no compute), then cut to the images in scope
-            row = {r.id: i for i, r in enumerate(ds.records)}
-            s = s[[row[r.id] for r in records]]
-        scores[p.stem if p.stem not in scores else f"{p.stem} ({len(scores)})"] = s
+        recs = list(ds.records if records is None else records)
+        s, note = _file_scores(str(p), file_content_digest(p, "sha256"), ds.content_fingerprint(),
+                               tuple(r.id for r in recs), target, ds, recs)
+        name = f"file: {p.stem}"  # never the name of a model in the same run
+        scores[name if name not in scores else f"{name} ({len(scores)})"] = s
         notes.append(note)
     ensemble = None
     if models:

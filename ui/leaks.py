@@ -45,7 +45,8 @@ def leaks_section(ds, cards, key: str = "leaks") -> None:
         return
     records = list(ds.records)
     held = exp.held
-    split = {r.id: ("held-out" if r.id in held else "training") if trained else ds.name for r in records}
+    # the folder labels never coincide: two copies of one layout have the same data-set name
+    split = {r.id: ("held-out" if r.id in held else "training") if trained else "this data set" for r in records}
     ids, paths, folders = [r.id for r in records], [r.image_path for r in records], [split[r.id] for r in records]
     if other:
         try:
@@ -53,9 +54,9 @@ def leaks_section(ds, cards, key: str = "leaks") -> None:
         except LesionError as e:
             st.error(f"Other folder: {e}")
             return
-        ids += [f"{ods.name}:{r.id}" for r in ods.records]
+        ids += [f"other:{r.id}" for r in ods.records]
         paths += [r.image_path for r in ods.records]
-        folders += [ods.name] * len(ods)
+        folders += [f"other folder ({ods.root})"] * len(ods)
     update, clear = st_progress("Hashing images (cached by content)…")
     try:
         hashes = perceptual_hashes(paths, progress=update)

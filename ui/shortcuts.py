@@ -9,6 +9,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import streamlit as st
 
+from lesion.errors import LesionError
+
 from lesion.analyse.shortcuts import References, outside_table
 from lesion.segment.lungs import LungFields
 from ui.charts import fit
@@ -29,7 +31,9 @@ def lung_fields(name: str) -> LungFields:
 
 
 def _ids_key(records: Sequence[Any]) -> str:
-    return hashlib.sha1("\n".join(r.id for r in records).encode()).hexdigest()
+    """The images and their metadata (a model that reads age / sex / site predicts differently without them)."""
+    text = "\n".join(f"{r.id}|{sorted((str(k), str(v)) for k, v in dict(r.meta or {}).items())}" for r in records)
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def audit_table(ds, ref: str, method: str, records: Sequence[Any], refs: References,
@@ -75,13 +79,23 @@ def _measure_cam_ms(ref: str, identity: tuple, method: str, paths: tuple[str, ..
     return (time.perf_counter() - t0) * 1000.0 / max(1, len(images) - 1)
 
 
+#: Methods not timed before Run: one Score-CAM map is one forward pass per activation channel (minutes per image
+#: on a CPU), so measuring it would itself be a long computation nobody asked for, with no Stop.
+UNTIMED = ("scorecam",)
+
+
 def measured_cam_ms(ref: str, method: str, records: Sequence[Any]) -> float:
     """Measured milliseconds of one ``method`` map (forward + backward) of model ``ref`` on this machine, on the
-    first images of ``records`` (0 with fewer than two)."""
+    first images of ``records`` (0 with fewer than two or when they cannot be read; NaN for :data:`UNTIMED`)."""
+    if method in UNTIMED:
+        return float("nan")
     paths = tuple(str(r.image_path) for r in list(records)[:3])
     if len(paths) < 2:
         return 0.0
-    return _measure_cam_ms(str(ref), member_identity(ref), method, paths)
+    try:
+        return _measure_cam_ms(str(ref), member_identity(ref), method, paths)
+    except LesionError:
+        return 0.0
 
 
 @st.cache_data(show_spinner="Measuring how long one lung mask takes here…", max_entries=8)
@@ -99,7 +113,10 @@ def _measure_lung_ms(name: str, path: str) -> float:
 def measured_lung_ms(name: str, records: Sequence[Any]) -> float:
     """Measured milliseconds of one lung mask of network ``name`` on this machine (0 without images)."""
     recs = list(records)
-    return _measure_lung_ms(name, str(recs[0].image_path)) if recs else 0.0
+    try:
+        return _measure_lung_ms(name, str(recs[0].image_path)) if recs else 0.0
+    except LesionError:
+        return 0.0
 
 
 def clicked_id(event: Any, ids_by_curve: Mapping[int, Sequence[str]] | None = None) -> str | None:

@@ -11,6 +11,7 @@ from lesion.analyse.image_features import DESCRIPTIONS
 from lesion.analyse.slices import analysis_frame
 from lesion.device import pick_device
 from lesion.errors import LesionError
+from lesion.infer.chunks import PART_SIZE
 from lesion.infer.engine import auto_batch_size
 from lesion.infer.evaluate import label_vector, resolve_target, score
 from lesion.infer.members import build_members
@@ -111,9 +112,15 @@ device = pick_device("auto")
 
 
 def features(update):
-    with CAM_LOCK:  # the cached network is shared by every session: placing it is one at a time
-        return embed_records(net, records, batch_size=auto_batch_size(device, "none"), device=device,
-                             progress=update)
+    """In parts of PART_SIZE images, each cached on disk by itself: a Stop keeps the parts done, and the lock on the
+    shared network is held one part at a time, so other sessions' heatmaps are not held up for the whole pass."""
+    out = []
+    for start in range(0, len(records), PART_SIZE):
+        part = records[start:start + PART_SIZE]
+        with CAM_LOCK:  # the cached network is shared by every session: placing it is one at a time
+            out.append(embed_records(net, part, batch_size=auto_batch_size(device, "none"), device=device,
+                                     progress=lambda d, _t, base=start: update(base + d, len(records))))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 feats = stoppable("embedding", "Reading features…", features, finish_page, part="_feat")
@@ -134,7 +141,7 @@ use_images = st.checkbox("Add image-derived columns to colour by (estimates and 
                          "brightness, dark corners, hair, ink, ruler; lung-field intensity on X-rays)",
                          key="embedding_img")
 if use_images:
-    meta = analysis_frame(ds, image_columns(ds.content_fingerprint(), ds))
+    meta = analysis_frame(ds, image_columns(ds.content_fingerprint(), ds, records))
     meta = meta[meta["id"].isin(set(ids))].reset_index(drop=True)
 extra_cols = [c for c in colour_columns(meta) if c not in BASE_COLOURS]
 c1, c2 = st.columns([1, 2])

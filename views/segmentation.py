@@ -191,6 +191,12 @@ if not ds.has_masks:
     finish_page(stop=True)
 
 seg_model_cards = [seg_cards[m] for m in models if m in seg_cards]
+for m in models:  # the user's own checkpoints: their cards say what they trained on, too
+    if m not in seg_cards:
+        try:
+            seg_model_cards.append(load_segmenter_cached(extra[m]).card)
+        except LesionError as e:
+            st.error(f"{m}: {e}")
 show_model_notes(seg_model_cards, ds)
 scope = scope_choice(seg_model_cards, ds, "seg")
 scored = scored_records(ds, scope.records)
@@ -213,15 +219,16 @@ if st.button("Run on the whole data set", type="primary", key="seg_run_all"):
     ran_on.add(ds.fingerprint())
 
 
-def step(name: str, label: str, compute):
-    """One stoppable data-set step (its own Stop key); a method that fails says so in one line, the rest run."""
+def step(name: str, label: str, compute, key: str = "seg"):
+    """One stoppable data-set step (its own Stop key); a method that fails says so in one line, the rest run.
+    ``key``: whose Run the Stop forgets (``seg``: the data-set run; ``seg_medsam``: MedSAM's own button)."""
     def safe(update):
         try:
             return compute(update)
         except LesionError as e:
             st.error(f"{name}: {e}")
             return None
-    return stoppable("seg", label, safe, finish_page, part=name)
+    return stoppable(key, label, safe, finish_page, part=name)
 
 
 if ds.fingerprint() in ran_on:
@@ -246,16 +253,17 @@ if ds.fingerprint() in ran_on:
             help="A box drawn with the sliders is for one image; over the data set each image gets its own box.")
         kind, _, net = data_prompts[data_prompt].partition(":")
         net_ref = extra.get(net, net) if net else None
-        medsam_ran: set = st.session_state.setdefault("seg_medsam_ran", set())
+        medsam_ran: set = st.session_state.setdefault("seg_medsam_ran_on", set())  # Stop clears it (ui.scope)
         run_key = (ds.fingerprint(), kind, net_ref, repr(cfg) if kind == "otsu" else "")
         c2.caption(f"MedSAM is slow on a CPU (about 1–2 s per image: {n_masks} images ≈ "
                    f"{human_time(n_masks * 1.5)}).")
+        stopped_note("seg_medsam")
         if c2.button("Run MedSAM on the whole data set", key="seg_medsam_run"):
             medsam_ran.add(run_key)
         if run_key in medsam_ran:
             frames.append(step("MedSAM", f"Running {medsam_method_name(kind, net_ref)}…", lambda update: (
                 medsam_dataset_counts(ds, kind, cfg, net_ref, progress=update, record=record_for(MEDSAM_MEMBER),
-                                      records=scope.records))))
+                                      records=scope.records)), key="seg_medsam"))
     if folder is not None:
         frames.append(step(folder.name, f"Reading {folder.name}…", lambda update: folder_counts(
             ds, folder, progress=update, records=scope.records)))

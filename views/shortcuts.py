@@ -14,7 +14,6 @@ from lesion.infer.evaluate import label_vector
 from lesion.segment.lungs import default_lung_model, lung_model_names
 from ui.classify import require_classifiers, run_gate, threshold_control
 from ui.compute import heatmaps_where, needs_this_machine, require_compute
-from ui.ensemble import ensemble_context
 from ui.explain import explain_image_cached, meta_key, try_load_classifier
 from ui.scope import human_time, scope_choice, stoppable, stopped_note
 from ui.shortcuts import audit_table, clicked_id, lung_fields, measured_cam_ms, measured_lung_ms, scatter_figure
@@ -118,9 +117,11 @@ measurable = [r for r in records if refs.source(r) != NO_MASK]
 cam_ms = measured_cam_ms(name, method, measurable)
 lung_ms = measured_lung_ms(lungs.ref, [r for r in measurable if r.mask_path is None]) if n_lung else 0.0
 secs = (n_cam * cam_ms + n_lung * lung_ms) / 1000.0
+timed = (f"about {human_time(secs)} on this machine** (measured: {cam_ms:.0f} ms per heatmap" if np.isfinite(cam_ms)
+         else f"not timed before Run** ({method} runs one forward pass per channel: minutes per image on a CPU")
 st.caption(f"**This run computes {n_cam} images × 1 member × 1 {method} pass = {n_cam:,} heatmap passes"
            + (f", plus {n_lung} lung masks by {lungs.name}" if n_lung else "")
-           + f": about {human_time(secs)} on this machine** (measured: {cam_ms:.0f} ms per heatmap"
+           + f": {timed}"
            + (f", {lung_ms:.0f} ms per lung mask" if n_lung else "") + "; images already in the cache are read, "
            f"not computed). On {on_what}." + (f" {left_out} images without a mask are left out." if left_out else "")
            + " A run can be stopped: what it finished stays cached.")
@@ -140,8 +141,9 @@ if len(errors):
                + (" …" if len(errors) > 5 else ""))
 prob = table["prob"].to_numpy(dtype=np.float64)
 has_value = table["has_mask"].to_numpy(bool) & np.isfinite(prob)
-threshold, thr_words = threshold_control("shortcuts", np.where(has_value, y, np.nan), prob,
-                                         context=ensemble_context(ds.fingerprint(), [name], "none", "mean_prob"))
+# No ensemble context: this threshold is chosen on the audited images (a sample, those with masks) by the CAM pass's
+# probabilities, so the sidebar never shows it as the session ensemble's threshold.
+threshold, thr_words = threshold_control("shortcuts", np.where(has_value, y, np.nan), prob)
 judged = judge(table, y, threshold).assign(split=lambda t: [scope.split_of(i) for i in t["id"]])
 rows = judged[judged["judged"]].reset_index(drop=True)
 wrong = ~rows["correct"].astype(bool).to_numpy()

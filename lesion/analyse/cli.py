@@ -338,9 +338,15 @@ def shortcuts_main(argv: list[str] | None = None) -> int:
     pos = {i: k for k, i in enumerate(sc.ids)}
     idx = np.array([pos[i] for i in table["id"]], dtype=int)
     wrong = (s[idx] >= thr) != (sc.y[idx] == 1)
-    v = shortcut_verdict(table["outside"].to_numpy(), wrong, table["has_mask"].to_numpy(), n_boot=a.n_boot)
-    if v["n_no_mask"]:
-        _warn(f"{v['n_no_mask']} of {len(recs)} images have no mask to measure against ({NO_MASK}): left out.")
+    unread = table["error"].astype(str) != ""
+    if unread.any():
+        _warn(f"{int(unread.sum())} image(s) or masks could not be read and are left out (e.g. "
+              f"{table['id'][unread].iloc[0]}: {table['error'][unread].iloc[0]}).")
+    # an unreadable image is neither measured nor an all-zero map: it is left out like one without a mask
+    v = shortcut_verdict(table["outside"].to_numpy(), wrong, (table["has_mask"] & ~unread).to_numpy(), n_boot=a.n_boot)
+    no_mask = int((~table["has_mask"]).sum())
+    if no_mask:
+        _warn(f"{no_mask} of {len(recs)} images have no mask to measure against ({NO_MASK}): left out.")
     if out is not None:
         t = table.assign(wrong=wrong, prob=s[idx])
         with atomic_target(out) as tmp:

@@ -39,7 +39,7 @@ from lesion.metrics import ci_verdict, roc_auc_ci
 from lesion.paths import cache_dir, write_atomic
 
 Progress = Callable[[int, int], None]
-VERSION = 2
+VERSION = 3
 CLAIM = "attention outside the lesion / lung fields predicts wrong predictions"
 #: Fewer wrong (or right) predictions than this: no AUC, the verdict is inconclusive and says why.
 MIN_CLASS = 5
@@ -122,8 +122,14 @@ class References:
         return {k: out[k] for k in order if k in out}
 
 
-def _image_key(r: Any, refs: References) -> str:
-    return f"{file_content_digest(r.image_path)}|{refs.key(r)}"
+def _image_key(r: Any, refs: References, with_meta: bool = False) -> str:
+    """Image content | mask content (| the record's metadata, for a model that reads it: age / sex / site change
+    its prediction, its map and so the right / wrong verdict)."""
+    key = f"{file_content_digest(r.image_path)}|{refs.key(r)}"
+    if with_meta:
+        meta = json.dumps(sorted((str(k), str(v)) for k, v in dict(r.meta or {}).items()))
+        key += "|" + hashlib.sha1(meta.encode()).hexdigest()[:16]
+    return key
 
 
 def _cache_file(identity: str, method: str):
@@ -181,12 +187,13 @@ def outside_table(model, card, records: Sequence[Any], method: str = "gradcam", 
             store = {}
     rows: dict[str, dict] = {}
     todo = []
+    with_meta = bool(getattr(card, "uses_metadata", False))
     for r in records:
         src = refs.source(r)
         if src == NO_MASK:
             rows[r.id] = _row(r, src)
             continue
-        hit = store.get(_image_key(r, refs))
+        hit = store.get(_image_key(r, refs, with_meta))
         if hit is not None:
             rows[r.id] = _row(r, src, hit[0], hit[1], hit[2])
         else:
@@ -210,12 +217,12 @@ def outside_table(model, card, records: Sequence[Any], method: str = "gradcam", 
                 v = outside_mass(o["heat"], o["mask"])
                 p = positive_probability(o["logits"], card)
                 rows[r.id] = _row(r, refs.source(r), v, int(o["class_index"]), p)
-                store[_image_key(r, refs)] = [v if np.isfinite(v) else None, int(o["class_index"]),
+                store[_image_key(r, refs, with_meta)] = [v if np.isfinite(v) else None, int(o["class_index"]),
                                               p if np.isfinite(p) else None]
             dirty = True
         if path is not None and dirty and time.monotonic() - last_write >= _WRITE_EVERY_S:
             write_atomic(path, json.dumps(store))  # before the progress call: a Stop there keeps this batch
-            last_write, dirty = float("-inf"), False  # the first batch is written at once, then every few seconds
+            last_write, dirty = time.monotonic(), False
         if progress is not None:
             progress(done + min(start + batch_size, len(todo)), len(records))
     if path is not None and dirty:

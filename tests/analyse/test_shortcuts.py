@@ -296,3 +296,24 @@ def test_a_stopped_audit_keeps_what_it_finished(monkeypatch):
     assert seen == [2]
     t = outside_table(model, card, recs, "gradcam", batch_size=2)
     assert seen == [2, 2] and t["id"].tolist() == [r.id for r in recs]
+
+
+def test_cache_key_holds_the_metadata_a_model_reads(tmp_path):
+    """A model that reads age / sex / site predicts (and maps) differently with other metadata: its cached audit
+    rows are keyed by the metadata too; a model that reads none shares them whatever the metadata says."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from lesion.analyse.shortcuts import References, _image_key
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(path)
+    refs = References("derm")
+    a = SimpleNamespace(id="a", image_path=path, mask_path=None, meta={"age": 40, "sex": "male"})
+    b = SimpleNamespace(id="a", image_path=path, mask_path=None, meta={"age": 70, "sex": "male"})
+    assert _image_key(a, refs, with_meta=True) != _image_key(b, refs, with_meta=True)
+    assert _image_key(a, refs, with_meta=False) == _image_key(b, refs, with_meta=False)
+    assert _image_key(a, refs, with_meta=True) == _image_key(SimpleNamespace(**{**a.__dict__, "meta": {
+        "sex": "male", "age": 40}}), refs, with_meta=True)  # the order of the fields does not matter
