@@ -36,6 +36,8 @@ def _images(n: int, size: int) -> tuple[str, list[np.ndarray]]:
 def _members(size: int):
     import torch
 
+    from lesion.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard, Preprocessing
+    from lesion.classify.classifier import Classifier
     from lesion.classify.models import ClsModelConfig, create_classifier
     from lesion.weights import list_weights
     from lesion.zoo import CLASSIFIER_TASKS, load_model
@@ -46,10 +48,10 @@ def _members(size: int):
     torch.manual_seed(0)
     out = []
     for i, arch in enumerate(["efficientnet_lite0", "efficientnet_lite0", "resnet18", "densenet121"]):
-        card = {"name": f"{arch}#{i}", "classes": ["melanoma"], "task": "classification",
-                "preprocessing": {"size": size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                  "center_crop": True, "clahe": False}}
-        out.append((create_classifier(ClsModelConfig(arch, num_classes=1, size=size)).eval(), card))
+        card = ModelCard(name=f"{arch}#{i}", task="classification", arch=arch, classes=("melanoma",),
+                         target="melanoma",
+                         preprocessing=Preprocessing(size, IMAGENET_MEAN, IMAGENET_STD, center_crop=True))
+        out.append((Classifier(create_classifier(ClsModelConfig(arch, num_classes=1, size=size))).eval(), card))
     return "untrained (random init)", out
 
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     diff = float(np.abs(fast.probs - slow.probs).max())
     n = len(images)
     lines = [
-        f"bench_ensemble: {len(members)} models ({kind}: {', '.join(c['name'] for _, c in members)}), "
+        f"bench_ensemble: {len(members)} models ({kind}: {', '.join(c.name for _, c in members)}), "
         f"TTA {a.tta}, {a.size} px, {src}",
         f"device: {describe_device(device)}; torch threads {torch.get_num_threads()}; batch size {a.batch_size or auto_batch_size(device, a.tta)}",
         "",

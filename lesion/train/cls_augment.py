@@ -5,6 +5,11 @@ cutout are albumentations transforms. **Albumentations has no "microscope" trans
 dermatoscope border of the Kaggle SIIM-ISIC discussion seed 003 cites), so :class:`MicroscopeCircle` writes it
 as an ``ImageOnlyTransform``: it darkens everything outside a random circle. It breaks the spurious link
 between the dermatoscope's zoom (a visible black ring) and the diagnosis.
+
+albumentations is imported only when a pipeline is built (:func:`build_train_transform`, or the first use of
+:class:`MicroscopeCircle`): :class:`AugmentConfig` and :func:`microscope_circle` need none, so the classification
+trainer's modules also import where it is not installed (the GPU machine, whose augmentations are torch ops on
+the device: :mod:`lesion.train.gpu`).
 """
 from __future__ import annotations
 
@@ -12,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-import albumentations as A
 
 
 @dataclass(frozen=True)
@@ -30,32 +33,49 @@ class AugmentConfig:
     p: float = 0.5  # probability of each augmentation
 
 
-class MicroscopeCircle(A.ImageOnlyTransform):
-    """Darken the image outside a random circle (the dermatoscope's field of view).
+def _microscope_class():
+    """:class:`MicroscopeCircle`, defined on first use (it subclasses an albumentations transform)."""
+    import albumentations as A
 
-    The circle is centred near the image centre with radius ``radius_range`` x half the image side; outside
-    it pixels are multiplied by ``darkness`` (0 = black, as in a real dermatoscope ring).
-    """
+    class MicroscopeCircle(A.ImageOnlyTransform):
+        """Darken the image outside a random circle (the dermatoscope's field of view).
 
-    def __init__(self, radius_range: tuple[float, float] = (0.8, 1.1), center_jitter: float = 0.1,
-                 darkness: float = 0.0, p: float = 0.5):
-        super().__init__(p=p)
-        self.radius_range = radius_range
-        self.center_jitter = center_jitter
-        self.darkness = darkness
+        The circle is centred near the image centre with radius ``radius_range`` x half the image side; outside
+        it pixels are multiplied by ``darkness`` (0 = black, as in a real dermatoscope ring).
+        """
 
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        h, w = params["shape"][:2]
-        r = self.py_random.uniform(*self.radius_range) * min(h, w) / 2
-        cy = h / 2 + self.py_random.uniform(-1, 1) * self.center_jitter * h
-        cx = w / 2 + self.py_random.uniform(-1, 1) * self.center_jitter * w
-        return {"cy": cy, "cx": cx, "radius": r}
+        def __init__(self, radius_range: tuple[float, float] = (0.8, 1.1), center_jitter: float = 0.1,
+                     darkness: float = 0.0, p: float = 0.5):
+            super().__init__(p=p)
+            self.radius_range = radius_range
+            self.center_jitter = center_jitter
+            self.darkness = darkness
 
-    def apply(self, img: np.ndarray, cy: float = 0.0, cx: float = 0.0, radius: float = 1.0, **params) -> np.ndarray:
-        return microscope_circle(img, cy, cx, radius, self.darkness)
+        def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+            h, w = params["shape"][:2]
+            r = self.py_random.uniform(*self.radius_range) * min(h, w) / 2
+            cy = h / 2 + self.py_random.uniform(-1, 1) * self.center_jitter * h
+            cx = w / 2 + self.py_random.uniform(-1, 1) * self.center_jitter * w
+            return {"cy": cy, "cx": cx, "radius": r}
 
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("radius_range", "center_jitter", "darkness")
+        def apply(self, img: np.ndarray, cy: float = 0.0, cx: float = 0.0, radius: float = 1.0,
+                  **params) -> np.ndarray:
+            return microscope_circle(img, cy, cx, radius, self.darkness)
+
+        def get_transform_init_args_names(self) -> tuple[str, ...]:
+            return ("radius_range", "center_jitter", "darkness")
+
+    MicroscopeCircle.__module__ = __name__
+    MicroscopeCircle.__qualname__ = "MicroscopeCircle"
+    return MicroscopeCircle
+
+
+def __getattr__(name: str) -> Any:
+    """``MicroscopeCircle`` is made on first access (albumentations is imported then, not with this module)."""
+    if name == "MicroscopeCircle":
+        cls = globals()["MicroscopeCircle"] = _microscope_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def microscope_circle(img: np.ndarray, cy: float, cx: float, radius: float, darkness: float = 0.0) -> np.ndarray:
@@ -68,8 +88,11 @@ def microscope_circle(img: np.ndarray, cy: float, cx: float, radius: float, dark
     return out
 
 
-def build_train_transform(cfg: AugmentConfig = AugmentConfig()) -> A.Compose:
-    """Albumentations pipeline on uint8 RGB ``[S, S, 3]`` (+ optional ``mask``), sizes unchanged."""
+def build_train_transform(cfg: AugmentConfig = AugmentConfig()):
+    """Albumentations pipeline (an ``A.Compose``) on uint8 RGB ``[S, S, 3]`` (+ optional ``mask``), sizes
+    unchanged."""
+    import albumentations as A
+
     p = cfg.p
     t: list[Any] = []
     if cfg.flips:
@@ -84,7 +107,7 @@ def build_train_transform(cfg: AugmentConfig = AugmentConfig()) -> A.Compose:
     if cfg.gamma:
         t.append(A.RandomGamma(gamma_limit=(80, 120), p=p))
     if cfg.microscope:
-        t.append(MicroscopeCircle(p=p))
+        t.append(__getattr__("MicroscopeCircle")(p=p))
     if cfg.cutout:
         t.append(A.CoarseDropout(num_holes_range=(2, 8), hole_height_range=(0.04, 0.1),
                                  hole_width_range=(0.04, 0.1), fill=0, p=p))
