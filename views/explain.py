@@ -30,7 +30,8 @@ from ui.explain import (
     try_load_classifier,
 )
 from ui.state import in_options, keep, page_setup, require_dataset, read_sample
-from ui.scope import scope_choice, stoppable, stopped_note
+from ui.scope import human_time, scope_choice, stoppable, stopped_note
+from ui.shortcuts import measured_cam_ms
 from ui.tables import pinned
 from ui.trust import show_model_notes
 
@@ -157,9 +158,14 @@ method_all = st.selectbox("Heatmap method for the data set", ds_methods,
 labels_target = card.target or "melanoma"
 scope = scope_choice([card], ds, "explain")
 keep_ids, on_what = None, scope.words
-st.caption(f"This run computes one {method_all} map for each of **{len(scope.records)} images** (the map of its "
-           f"predicted class, opening radius {radius})"
-           + (f"; the {scope.not_computed} training images are not computed" if scope.not_computed else "") + ".")
+cam_ms = float("nan") if compute.remote else measured_cam_ms(choices[name], method_all, scope.records)
+timed = (f"about {human_time(len(scope.records) * cam_ms / 1000.0)} here (measured: {cam_ms:.0f} ms per map)"
+         if np.isfinite(cam_ms) else "on the model server, not timed here" if compute.remote else
+         f"not timed before Run ({method_all}: minutes per image on a CPU)")
+st.caption(f"**This run computes one {method_all} map for each of {len(scope.records)} images: {timed}** (the map "
+           f"of its predicted class, opening radius {radius}"
+           + (f"; the {scope.not_computed} training images are not computed" if scope.not_computed else "")
+           + "). A run can be stopped: the maps finished stay cached.")
 stopped_note("explain")
 run_gate("explain", "Score agreement over the data set",
          f"Computes one {method_all} map per image (the map of its predicted class, opening radius {radius}).",

@@ -66,6 +66,8 @@ def test_explain_shows_heatmaps_and_scores(run_page, with_weights):
     scores = [d.value for d in at.dataframe if "pointing_game" in d.value.columns][0]
     assert list(scores["map"]) == ["gradcam", "gradcam++", "eigencam", "attention"]
     assert scores["iou"].between(0, 1).all()
+    plan = [c.value for c in at.caption if "This run computes one" in c.value]  # count and measured time, first
+    assert plan and "200 images" in plan[0] and "ms per map" in plan[0] and "about" in plan[0], plan
     at.button(key="explain_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     table = [d.value for d in at.dataframe if "agreement" in d.value.columns and "wrong" in d.value.columns][0]
