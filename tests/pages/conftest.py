@@ -9,6 +9,18 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180  # pages that load torch take seconds on a busy 2-core machine
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every page test runs torch on one thread: the pages share two cores with the test runner (and, in a run of
+    the whole suite, with servers other tests start), where spinning threads are many times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture()
 def run_page():
     """``run_page(page, session=None)``: run one page script under AppTest (``page`` relative to the repo or
@@ -57,3 +69,23 @@ def make_demo_folder(root: Path, n: int, metadata: bool = True) -> tuple[Path, l
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root, rows
 
+
+
+@pytest.fixture(scope="session")
+def plans_held_out_only():
+    """``plans_held_out_only(at, card, folder)``: see :func:`assert_plans_held_out_only`."""
+    return assert_plans_held_out_only
+
+
+def assert_plans_held_out_only(at, card, folder) -> None:
+    """The page's plan, said before Run, computes the held-out images of ``card`` on the data set at ``folder``
+    only, and says the training images are not computed (issue 21.1)."""
+    from lesion.data.spec import open_data
+    from lesion.train.heldout import held_out
+
+    ds = open_data(str(folder))
+    n_held = len(held_out(card, ds).records)
+    assert 0 < n_held < len(ds)
+    plan = [c.value for c in at.caption if "This run computes" in c.value]
+    assert plan and f"computes {n_held} images" in plan[0], plan
+    assert f"the {len(ds) - n_held} training images are not computed" in plan[0]

@@ -117,11 +117,9 @@ def test_findings_models_stay_off_the_single_target_pages(monkeypatch, cxr_weigh
     assert classifier_cards("derm") == []
 
 
-def test_chest_xray_computes_held_out_only(run_page, shared_data):
+def test_chest_xray_computes_held_out_only(run_page, shared_data, plans_held_out_only):
     """The TB model on the chest X-ray masks set it trained on: before Run the page says it computes the held-out
     radiographs only (issue 21.1); after Run every row is held-out and the count matches."""
-    from lesion.data.spec import open_data
-    from lesion.train.heldout import held_out
     from lesion.weights import list_weights
 
     cards = {c.name: c for c in list_weights(domain="cxr")}
@@ -130,9 +128,4 @@ def test_chest_xray_computes_held_out_only(run_page, shared_data):
     folder = shared_data / "ChestXrayMasksAndLabels"
     at = run_page("views/chest_xray.py", {"_keep.source_kind": "Folder on this machine",
                                            "_keep.folder_path": str(folder), "_keep.cxr_model": "cxr_tb_efficientnet_lite0"})
-    ds = open_data(str(folder))
-    n_held = len(held_out(cards["cxr_tb_efficientnet_lite0"], ds).records)
-    assert 0 < n_held < len(ds)
-    plan = [c.value for c in at.caption if "This run computes" in c.value]
-    assert plan and f"computes {n_held} images" in plan[0], plan
-    assert f"the {len(ds) - n_held} training images are not computed" in plan[0]
+    plans_held_out_only(at, cards["cxr_tb_efficientnet_lite0"], folder)

@@ -19,16 +19,6 @@ from ui.embedding import (FIXED_COLOURS, NEGATIVE, POSITIVE, category_colours, m
 PAGE = "views/embedding.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _frame(training=frozenset()):
     ids = ["a", "b", "c", "d", "e", "f"]
     y = np.array([1, 0, 1, 0, np.nan, 1])

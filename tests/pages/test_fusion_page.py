@@ -10,16 +10,6 @@ pytest.importorskip("streamlit")
 PAGE = "views/fusion.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_demo_cases_counted_by_lesion(run_page):
     at = run_page(PAGE)
     assert at.title[0].value == "Multi-view fusion"

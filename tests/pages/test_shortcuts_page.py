@@ -13,16 +13,6 @@ PAGE = "views/shortcuts.py"
 N = 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_clicked_id():
     from ui.shortcuts import clicked_id
 

@@ -12,16 +12,6 @@ pytest.importorskip("streamlit")
 PAGE = "views/slices.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     from lesion.data.spec import open_data
@@ -78,11 +68,9 @@ def test_slices_with_a_shipped_classifier(run_page):
     assert any("too_small" in getattr(d.value, "columns", []) for d in at.dataframe)
 
 
-def test_slices_computes_held_out_only(run_page, shared_data):
+def test_slices_computes_held_out_only(run_page, shared_data, plans_held_out_only):
     """A K-fold member on HAM10000: before Run, the Slices page says it computes that member's held-out images
     only (issue 21.1), and the training images are not computed."""
-    from lesion.data.spec import open_data
-    from lesion.train.heldout import held_out
     from lesion.weights import list_weights
 
     cards = {c.name: c for c in list_weights(domain="derm")}
@@ -92,9 +80,4 @@ def test_slices_computes_held_out_only(run_page, shared_data):
     at = run_page(PAGE, {"_keep.source_kind": "Folder on this machine", "_keep.folder_path": str(folder)})
     at.multiselect(key="slices_members").set_value(["derm_kfold_multitask_lite0_f0"]).run()
     assert not at.exception, [e.value for e in at.exception]
-    ds = open_data(str(folder))
-    n_held = len(held_out(cards["derm_kfold_multitask_lite0_f0"], ds).records)
-    assert 0 < n_held < len(ds)
-    plan = [c.value for c in at.caption if "This run computes" in c.value]
-    assert plan and f"computes {n_held} images" in plan[0], plan
-    assert f"the {len(ds) - n_held} training images are not computed" in plan[0]
+    plans_held_out_only(at, cards["derm_kfold_multitask_lite0_f0"], folder)
