@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +65,7 @@ from lesion.train.loop import (
 from lesion.train.losses import make_loss as make_seg_loss
 from lesion.train.options import config_argv
 from lesion.train.seg import SegTrainConfig, batch_iou_dice, native_metrics, seg_metric_rows
-from lesion.train.seg import split_records as seg_split_records
+from lesion.train.seg import gather_records
 from lesion.train.splits import epoch_indices, groups_of, prior_logit
 
 Log = Callable[[str], None]
@@ -722,28 +721,7 @@ def train_segmentation_gpu(cfg: SegTrainConfig, stem: str | Path | None, opts: G
     model = create_seg_model(model_cfg)
     fields_ = cfg_to_card(model_cfg)
     prep = fields_["preprocessing"]
-    train_recs: list = []
-    val_recs: list = []
-    val_source: list[str] = []
-    sets: dict[str, Any] = {}
-    used = []
-    for spec, ds in zip(cfg.data, sources):
-        if not ds.has_masks:
-            raise DataError(f"{ds.name} ({spec}) has no masks to train on.")
-        if cfg.max_images:
-            keep = sorted(random.Random(cfg.seed).sample(range(len(ds.records)), min(cfg.max_images, len(ds.records))))
-            ds = dataclasses.replace(ds, records=[ds.records[i] for i in keep])
-        tr, va, how = seg_split_records(ds, cfg.val_fraction, cfg.seed)
-        train_recs += tr
-        val_recs += va
-        val_source += [ds.name] * len(va)
-        sets[ds.name] = {"method": how, "n_train": len(tr), "n_val": len(va),
-                         "n_train_groups": len({r.group or r.id for r in tr}),
-                         "n_val_groups": len({r.group or r.id for r in va}), "val_ids": [r.id for r in va]}
-        used.append((ds, TRAIN_VAL, {"source": spec, "n_train": len(tr), "n_val": len(va)}))
-        say(f"data: {ds.name}: {len(tr)} train / {len(va)} val images ({how})")
-    if not train_recs or not val_recs:
-        raise DataError(f"Need training and validation images with masks; got {len(train_recs)} / {len(val_recs)}.")
+    train_recs, val_recs, val_source, sets, used = gather_records(cfg, sources, say)
     per_epoch = min(cfg.samples_per_epoch or len(train_recs), len(train_recs))
     if per_epoch < cfg.batch_size:
         raise DataError(f"--batch-size {cfg.batch_size} is larger than the {per_epoch} training images per epoch.")

@@ -156,6 +156,45 @@ class SegTrainConfig:
 # ----------------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------------
+def gather_records(cfg, sources, say: Log = print):
+    """The training and validation records of every data set of ``cfg.data`` (``sources``: those opened), each
+    capped at ``cfg.max_images`` (a seeded sample) and split by :func:`split_records`; shared by the CPU trainer
+    and the GPU one (:mod:`lesion.train.gpu`), so both write the same split into the card.
+
+    Returns:
+        ``(train_records, val_records, val_source, sets, used)``: ``val_source`` names each validation record's
+        data set; ``sets`` the per-data-set split for the card; ``used`` the card's data rows.
+
+    Raises:
+        DataError: a data set without masks; no training or no validation image.
+    """
+    train_recs: list = []
+    val_recs: list = []
+    val_source: list[str] = []
+    sets: dict[str, Any] = {}
+    used = []
+    for spec, ds in zip(cfg.data, sources):
+        if not ds.has_masks:
+            raise DataError(f"{ds.name} ({spec}) has no masks to train on.")
+        if cfg.max_images:
+            keep = sorted(random.Random(cfg.seed).sample(range(len(ds.records)), min(cfg.max_images, len(ds.records))))
+            ds = replace(ds, records=[ds.records[i] for i in keep])
+        tr, va, how = split_records(ds, cfg.val_fraction, cfg.seed)
+        train_recs += tr
+        val_recs += va
+        val_source += [ds.name] * len(va)
+        sets[ds.name] = {
+            "method": how, "n_train": len(tr), "n_val": len(va),
+            "n_train_groups": len({r.group or r.id for r in tr}), "n_val_groups": len({r.group or r.id for r in va}),
+            "val_ids": [r.id for r in va],
+        }
+        used.append((ds, TRAIN_VAL, {"source": spec, "n_train": len(tr), "n_val": len(va)}))
+        say(f"data: {ds.name}: {len(tr)} train / {len(va)} val images ({how})")
+    if not train_recs or not val_recs:
+        raise DataError(f"Need training and validation images with masks; got {len(train_recs)} / {len(val_recs)}.")
+    return train_recs, val_recs, val_source, sets, used
+
+
 def split_records(ds, val_fraction: float, seed: int) -> tuple[list, list, str]:
     """(train records, val records, how) for the images of one data set that have masks
     (:func:`lesion.train.common.split_column_or_groups`)."""
@@ -385,30 +424,7 @@ def _train_segmentation(cfg: SegTrainConfig, progress: Progress | None, log: Log
                                encoder_depth=cfg.encoder_depth, mean=mean, std=std)
     model = create_seg_model(model_cfg)  # validates arch/encoder before the data is read
     init_card = _init_from(model, cfg, say)
-    train_recs: list = []
-    val_recs: list = []
-    val_source: list[str] = []
-    sets: dict[str, Any] = {}
-    used = []
-    for spec, ds in zip(cfg.data, sources):
-        if not ds.has_masks:
-            raise DataError(f"{ds.name} ({spec}) has no masks to train on.")
-        if cfg.max_images:
-            keep = sorted(random.Random(cfg.seed).sample(range(len(ds.records)), min(cfg.max_images, len(ds.records))))
-            ds = replace(ds, records=[ds.records[i] for i in keep])
-        tr, va, how = split_records(ds, cfg.val_fraction, cfg.seed)
-        train_recs += tr
-        val_recs += va
-        val_source += [ds.name] * len(va)
-        sets[ds.name] = {
-            "method": how, "n_train": len(tr), "n_val": len(va),
-            "n_train_groups": len({r.group or r.id for r in tr}), "n_val_groups": len({r.group or r.id for r in va}),
-            "val_ids": [r.id for r in va],
-        }
-        used.append((ds, TRAIN_VAL, {"source": spec, "n_train": len(tr), "n_val": len(va)}))
-        say(f"data: {ds.name}: {len(tr)} train / {len(va)} val images ({how})")
-    if not train_recs or not val_recs:
-        raise DataError(f"Need training and validation images with masks; got {len(train_recs)} / {len(val_recs)}.")
+    train_recs, val_recs, val_source, sets, used = gather_records(cfg, sources, say)
     per_epoch = min(cfg.samples_per_epoch or len(train_recs), len(train_recs))
     if per_epoch < cfg.batch_size:
         raise DataError(f"--batch-size {cfg.batch_size} is larger than the {per_epoch} training images per epoch: "
