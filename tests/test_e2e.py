@@ -338,7 +338,8 @@ def test_no_plotly_chart_is_narrower_than_300px(server, browser):
 
 
 def test_no_plotly_chart_on_the_scored_pages_is_narrower_than_300px(server, browser):
-    """Segmentation (whole data set), Classification (the ensemble) and Multi-view fusion, on the demo set."""
+    """Segmentation (whole data set), Classification (the ensemble), Multi-view fusion, Shortcut audit and Embedding
+    map after their runs on the demo set: every chart at least 300 px wide and no layout problem (LAYOUT_JS)."""
     url, _ = server
     page = browser.new_page(viewport=VIEWPORT)
     widths: dict[str, list[float]] = {}
@@ -346,7 +347,8 @@ def test_no_plotly_chart_on_the_scored_pages_is_narrower_than_300px(server, brow
         page.goto(f"{url}/", wait_until="domcontentloaded", timeout=60_000)
         _wait_done(page)
         for title, button in (("Segmentation", "Run on the whole data set"), ("Classification", "Run the ensemble"),
-                              ("Multi-view fusion", "Run fusion")):
+                              ("Multi-view fusion", "Run fusion"), ("Shortcut audit", "Run the audit"),
+                              ("Embedding map", "Compute the map")):
             _nav(page, title)
             run = page.get_by_role("button", name=button)
             if not run.count():
@@ -354,7 +356,7 @@ def test_no_plotly_chart_on_the_scored_pages_is_narrower_than_300px(server, brow
             run.first.click()
             page.wait_for_timeout(1000)
             _wait_done(page, timeout=240_000)
-            if title != "Multi-view fusion":  # these two always draw charts after a run: wait until they are drawn
+            if title != "Multi-view fusion":  # these always draw charts after a run: wait until they are drawn
                 page.locator(".js-plotly-plot").first.wait_for(timeout=240_000)
                 page.wait_for_timeout(500)
             widths[title] = _plotly_widths(page)
