@@ -17,11 +17,9 @@ else ``~/lesion-models`` — never the shipped ``weights/``. A wrong statement i
 """
 from __future__ import annotations
 
-import atexit
 import datetime as dt
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -130,7 +128,7 @@ def import_model(file: str | Path, arch: str = "", classes: Sequence[str] = (), 
             _check_onnx_shapes(net, in_chans, h, w, k)
     else:
         net = build_network(net_kind, arch_name, 1 if segmenter else k, in_chans, encoder)
-        load_strict(net, read_state_file(_as_state_suffix(src, kind)),
+        load_strict(net, read_state_file(src, "safetensors" if kind == "safetensors" else "state_dict"),
                     what=f"file {src.name} (as --arch {arch})")
     _check_forward(net, src.name, in_chans, h, w, 1 if segmenter else k, segmenter)
 
@@ -174,27 +172,6 @@ def import_model(file: str | Path, arch: str = "", classes: Sequence[str] = (), 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _as_state_suffix(src: Path, kind: str) -> Path:
-    """A path whose suffix makes :func:`lesion.weights.read_state_file` read ``src`` by its content."""
-    want = ".safetensors" if kind == "safetensors" else ".pt"
-    if src.suffix == want:
-        return src
-    link = Path(_tmp_dir()) / f"{src.stem}{want}"
-    shutil.copyfile(src, link)
-    return link
-
-
-_TMP: list[str] = []
-
-
-def _tmp_dir() -> str:
-    if not _TMP:
-        d = tempfile.mkdtemp(prefix="lesion-import-")
-        _TMP.append(d)
-        atexit.register(shutil.rmtree, d, True)
-    return _TMP[0]
 
 
 def _copy_suffix(src: Path, kind: str) -> str:

@@ -525,8 +525,11 @@ def verify_weights(path: str | Path, card: ModelCard) -> str:
     return digest
 
 
-def read_state_file(path: str | Path) -> dict[str, "torch.Tensor"]:
+def read_state_file(path: str | Path, kind: str | None = None) -> dict[str, "torch.Tensor"]:
     """Read a ``.safetensors`` or ``.pth``/``.pt`` state dict as float32 tensors on the CPU.
+
+    ``kind`` (``safetensors`` or ``state_dict``, e.g. from the bytes by
+    :func:`lesion.classify.imported.file_kind`) overrides the suffix, so a file with any name can be read.
 
     ``.pth`` files may wrap the state in ``{"state_dict": …}`` or ``{"model": …}`` and carry a
     ``module.`` prefix (DataParallel); both are undone.
@@ -540,7 +543,7 @@ def read_state_file(path: str | Path) -> dict[str, "torch.Tensor"]:
     if not path.is_file():
         raise CheckpointError(f"Weights file not found: {path}")
     try:
-        if path.suffix == ".safetensors":
+        if (kind or ("safetensors" if path.suffix == ".safetensors" else "state_dict")) == "safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path), device="cpu")

@@ -229,3 +229,18 @@ def test_cards_name_data_sets_not_machine_paths():
     assert out == {"data": [{"source": "HAM10000"}], "command": "lesion train seg --data PH2 --out weights/x",
                    "url": "https://doi.org/10.1038/sdata", "id": "ISIC_1/2", "n": 3,
                    "rel": ["ChestXrayMasksAndLabels", "PH2", "..", "a/../b", "v0.1.2"]}
+
+
+def test_read_state_file_by_the_kind_not_the_suffix(tmp_path):
+    """A state dict is read by what its bytes are (the importer's file_kind), whatever its name: no temporary
+    copy under another suffix."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lesion.weights import read_state_file
+
+    state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    save_file(state, str(tmp_path / "weights.bin"))
+    torch.save(state, tmp_path / "weights.safetensors")  # a torch.save under a misleading name
+    assert torch.equal(read_state_file(tmp_path / "weights.bin", "safetensors")["w"], state["w"])
+    assert torch.equal(read_state_file(tmp_path / "weights.safetensors", "state_dict")["w"], state["w"])

@@ -181,5 +181,8 @@ def build_imported(card: ModelCard, path: str | Path) -> Any:
     k = int(m.get("num_classes") or len(card.classes) or 1)
     net = build_network(kind, str(m.get("arch_name") or card.arch), k, int(m.get("in_chans", 3)),
                         m.get("encoder_name"))
-    load_strict(net, read_state_file(path), what=f"imported weights '{card.name}' ({card.arch})")
+    # read by the bytes' kind the import recorded, not by the copy's suffix
+    file_kind_ = dict(card.extra or {}).get("imported", {}).get("kind")
+    load_strict(net, read_state_file(path, file_kind_ if file_kind_ in ("safetensors", "state_dict") else None),
+                what=f"imported weights '{card.name}' ({card.arch})")
     return net
