@@ -548,7 +548,8 @@ def read_state_file(path: str | Path, kind: str | None = None) -> dict[str, "tor
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:  # a file object: torch.load reads a path by its suffix, we by ``kind``
+                state = torch.load(f, map_location="cpu", weights_only=True)
             for key in ("state_dict", "model"):
                 if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
                     state = state[key]
