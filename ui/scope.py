@@ -17,7 +17,9 @@ import streamlit as st
 from lesion.card import ModelCard
 from lesion.infer.tta import n_views
 from lesion.errors import LesionError
-from ui.state import in_options, keep, kept, st_progress
+from ui.classify import member, member_identity, run_gate
+from ui.predfiles import show_coverage
+from ui.state import current_compute, in_options, keep, kept, st_progress
 from ui.trust import exposure, no_training_words
 
 HELD_OUT, WITH_TRAINING = "held-out", "all"
@@ -93,8 +95,6 @@ def scope_choice(cards: Sequence[ModelCard], ds, key: str, what: str = "images")
 def _measure_ms(compute_key: tuple, ref: str, identity: tuple, paths: tuple[str, ...]) -> float:
     """Milliseconds per image and view of one model on the chosen Compute (a warm-up image, then a few)."""
     from lesion.serving.backends import predict
-    from ui.classify import member
-    from ui.state import current_compute
 
     compute = current_compute()
     m = [member(ref)]
@@ -108,8 +108,6 @@ def _measure_ms(compute_key: tuple, ref: str, identity: tuple, paths: tuple[str,
 def measured_ms(ref: Any, ds) -> float:
     """Measured milliseconds per image × view of model ``ref`` here (0 for a predictions file: it reads a table)."""
     from lesion.infer.members import Member
-    from ui.classify import member_identity
-    from ui.state import current_compute
 
     if isinstance(ref, Member):
         return 0.0
@@ -148,6 +146,21 @@ def plan_caption(scope: Scope, refs: Sequence[Any], labels: Sequence[str], tta: 
             f"forward passes: about {human_time(secs)} on this Compute** (measured per image-view: {speed}{left}; "
             f"parts already in the prediction cache are read, not computed){extra}. A run can be stopped: the "
             "parts it finished are kept in the cache.")
+
+
+def plan_and_gate(cards: Sequence[ModelCard], ds, key: str, files: dict, members: Sequence[str],
+                  refs: Sequence[Any], tta: str, label: str, caption: str, finish_page, what: str = "images",
+                  extra: str = "") -> Scope:
+    """What an ensemble page says and asks before it computes: the scope (:func:`scope_choice`), each predictions
+    file's coverage of it, the plan (:func:`plan_caption`), a note when the last run was stopped, and the Run
+    button (``label``; ``caption`` until pressed). Returns the scope; ends the page until Run is pressed."""
+    scope = scope_choice(cards, ds, key, what=what)
+    if not show_coverage(files, list(members), scope.ids, what):
+        finish_page(stop=True)
+    st.caption(plan_caption(scope, refs, members, tta, ds, extra=extra))
+    stopped_note(key)
+    run_gate(key, label, caption, finish_page, identity=ds.fingerprint())
+    return scope
 
 
 def stop_button(key: str, part: str = "") -> None:

@@ -10,11 +10,11 @@ from lesion.infer.ensemble import correlation_matrix, suggest_members
 from lesion.infer.evaluate import label_vector, score
 from lesion.metrics import auc_table, calibration_table, curve_table, threshold_report
 from ui.charts import fit
-from ui.classify import checked_target, require_classifiers, run_ensemble, run_gate, threshold_control
+from ui.classify import checked_target, require_classifiers, run_ensemble, threshold_control
 from ui.compute import ran_on, require_compute
 from ui.ensemble import ensemble_context, ensemble_controls
-from ui.predfiles import predictions_control, show_coverage
-from ui.scope import plan_caption, scope_choice, stoppable, stopped_note
+from ui.predfiles import predictions_control
+from ui.scope import plan_and_gate, stoppable
 from ui.state import keep, members_name, page_setup, require_dataset, set_kept, st_progress
 from ui.tables import auc_notes, pinned
 from ui.trust import model_label, show_model_notes
@@ -41,13 +41,9 @@ refs = [files.get(m, m) for m in members]
 target = checked_target(refs, ds.records, finish_page)
 member_cards = [by_name[m] if m in by_name else files[m].card for m in members]
 show_model_notes(member_cards, ds)
-scope = scope_choice(member_cards, ds, "cls")
-if not show_coverage(files, members, scope.ids):
-    finish_page(stop=True)
-st.caption(plan_caption(scope, refs, members, tta, ds))
-stopped_note("cls")
-run_gate("cls", "Run the ensemble", "Predictions are cached per model, data set, images and TTA: a page revisited "
-         "is instant.", finish_page, identity=ds.fingerprint())
+scope = plan_and_gate(member_cards, ds, "cls", files, members, refs, tta, "Run the ensemble",
+                      "Predictions are cached per model, data set, images and TTA: a page revisited is instant.",
+                      finish_page)
 
 result = stoppable("cls", "Predicting…", lambda update: run_ensemble(ds, refs, tta, merge, progress=update,
                                                                      records=scope.records), finish_page)

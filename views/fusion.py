@@ -22,12 +22,12 @@ require_domain(ds, "derm", "This page fuses dermoscopy classifiers over several 
 
 
 from lesion.infer.fusion import MIN_AUC_CASES, ONE_VIEW, Cases, case_columns, case_keys, is_label_column  # noqa: E402
-from ui.classify import checked_target, require_classifiers, run_gate  # noqa: E402
+from ui.classify import checked_target, require_classifiers  # noqa: E402
 from ui.compute import ran_on, require_compute  # noqa: E402
 from ui.fusion import fusion_roc_figure, run_fusion  # noqa: E402
 from ui.ensemble import ensemble_controls  # noqa: E402
-from ui.predfiles import predictions_control, show_coverage  # noqa: E402
-from ui.scope import plan_caption, scope_choice, stoppable, stopped_note  # noqa: E402
+from ui.predfiles import predictions_control  # noqa: E402
+from ui.scope import plan_and_gate, stoppable  # noqa: E402
 from ui.state import in_options, keep  # noqa: E402
 from ui.tables import auc_notes, pinned  # noqa: E402
 from ui.trust import model_label, show_model_notes  # noqa: E402
@@ -93,13 +93,9 @@ refs = [files.get(m, m) for m in members]
 target = checked_target(refs, ds.records, finish_page, what="model")
 member_cards = [by_name[m] if m in by_name else files[m].card for m in members]
 show_model_notes(member_cards, ds)
-scope = scope_choice(member_cards, ds, "fus")
-if not show_coverage(files, members, scope.ids):
-    finish_page(stop=True)
-st.caption(plan_caption(scope, refs, members, tta, ds))
-stopped_note("fus")
-run_gate("fus", "Run fusion", "Predictions are cached per model, data set, images and TTA (shared with the "
-         "Classification page).", finish_page, identity=ds.fingerprint())
+scope = plan_and_gate(member_cards, ds, "fus", files, members, refs, tta, "Run fusion",
+                      "Predictions are cached per model, data set, images and TTA (shared with the Classification "
+                      "page).", finish_page)
 
 keep_ids, on_what = None, scope.words
 result, report = stoppable("fus", "Predicting…", lambda update: run_fusion(

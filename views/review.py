@@ -27,11 +27,11 @@ from ui.explain import (
     tag_store,
     try_load_classifier,
 )
-from ui.classify import classifier_cards, run_gate, threshold_control
+from ui.classify import classifier_cards, threshold_control
 from ui.compute import heatmaps_where, ran_on, require_compute
 from ui.ensemble import ensemble_context, ensemble_controls
-from ui.predfiles import predictions_control, show_coverage
-from ui.scope import plan_caption, scope_choice, stoppable, stopped_note
+from ui.predfiles import predictions_control
+from ui.scope import plan_and_gate, stoppable
 from ui.state import in_options, keep, page_setup, require_dataset, read_sample
 from ui.tables import pinned
 from ui.trust import model_label, show_model_notes
@@ -77,17 +77,12 @@ except LesionError as e:
     finish_page(stop=True)
 explainer = choices[networks[0]] if networks else None
 refs = [files[m] if m in files else choices[m] for m in members]
-scope = scope_choice(cards, ds, "review", what="cases")
+scope = plan_and_gate(cards, ds, "review", files, members, refs, tta, "Build the review table",
+                      "Runs the ensemble (cached per data set and images) and one heatmap per computed image for the "
+                      "agreement score.", finish_page, what="cases",
+                      extra=f"; then one {method} heatmap per computed image for the agreement score" if explainer
+                      else "")
 keep_ids, on_what = None, scope.words
-if not show_coverage(files, members, scope.ids, "cases"):
-    finish_page(stop=True)
-st.caption(plan_caption(scope, refs, members, tta, ds,
-                        extra=(f"; then one {method} heatmap per computed image for the agreement score" if explainer
-                               else "")))
-stopped_note("review")
-run_gate("review", "Build the review table",
-         "Runs the ensemble (cached per data set and images) and one heatmap per computed image for the agreement "
-         "score.", finish_page, identity=ds.fingerprint())
 
 result = stoppable("review", "Predicting…", lambda update: run_ensemble(ds, refs, tta, merge, progress=update,
                                                                         records=scope.records), finish_page)
