@@ -33,6 +33,10 @@ HAIR_KERNELS: tuple[str, ...] = ("ellipse", "lines")
 DOMAINS: tuple[str, ...] = ("derm", "cxr")
 
 
+#: Long side (pixels) at and above which the config's sizes apply as they are; smaller images get them in proportion.
+SIZE_REFERENCE = 200
+
+
 @dataclass(frozen=True)
 class OtsuConfig:
     """One field per step; frozen so that a config is a hashable cache key.
@@ -372,6 +376,14 @@ def otsu_segment(image: np.ndarray, cfg: OtsuConfig | None = None, return_steps:
         work = img
     h, w = work.shape[:2]
     keep("input", work)
+    # Sizes (blur sigma, hair kernel, morphology radii) are pixels of an image whose long side is at least
+    # SIZE_REFERENCE (the presets were tuned on HAM10000 at 200 x 150): a smaller image gets them in proportion, so a
+    # 64-px thumbnail is the same picture to the pipeline rather than one where a 9-px closing joins the lesion to the
+    # border. Images at or above the reference are unchanged.
+    f = min(1.0, max(h, w) / SIZE_REFERENCE)
+
+    def px(r: float) -> int:
+        return max(1, round(r * f)) if r > 0 else 0
 
     # 2. Vignette exclusion.
     valid = valid_region(work, cfg.vignette, cfg.vignette_level)
@@ -380,7 +392,7 @@ def otsu_segment(image: np.ndarray, cfg: OtsuConfig | None = None, return_steps:
 
     # 3. Hair removal.
     if cfg.hair_removal:
-        hair = hair_mask(work, cfg.hair_kernel, cfg.hair_kernel_size, cfg.hair_threshold)
+        hair = hair_mask(work, cfg.hair_kernel, px(cfg.hair_kernel_size) | 1, cfg.hair_threshold)
         hair &= valid
         work = remove_hair(work, hair)
         keep("hair", hair)
@@ -390,7 +402,7 @@ def otsu_segment(image: np.ndarray, cfg: OtsuConfig | None = None, return_steps:
     chan = extract_channel(work, cfg.channel)
     keep(f"channel ({cfg.channel})", chan)
     if cfg.blur_sigma > 0:
-        chan = cv2.GaussianBlur(chan, (0, 0), cfg.blur_sigma)
+        chan = cv2.GaussianBlur(chan, (0, 0), cfg.blur_sigma * f)
         keep("blurred", chan)
 
     # 6. Otsu threshold on the valid pixels only.
@@ -406,10 +418,10 @@ def otsu_segment(image: np.ndarray, cfg: OtsuConfig | None = None, return_steps:
 
     # 7. Morphology.
     if cfg.open_radius > 0:
-        fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, _disk(cfg.open_radius)).astype(bool)
+        fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, _disk(px(cfg.open_radius))).astype(bool)
         keep("opened", fg)
     if cfg.close_radius > 0:
-        fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_CLOSE, _disk(cfg.close_radius)).astype(bool)
+        fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_CLOSE, _disk(px(cfg.close_radius))).astype(bool)
         fg &= valid
         keep("closed", fg)
     if cfg.fill_holes:
