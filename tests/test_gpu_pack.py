@@ -145,3 +145,22 @@ def test_what_it_wrote_loads_with_the_zoo(smoke, tmp_path):
             assert geometry((64, 96), card.preprocessing).crop == (0, 0, 64, 96)
             assert card.headline().split == OUT_OF_FOLD
             assert held_out(card, ham).matches_card  # the split rebuilds here from the card
+
+
+def test_a_run_stopped_by_its_time_limit_returns_what_it_finished(smoke):
+    """run.sh's own limit (LESION_GPU_RUN_S) sends SIGTERM: gpu_run.py still writes results.json, saying it was
+    stopped, with every model finished so far bundled, within the return limits."""
+    py = smoke["venv_python"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(PATH=f"{py.parent}{os.pathsep}{os.environ.get('PATH', '')}", PIP_NO_INDEX="1", OMP_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1", LESION_GPU_RUN_S="14")
+    out = smoke["base"] / "out-stopped"
+    ran = subprocess.run(["bash", str(smoke["pack"] / "run.sh"), "--smoke", str(out)], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=str(smoke["base"]))
+    assert ran.returncode != 0
+    res = json.loads((out / "results.json").read_text())
+    assert any("stopped by signal" in e["error"] for e in res["errors"]), res["errors"]
+    assert res["finished"] is not None and res["returns"]["ok"] is True
+    assert len([p for p in out.iterdir() if p.is_file()]) <= 8
+    for m in res["models"]:  # whatever was trained before the stop came back
+        assert m["bundle"] and (out / m["bundle"]).is_file()

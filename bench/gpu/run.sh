@@ -25,5 +25,8 @@ export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1
 export PYTHONPATH="$WORK/site:$HERE/code"
 export LESION_LITE_PORTS="$HERE/ports" LESION_CACHE="$WORK/cache" LESION_WEIGHTS_DIR="$WORK/no-shipped-weights"
 rc=0
-"$PY" "$HERE/code/gpu_run.py" ${SMOKE[@]+"${SMOKE[@]}"} --pack "$HERE" --work "$WORK" --out "$OUT" "$@" || rc=$?
+# The run's own limit (below the tool's one call of 560 s, pip and start-up included): on SIGTERM gpu_run.py writes
+# what it finished (models, results.json) before it ends; -k kills it 20 s later if that hangs.
+timeout -s TERM -k 20 "${LESION_GPU_RUN_S:-520}" \
+  "$PY" "$HERE/code/gpu_run.py" ${SMOKE[@]+"${SMOKE[@]}"} --pack "$HERE" --work "$WORK" --out "$OUT" "$@" || rc=$?
 exit "$rc"  # the trap removes WORK (unpacked data, models before bundling)

@@ -188,6 +188,8 @@ def predict_naive(
     for m in built:
         if not isinstance(m, TensorMember):
             raise ModelOutputError(f"predict_naive runs tensor members only, not {m.kind} ('{m.name}').")
+        if hasattr(m, "mixed_precision"):
+            m.mixed_precision = False  # the reference is fp32 as said, also on CUDA
         m.place(device)
     logits: dict[str, list[np.ndarray]] = {m.name: [] for m in built}
     t0 = time.perf_counter()

@@ -23,6 +23,8 @@ class TorchMember(TensorMember):
     kind = "torch"
     gradients = True
     features = True
+    #: bf16 (or fp16) autocast and channels_last on CUDA; False = plain fp32 (the naive reference path).
+    mixed_precision = True
 
     def __init__(self, model: Any, card: ModelCard, name: str | None = None):
         self.module: Classifier = as_classifier(model)
@@ -39,7 +41,7 @@ class TorchMember(TensorMember):
 
         self.module.eval()
         self.module.to(device)
-        if device.startswith("cuda"):
+        if device.startswith("cuda") and self.mixed_precision:
             self.module.to(memory_format=torch.channels_last)
         self.device = device
 
@@ -47,11 +49,12 @@ class TorchMember(TensorMember):
         import torch
 
         with torch.inference_mode():
-            if self.device.startswith("cuda"):
+            if self.device.startswith("cuda") and self.mixed_precision:
                 x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
                 ctx = torch.autocast("cuda", dtype=dtype)
             else:
+                x = x.to(self.device)
                 ctx = contextlib.nullcontext()
             with ctx:
                 out = self.module(x, meta.to(x.device) if meta is not None else None).logits
