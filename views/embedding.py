@@ -80,9 +80,11 @@ except LesionError as e:
 scope = scope_choice([card], ds, "embedding")
 p1, p2, p3 = st.columns([2, 1, 1])
 method = p1.radio("Projection", list(PROJECTIONS), format_func=PROJECTIONS.get, horizontal=True,
-                  key=keep("embedding_proj", "umap", valid=in_options(list(PROJECTIONS), "umap")),
-                  help="UMAP keeps neighbourhoods (clusters), not distances between them; PCA is linear: its axes "
-                       "are the two directions of largest variance. Both read the features' directions (cosine).")
+                  key=keep("embedding_proj", "pca", valid=in_options(list(PROJECTIONS), "pca")),
+                  help="PCA (the default: instant) is linear: its axes are the two directions of largest variance. "
+                       "UMAP keeps neighbourhoods (clusters), not distances between them; its first use in a process "
+                       "compiles (numba), about half a minute to a minute on two CPU cores. Both read the features' "
+                       "directions (cosine).")
 n_neighbors = int(p2.number_input("UMAP neighbours", 2, 200, 15, key="embedding_nn", disabled=method != "umap",
                                   help="Larger: more global structure; smaller: finer local clusters."))
 min_dist = float(p3.slider("UMAP min_dist", 0.0, 0.99, 0.1, 0.01, key="embedding_min_dist",

@@ -127,8 +127,8 @@ def umap_map(features: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1,
 
 # ------------------------------------------------------------------------------------------------ 2-D maps
 #: The 2-D projections :func:`project` offers: name -> what it is, for pickers.
-PROJECTIONS = {"umap": "UMAP (umap-learn, cosine metric; seconds, a minute on its first use)",
-               "pca": "PCA (scikit-learn; instant, linear)"}
+PROJECTIONS = {"pca": "PCA (scikit-learn; instant, linear)",
+               "umap": "UMAP (umap-learn, cosine metric; seconds, about a minute on its first use)"}
 
 
 @dataclass(frozen=True, eq=False)
