@@ -2,8 +2,9 @@
 data-set agreement runs, the tag store. Computation lives in ``lesion.explain`` and ``lesion.review``."""
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import streamlit as st
@@ -13,7 +14,7 @@ from lesion.classify.metadata import METADATA_KEYS
 from lesion.classify.models import prepare_image
 from lesion.data.io import read_image, read_mask
 from lesion.errors import LesionError
-from lesion.explain.agreement import agreement_over_dataset, agreement_score, explain_image
+from lesion.explain.agreement import agreement_over_dataset, agreement_score, explain_batch, explain_image
 from lesion.infer.ensemble import activate
 from lesion.review import TagStore
 from lesion.segment.otsu import otsu_segment
@@ -259,3 +260,34 @@ def _predict_upload(compute_key: tuple, refs: tuple[str, ...], identities: tuple
 def tag_store(ds) -> TagStore:
     """The data set's :class:`lesion.review.TagStore` (re-read on every run: another session may have written)."""
     return TagStore.for_dataset(ds)
+
+
+# ------------------------------------------------------------------------------------------- timing
+@st.cache_data(show_spinner="Measuring how long one heatmap takes here…", max_entries=32)
+def _measure_cam_ms(ref: str, identity: tuple, method: str, paths: tuple[str, ...]) -> float:
+    model, card = load_classifier_cached(ref)
+    images = [read_image(p) for p in paths]
+    with CAM_LOCK:
+        explain_batch(model, card, images[:1], None, None, (method,))  # warm-up: hooks, the first pass
+        t0 = time.perf_counter()
+        explain_batch(model, card, images[1:], None, None, (method,))
+    return (time.perf_counter() - t0) * 1000.0 / max(1, len(images) - 1)
+
+
+#: Methods not timed before Run: one Score-CAM map is one forward pass per activation channel (minutes per image
+#: on a CPU), so measuring it would itself be a long computation nobody asked for, with no Stop.
+UNTIMED = ("scorecam",)
+
+
+def measured_cam_ms(ref: str, method: str, records: Sequence[Any]) -> float:
+    """Measured milliseconds of one ``method`` map (forward + backward) of model ``ref`` on this machine, on the
+    first images of ``records`` (0 with fewer than two or when they cannot be read; NaN for :data:`UNTIMED`)."""
+    if method in UNTIMED:
+        return float("nan")
+    paths = tuple(str(r.image_path) for r in list(records)[:3])
+    if len(paths) < 2:
+        return 0.0
+    try:
+        return _measure_cam_ms(str(ref), member_identity(ref), method, paths)
+    except LesionError:
+        return 0.0

@@ -8,16 +8,11 @@ from pathlib import Path
 import streamlit as st
 
 from lesion.analyse.label_issues import lesion_leaks, near_duplicates, perceptual_hashes
+from lesion.data.spec import open_data
 from lesion.errors import LesionError
 from ui.state import st_progress
 from ui.tables import pinned
 from ui.trust import exposure
-
-
-def _other_records(path: str):
-    from lesion.data.spec import open_data
-
-    return open_data(path)
 
 
 def leaks_section(ds, cards, key: str = "leaks") -> None:
@@ -50,7 +45,7 @@ def leaks_section(ds, cards, key: str = "leaks") -> None:
     ids, paths, folders = [r.id for r in records], [r.image_path for r in records], [split[r.id] for r in records]
     if other:
         try:
-            ods = _other_records(other)
+            ods = open_data(other)
         except LesionError as e:
             st.error(f"Other folder: {e}")
             return

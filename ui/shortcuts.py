@@ -65,39 +65,6 @@ def audit_table(ds, ref: str, method: str, records: Sequence[Any], refs: Referen
     return table
 
 
-@st.cache_data(show_spinner="Measuring how long one heatmap takes here…", max_entries=32)
-def _measure_cam_ms(ref: str, identity: tuple, method: str, paths: tuple[str, ...]) -> float:
-    from lesion.data.io import read_image
-    from lesion.explain.agreement import explain_batch
-
-    model, card = load_classifier_cached(ref)
-    images = [read_image(p) for p in paths]
-    with CAM_LOCK:
-        explain_batch(model, card, images[:1], None, None, (method,))  # warm-up: hooks, the first pass
-        t0 = time.perf_counter()
-        explain_batch(model, card, images[1:], None, None, (method,))
-    return (time.perf_counter() - t0) * 1000.0 / max(1, len(images) - 1)
-
-
-#: Methods not timed before Run: one Score-CAM map is one forward pass per activation channel (minutes per image
-#: on a CPU), so measuring it would itself be a long computation nobody asked for, with no Stop.
-UNTIMED = ("scorecam",)
-
-
-def measured_cam_ms(ref: str, method: str, records: Sequence[Any]) -> float:
-    """Measured milliseconds of one ``method`` map (forward + backward) of model ``ref`` on this machine, on the
-    first images of ``records`` (0 with fewer than two or when they cannot be read; NaN for :data:`UNTIMED`)."""
-    if method in UNTIMED:
-        return float("nan")
-    paths = tuple(str(r.image_path) for r in list(records)[:3])
-    if len(paths) < 2:
-        return 0.0
-    try:
-        return _measure_cam_ms(str(ref), member_identity(ref), method, paths)
-    except LesionError:
-        return 0.0
-
-
 @st.cache_data(show_spinner="Measuring how long one lung mask takes here…", max_entries=8)
 def _measure_lung_ms(name: str, path: str) -> float:
     from lesion.data.io import read_image

@@ -23,6 +23,7 @@ from ui.explain import (
     class_options,
     classifier_picker,
     explain_image_cached,
+    measured_cam_ms,
     meta_key,
     no_classifier_message,
     probabilities,
@@ -31,7 +32,6 @@ from ui.explain import (
 )
 from ui.state import in_options, keep, page_setup, require_dataset, read_sample
 from ui.scope import human_time, scope_choice, stoppable, stopped_note
-from ui.shortcuts import measured_cam_ms
 from ui.tables import pinned
 from ui.trust import show_model_notes
 

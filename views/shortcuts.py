@@ -14,9 +14,9 @@ from lesion.infer.evaluate import label_vector
 from lesion.segment.lungs import default_lung_model, lung_model_names
 from ui.classify import require_classifiers, run_gate, threshold_control
 from ui.compute import heatmaps_where, needs_this_machine, require_compute
-from ui.explain import explain_image_cached, meta_key, try_load_classifier
+from ui.explain import explain_image_cached, measured_cam_ms, meta_key, try_load_classifier
 from ui.scope import human_time, scope_choice, stoppable, stopped_note
-from ui.shortcuts import audit_table, clicked_id, lung_fields, measured_cam_ms, measured_lung_ms, scatter_figure
+from ui.shortcuts import audit_table, clicked_id, lung_fields, measured_lung_ms, scatter_figure
 from ui.state import in_options, keep, kept, members_name, page_setup, read_sample, require_dataset
 from ui.trust import default_models, model_label, show_model_notes
 
